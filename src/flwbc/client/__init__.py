@@ -1,0 +1,1 @@
+"""Client behaviours: benign local SGD, the targeted poisoning attack, and FL-WBC."""

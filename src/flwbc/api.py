@@ -1,0 +1,235 @@
+"""`flwbc.run(config)`: one federated experiment end to end, with its results on disk.
+
+A run directory holds:
+- `config.json`: the resolved config (loadable with `--config`) and, under `_meta`, the package,
+  torch and Python versions;
+- `rounds.jsonl`: one record per round, flushed as it ends; the same seed gives the same file
+  bit for bit (wall times live in `timings.jsonl`, which naturally differ);
+- `checkpoint.safetensors`: the global model after the last finished round, so an interrupted
+  run continues with `resume=` exactly as if it had not stopped;
+- `summary.json` and `model.safetensors` (the final global model) when the run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from flwbc import __version__
+from flwbc.config import ExperimentConfig, make_config
+from flwbc.engine.sequential import train_round
+from flwbc.errors import FlwbcError
+from flwbc.experiment import Experiment
+from flwbc.metrics import evaluate, mitigation_rounds, target_metrics
+from flwbc.runio import (
+    JsonlLog,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_model,
+    read_json,
+    read_jsonl,
+    save_model,
+)
+
+RoundCallback = Callable[[dict[str, Any]], bool | None]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    weights: torch.Tensor
+
+
+def _meta() -> dict[str, Any]:
+    return {
+        "flwbc_version": __version__,
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _new_run_dir(cfg: ExperimentConfig) -> Path:
+    name = cfg.output.name
+    if name is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = f"{stamp}-{cfg.data.name}-{cfg.defense.client}-{cfg.server.aggregator}-s{cfg.seed}"
+    run_dir = Path(cfg.output.dir) / name
+    if (run_dir / "rounds.jsonl").exists() or (run_dir / "config.json").exists():
+        raise FlwbcError(
+            f"run directory {run_dir} already holds a run; resume it with --resume {run_dir} "
+            "or choose another --name"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _truncate_jsonl(path: Path, last_round: int) -> list[dict[str, Any]]:
+    kept = [r for r in read_jsonl(path) if r["round"] <= last_round]
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+    return kept
+
+
+def run(
+    config: ExperimentConfig | dict[str, Any] | None = None,
+    *,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    callback: RoundCallback | None = None,
+) -> RunResult:
+    """Run an experiment (or continue the one in `resume`) and return its records and summary.
+
+    `callback(record)` is called after every round; returning False stops the run after that
+    round (it can be resumed later).
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg_path = run_dir / "config.json"
+        if not cfg_path.is_file():
+            raise FlwbcError(f"nothing to resume: {cfg_path} not found")
+        raw = read_json(cfg_path)
+        raw.pop("_meta", None)
+        cfg = make_config(raw)
+    else:
+        cfg = config if isinstance(config, ExperimentConfig) else make_config(config or {})
+        run_dir = _new_run_dir(cfg)
+        atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "_meta": _meta()})
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    exp = Experiment.prepare(cfg)
+
+    start_round = 1
+    records: list[dict[str, Any]] = []
+    ckpt = run_dir / "checkpoint.safetensors"
+    if resume is not None and ckpt.exists():
+        w, meta = load_model(ckpt, exp.model)
+        w = w.to(exp.device)
+        done = int(meta["round"])
+        records = _truncate_jsonl(run_dir / "rounds.jsonl", done)
+        _truncate_jsonl(run_dir / "timings.jsonl", done)
+        start_round = done + 1
+    else:
+        if resume is not None:
+            for f in ("rounds.jsonl", "timings.jsonl"):
+                (run_dir / f).unlink(missing_ok=True)
+        if cfg.init_model is not None:
+            w, _ = load_model(cfg.init_model, exp.model)
+            w = w.to(exp.device)
+        else:
+            w = exp.initial_weights()
+
+    total = cfg.federation.rounds
+    model_meta = {"model": cfg.model_name, "dataset": cfg.data.name, "seed": cfg.seed}
+    stopped_early = False
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=total,
+        initial=start_round - 1,
+        disable=not progress,
+        unit="round",
+        desc=f"{cfg.data.name} {cfg.defense.client}/{cfg.server.aggregator}",
+        file=sys.stderr,
+    )
+    last_acc: float | None = records[-1].get("test_acc") if records else None
+    with JsonlLog(run_dir / "rounds.jsonl") as log, JsonlLog(run_dir / "timings.jsonl") as tlog:
+        for t in range(start_round, total + 1):
+            tick = time.perf_counter()
+            plan = exp.round_plan(t)
+            out = train_round(exp, plan, w)
+            w = out.weights
+            train_s = time.perf_counter() - tick
+            record: dict[str, Any] = {
+                "round": t,
+                "adversarial": plan.adversarial,
+                "clients": plan.clients,
+                "malicious": [c for c, m in zip(plan.clients, plan.malicious, strict=True) if m],
+                "train_loss": out.train_loss,
+                "test_acc": None,
+                "test_loss": None,
+                "target_conf": None,
+                "target_acc": None,
+            }
+            if t % cfg.eval.every == 0 or t == total:
+                acc, loss = evaluate(
+                    exp.model,
+                    w,
+                    exp.dataset.test_x,
+                    exp.dataset.test_y,
+                    exp.dataset.normalize,
+                    cfg.eval.batch_size,
+                )
+                record["test_acc"], record["test_loss"] = acc, loss
+                last_acc = acc
+            if exp.x_mal is not None:
+                record["target_conf"], record["target_acc"] = target_metrics(
+                    exp.model, w, exp.x_mal, exp.y_mal
+                )
+            record.update(out.info)
+            log.write(record)
+            tlog.write(
+                {"round": t, "seconds": time.perf_counter() - tick, "train_seconds": train_s}
+            )
+            if cfg.output.checkpoint_every and (t % cfg.output.checkpoint_every == 0 or t == total):
+                save_model(ckpt, exp.model, w, {**model_meta, "round": t})
+            records.append(record)
+            bar.set_postfix(_postfix(record, last_acc), refresh=False)
+            bar.update(1)
+            if callback is not None and callback(record) is False:
+                stopped_early = t < total
+                break
+    bar.close()
+
+    summary = _summary(cfg, exp, records, time.perf_counter() - t0, complete=not stopped_early)
+    atomic_write_json(run_dir / "summary.json", summary)
+    if not stopped_early:
+        save_model(run_dir / "model.safetensors", exp.model, w, {**model_meta, "round": total})
+    return RunResult(run_dir, records, summary, w)
+
+
+def _postfix(record: dict[str, Any], last_acc: float | None) -> dict[str, str]:
+    post = {"acc": "-" if last_acc is None else f"{last_acc:.3f}"}
+    if record["target_conf"] is not None:
+        post["conf"] = f"{record['target_conf']:.3f}"
+    if record["adversarial"]:
+        post["adv"] = "yes"
+    return post
+
+
+def _summary(
+    cfg: ExperimentConfig,
+    exp: Experiment,
+    records: list[dict[str, Any]],
+    seconds: float,
+    complete: bool,
+) -> dict[str, Any]:
+    evaluated = [r for r in records if r["test_acc"] is not None]
+    final = evaluated[-1] if evaluated else {}
+    summary: dict[str, Any] = {
+        "complete": complete,
+        "rounds_done": len(records),
+        "final_test_acc": final.get("test_acc"),
+        "final_test_loss": final.get("test_loss"),
+        "final_target_conf": records[-1]["target_conf"] if records else None,
+        "adversarial_rounds": [r["round"] for r in records if r["adversarial"]],
+        "seconds_this_session": seconds,
+        "seed": cfg.seed,
+        "flwbc_version": __version__,
+        "malicious_clients": exp.malicious_ids,
+        "malicious_set": exp.malicious_set.to_dict() if exp.malicious_set is not None else None,
+    }
+    if exp.x_mal is not None:
+        summary["mitigation"] = mitigation_rounds(records)
+    return summary

@@ -1,0 +1,195 @@
+"""The `flwbc` command line.
+
+`flwbc run` takes a config file and/or flags; the flags are generated from the config schema
+(`--local-epochs` sets `local.epochs`, `--wbc-s` sets `defense.wbc.s`, ...) with a few short
+aliases, and `--set a.b=value` reaches any field. User mistakes print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from flwbc import __version__
+from flwbc.config import ExperimentConfig, load_config_file, make_config, set_dotted
+from flwbc.errors import FlwbcError
+
+ALIASES = {
+    "dataset": "data.name",
+    "data-dir": "data.dir",
+    "rounds": "federation.rounds",
+    "client-defense": "defense.client",
+    "aggregator": "server.aggregator",
+    "out": "output.dir",
+    "name": "output.name",
+}
+SECTION_PREFIX = {"defense.wbc": "wbc"}
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted path, annotation, help) for every leaf field of the config schema."""
+    out = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.extend(_fields(ann, dotted + "."))
+        else:
+            out.append((dotted, ann, field.description or ""))
+    return out
+
+
+def _flag_for(dotted: str) -> str:
+    section, _, leaf = dotted.rpartition(".")
+    head = SECTION_PREFIX.get(section, section.replace(".", "-"))
+    return (f"{head}-{leaf}" if head else leaf).replace("_", "-")
+
+
+def _is_textual(ann: Any) -> bool:
+    args = (
+        typing.get_args(ann) if isinstance(ann, types.UnionType) or typing.get_origin(ann) else ()
+    )
+    return ann is str or str in args
+
+
+def _is_list(ann: Any) -> bool:
+    return any(typing.get_origin(a) is list for a in (ann, *typing.get_args(ann)))
+
+
+def _parse_value(raw: str, ann: Any) -> Any:
+    if raw.lower() in ("none", "null"):
+        return None
+    if _is_list(ann):
+        return [
+            int(v) if v.strip().lstrip("-").isdigit() else v.strip()
+            for v in raw.split(",")
+            if v.strip()
+        ]
+    if _is_textual(ann):
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flwbc",
+        description="Federated learning under targeted model poisoning, with FL-WBC.",
+    )
+    parser.add_argument("--version", action="version", version=f"flwbc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run one experiment",
+        description="Run one federated experiment and write its run directory.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run.add_argument("--config", help="YAML or JSON config file; flags override it")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config field, e.g. --set server.options.beta=0.2",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = run.add_argument_group("config fields (see the README for their meaning)")
+    aliases_by_path = {v: k for k, v in ALIASES.items()}
+    for dotted, _ann, help_text in _fields(ExperimentConfig):
+        names = [f"--{_flag_for(dotted)}"]
+        if dotted in aliases_by_path:
+            names.insert(0, f"--{aliases_by_path[dotted]}")
+        group.add_argument(
+            *names,
+            dest=f"cfg:{dotted}",
+            default=None,
+            metavar="V",
+            help=f"{help_text} [{dotted}]".strip(),
+        )
+
+    summ = sub.add_parser("summary", help="print the summary of a run directory")
+    summ.add_argument("run_dir")
+
+    fetch = sub.add_parser("fetch", help="download a dataset into the cache (MD5-checked)")
+    fetch.add_argument("dataset", help="fmnist, mnist or cifar10")
+    fetch.add_argument("--data-dir", default=None)
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    data = load_config_file(args.config) if args.config else {}
+    data.pop("_meta", None)
+    types_by_path = {d: a for d, a, _ in _fields(ExperimentConfig)}
+    for key, raw in vars(args).items():
+        if key.startswith("cfg:") and raw is not None:
+            dotted = key[4:]
+            set_dotted(data, dotted, _parse_value(raw, types_by_path[dotted]))
+    for item in args.set:
+        if "=" not in item:
+            raise FlwbcError(f"--set expects KEY=VALUE, got '{item}'")
+        dotted, raw = item.split("=", 1)
+        ann = types_by_path.get(dotted.strip(), Any)
+        set_dotted(data, dotted.strip(), _parse_value(raw, ann))
+    return make_config(data)
+
+
+def _print_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    acc = summary.get("final_test_acc")
+    print(f"run directory: {run_dir}")
+    print(
+        f"rounds: {summary['rounds_done']}  final test accuracy: "
+        f"{'-' if acc is None else f'{acc:.4f}'}"
+    )
+    for m in summary.get("mitigation", []):
+        shown = (
+            m["rounds"] if m["rounds"] is not None else f"> {m['observed']} (not within the run)"
+        )
+        print(f"adversarial round {m['round']}: attack mitigation rounds {shown}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            from flwbc.api import run
+
+            if args.resume:
+                result = run(resume=args.resume, progress=not args.no_progress)
+            else:
+                result = run(_config_from_args(args), progress=not args.no_progress)
+            _print_summary(result.run_dir, result.summary)
+        elif args.command == "summary":
+            from flwbc.runio import read_json
+
+            _print_summary(Path(args.run_dir), read_json(Path(args.run_dir) / "summary.json"))
+        elif args.command == "fetch":
+            from flwbc.data import resolve_dataset_dir
+
+            print(resolve_dataset_dir(args.dataset, args.data_dir))
+    except FlwbcError as err:
+        print(f"flwbc: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\nflwbc: interrupted; finished rounds are saved, continue with "
+            "'flwbc run --resume RUN_DIR'",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

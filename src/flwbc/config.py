@@ -1,0 +1,271 @@
+"""Validated experiment configuration.
+
+One `ExperimentConfig` describes a whole run; every field has the paper's (or the reference
+code's, where the paper is silent) value as its default, and every default that differs between
+the paper and the authors' code is a named option documented on its field. A bad value raises
+`FlwbcError` with one line naming the field, the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flwbc.errors import FlwbcError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which dataset, where it is, and how it is split among clients (paper §7.1, Appendix C)."""
+
+    name: Literal["fmnist", "mnist", "cifar10"] = "fmnist"
+    dir: str | None = Field(
+        None, description="dataset root; falls back to $FLWBC_DATA_DIR, the cache, a download"
+    )
+    partition: Literal["iid", "shards", "dirichlet"] = "iid"
+    num_shards: int = Field(200, ge=1, description="non-IID shards (McMahan et al.)")
+    shards_per_client: int = Field(2, ge=1)
+    dirichlet_alpha: float = Field(0.5, gt=0)
+    train_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of each client's data used for training; the reference code uses 0.8",
+    )
+
+
+class FederationConfig(_Section):
+    """FedAvg population and schedule (paper §7.1: N = 100, K = 10)."""
+
+    num_clients: int = Field(100, ge=1)
+    clients_per_round: int = Field(10, ge=1)
+    rounds: int = Field(50, ge=1)
+    weighting: Literal["uniform", "samples"] = Field(
+        "uniform", description="FedAvg weights: 1/K each, or proportional to training samples"
+    )
+
+
+class LocalConfig(_Section):
+    """Local SGD (paper eq. 2). E=10, B=10: the authors' defaults, and ours for reproduction."""
+
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.5, ge=0, lt=1)
+    batch_size: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1)
+
+
+class AttackConfig(_Section):
+    """Targeted model poisoning (paper §4.1 eq. 3, Bhagoji et al. 2019)."""
+
+    enabled: bool = True
+    num_malicious: int = Field(
+        5, ge=1, description="N_m attackers taking part in each adversarial round"
+    )
+    num_images: int = Field(1, ge=1, description="size n of the malicious set D_M")
+    source: Literal["train", "test"] = Field(
+        "train",
+        description="draw D_M from the training set (held out of every client) or, as the "
+        "reference code does, from the test set",
+    )
+    target: int | None = Field(
+        None,
+        ge=0,
+        description="target label for all of D_M; default: a random wrong label per image",
+    )
+    alpha: float = Field(
+        0.0, ge=0, le=1, description="weight of the benign loss in eq. 3 (reference code: 0)"
+    )
+    epochs: int = Field(
+        10, ge=1, description="malicious local epochs (reference: local_mal_ep = 10)"
+    )
+    mode: Literal["real", "boost", "emulate"] = Field(
+        "real",
+        description="real: N_m attackers train; boost: real attackers whose update is scaled by "
+        "boost; emulate: the reference code's single attacker with aggregation weight N_m",
+    )
+    boost: float = Field(1.0, gt=0, description="explicit boosting factor λ (mode=boost)")
+    prob: float = Field(0.1, ge=0, le=1, description="chance that a round is adversarial")
+    rounds: list[int] | None = Field(
+        None, description="explicit adversarial rounds (1-based); overrides prob"
+    )
+    start_round: int = Field(1, ge=1, description="no random adversarial round before this one")
+
+
+class WBCConfig(_Section):
+    """FL-WBC (paper §5.1, eq. 8-10)."""
+
+    s: float = Field(0.4, ge=0, description="perturbation strength")
+    noise: Literal["std", "scale"] = Field(
+        "std",
+        description="std: Laplace noise with std s (paper); scale: Laplace scale s, i.e. "
+        "std √2·s (reference code)",
+    )
+    params: Literal["all", "weights"] = Field(
+        "all", description="perturb every parameter (paper) or only weights, not biases (reference)"
+    )
+    hessian: Literal["update", "gradient"] = Field(
+        "update",
+        description="Hessian-diagonal proxy: change of the SGD update / lr (paper eq. 10) or "
+        "change of the raw gradient (reference code); identical without momentum",
+    )
+    reset_each_epoch: bool = Field(
+        False,
+        description="forget the previous step at each local epoch, so the first step of every "
+        "epoch is not perturbed (reference code); default: only the round's first step",
+    )
+
+
+class DefenseConfig(_Section):
+    """Client-side behaviour of benign clients."""
+
+    client: Literal["none", "wbc"] = "none"
+    wbc: WBCConfig = Field(default_factory=WBCConfig)
+
+
+class ServerConfig(_Section):
+    """Aggregation rule, looked up by name in `flwbc.server.aggregators`."""
+
+    aggregator: str = "fedavg"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalConfig(_Section):
+    every: int = Field(
+        1, ge=1, description="benign test evaluation every k rounds (D_M metrics: every round)"
+    )
+    batch_size: int = Field(500, ge=1)
+
+
+class OutputConfig(_Section):
+    dir: str = "runs"
+    name: str | None = Field(None, description="run directory name; default: a timestamp")
+    checkpoint_every: int = Field(
+        1, ge=0, description="rounds between resumable checkpoints; 0: never"
+    )
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment: one seed determines every random choice in it."""
+
+    seed: int = Field(0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: Literal["auto", "fmnist_cnn", "cifar_cnn", "mlp"] = Field(
+        "auto", description="auto: the paper's CNN for the dataset"
+    )
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    init_model: str | None = Field(None, description="warm start from a saved model file")
+    device: str = "cpu"
+    threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ExperimentConfig:
+        fed, att = self.federation, self.attack
+        if fed.clients_per_round > fed.num_clients:
+            raise ValueError(
+                f"federation.clients_per_round ({fed.clients_per_round}) must be at most "
+                f"federation.num_clients ({fed.num_clients})"
+            )
+        if att.enabled:
+            if att.num_malicious > fed.clients_per_round:
+                raise ValueError(
+                    f"attack.num_malicious ({att.num_malicious}) must be at most "
+                    f"federation.clients_per_round ({fed.clients_per_round})"
+                )
+            if fed.num_clients - att.num_malicious < fed.clients_per_round:
+                raise ValueError(
+                    f"federation.num_clients ({fed.num_clients}) minus attack.num_malicious "
+                    f"({att.num_malicious}) must leave at least clients_per_round "
+                    f"({fed.clients_per_round}) benign clients"
+                )
+            if att.rounds is not None:
+                bad = [r for r in att.rounds if not 1 <= r <= fed.rounds]
+                if bad:
+                    raise ValueError(
+                        f"attack.rounds {bad} outside 1..federation.rounds ({fed.rounds})"
+                    )
+            ncls = 10
+            if att.target is not None and att.target >= ncls:
+                raise ValueError(f"attack.target ({att.target}) must be in 0..{ncls - 1}")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        if self.model != "auto":
+            return self.model
+        return "cifar_cnn" if self.data.name == "cifar10" else "fmnist_cnn"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        return f"invalid config: unknown field '{loc}'"
+    if first["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        return f"invalid config: {msg}" if not loc else f"invalid config: {loc}: {msg}"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    return f"invalid config: {loc}{shown}: {msg}"
+
+
+def make_config(data: dict[str, Any] | None = None, **overrides: Any) -> ExperimentConfig:
+    """Build and validate a config from a nested dict plus dotted overrides.
+
+    `make_config({"data": {"name": "cifar10"}}, **{"attack.num_images": 10})`; raises
+    `FlwbcError` with one line on any invalid value.
+    """
+    merged: dict[str, Any] = json.loads(json.dumps(data or {}))
+    for dotted, value in overrides.items():
+        set_dotted(merged, dotted, value)
+    try:
+        return ExperimentConfig.model_validate(merged)
+    except ValidationError as err:
+        raise FlwbcError(_format_validation_error(err)) from None
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `tree["a"]["b"] = value` for `dotted = "a.b"`, creating sections as needed."""
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise FlwbcError(f"invalid config: '{key}' is not a section (in '{dotted}')")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict (validation happens in `make_config`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FlwbcError(f"config file not found: {p}")
+    try:
+        text = p.read_text()
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise FlwbcError(f"cannot parse config file {p}: {str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FlwbcError(
+            f"config file {p} must hold a mapping of sections, not {type(data).__name__}"
+        )
+    return data

@@ -1,0 +1,89 @@
+"""The reference engine: trains a round's clients one after another."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from flwbc.client.attack import malicious_plan
+from flwbc.client.local import benign_plan, local_sgd
+from flwbc.client.wbc import WBCStep
+from flwbc.experiment import Experiment, RoundPlan
+from flwbc.rng import torch_generator
+from flwbc.server import RoundContext
+
+
+@dataclass
+class RoundOutput:
+    weights: Tensor
+    train_loss: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def client_update(
+    exp: Experiment, t: int, c: int, malicious: bool, w: Tensor
+) -> tuple[Tensor, float, float | None]:
+    """Train client c in round t from global weights w; return (update, mean loss, WBC share).
+
+    Data order comes from the stream (seed, "data", t, c) and FL-WBC noise from (seed, "wbc",
+    t, c), so neither depends on other clients or on the defense chosen.
+    """
+    cfg, loc = exp.cfg, exp.cfg.local
+    gen = torch_generator(cfg.seed, "data", t, c)
+    hook = None
+    if malicious:
+        att = cfg.attack
+        if att.alpha > 0:
+            x, y = exp.client_data(c)
+        else:
+            x = y = torch.empty(0)
+        plan = malicious_plan(
+            x,
+            y,
+            exp.x_mal,
+            exp.y_mal,
+            alpha=att.alpha,
+            batch_size=loc.batch_size,
+            epochs=att.epochs,
+            generator=gen,
+        )
+    else:
+        x, y = exp.client_data(c)
+        plan = benign_plan(x, y, loc.batch_size, loc.epochs, gen)
+        if cfg.defense.client == "wbc":
+            hook = WBCStep(
+                cfg.defense.wbc,
+                loc.lr,
+                exp.model.weight_mask,
+                torch_generator(cfg.seed, "wbc", t, c, device=exp.device),
+            )
+    res = local_sgd(exp.model, w, plan, lr=loc.lr, momentum=loc.momentum, hook=hook)
+    update = res.weights - w
+    if malicious and cfg.attack.mode == "boost":
+        update.mul_(cfg.attack.boost)
+    return update, res.mean_loss, (hook.perturbed_fraction() if hook is not None else None)
+
+
+def train_round(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundOutput:
+    """One FedAvg round: every participant trains, the aggregator combines their updates."""
+    updates, losses, shares = [], [], []
+    for c, mal in zip(plan.clients, plan.malicious, strict=True):
+        upd, loss, share = client_update(exp, plan.round, c, mal, w)
+        updates.append(upd)
+        losses.append(loss)
+        if share is not None:
+            shares.append(share)
+    ctx = RoundContext(
+        round=plan.round,
+        client_ids=plan.clients,
+        generator=torch_generator(exp.cfg.seed, "server", plan.round, device=exp.device),
+        global_weights=w,
+    )
+    agg = exp.aggregator.aggregate(torch.stack(updates), plan.weights.to(w.device), ctx)
+    info = dict(agg.info)
+    if shares:
+        info["wbc_perturbed"] = sum(shares) / len(shares)
+    return RoundOutput(w + agg.update, sum(losses) / len(losses), info)

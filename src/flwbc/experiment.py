@@ -1,0 +1,163 @@
+"""The static part of an experiment and its per-round plan, shared by every engine.
+
+`Experiment.prepare(cfg)` loads the data, splits it among clients, draws the malicious set D_M
+and the attackers, and builds the model and the aggregator. `round_plan(t)` says who takes part
+in round t and with which FedAvg weight; it depends only on (seed, t), never on earlier rounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flwbc.client.attack import MaliciousSet, choose_malicious_set
+from flwbc.config import ExperimentConfig
+from flwbc.data import Dataset, load_dataset, partition
+from flwbc.models import FlatModel, build_model
+from flwbc.rng import numpy_rng
+from flwbc.server import Aggregator, build_aggregator
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    round: int
+    adversarial: bool
+    clients: list[int]
+    malicious: list[bool]
+    weights: Tensor
+
+
+@dataclass
+class Experiment:
+    cfg: ExperimentConfig
+    dataset: Dataset
+    model: FlatModel
+    client_indices: list[np.ndarray]
+    malicious_ids: list[int]
+    benign_ids: np.ndarray
+    malicious_set: MaliciousSet | None
+    x_mal: Tensor | None
+    y_mal: Tensor | None
+    aggregator: Aggregator
+    device: torch.device
+
+    @classmethod
+    def prepare(cls, cfg: ExperimentConfig) -> Experiment:
+        device = torch.device(cfg.device)
+        ds = load_dataset(cfg.data.name, cfg.data.dir)
+        train_labels = ds.train_y.numpy()
+        att = cfg.attack
+
+        mset = None
+        pool = np.arange(len(train_labels), dtype=np.int64)
+        if att.enabled:
+            src_labels = train_labels if att.source == "train" else ds.test_y.numpy()
+            mset = choose_malicious_set(
+                src_labels,
+                att.num_images,
+                ds.num_classes,
+                numpy_rng(cfg.seed, "malicious-set"),
+                att.source,
+                att.target,
+            )
+            if att.source == "train":
+                pool = np.setdiff1d(pool, mset.indices)
+
+        d = cfg.data
+        parts = partition(
+            d.partition,
+            pool,
+            train_labels,
+            cfg.federation.num_clients,
+            numpy_rng(cfg.seed, "partition"),
+            **_partition_options(cfg),
+        )
+        if d.train_fraction < 1.0:
+            parts = [p[: int(d.train_fraction * len(p))] for p in parts]
+
+        n = cfg.federation.num_clients
+        mal_ids: list[int] = []
+        if att.enabled:
+            mal_ids = sorted(
+                numpy_rng(cfg.seed, "attackers")
+                .choice(n, att.num_malicious, replace=False)
+                .tolist()
+            )
+        benign_ids = np.setdiff1d(np.arange(n), mal_ids)
+
+        c, h, _ = ds.image_shape
+        module = build_model(cfg.model_name, c, h, ds.num_classes)
+        model = FlatModel(module).to(device)
+
+        x_mal = y_mal = None
+        if mset is not None:
+            src_x = ds.train_x if mset.source == "train" else ds.test_x
+            x_mal = ds.normalize(src_x[torch.from_numpy(mset.indices)]).to(device)
+            y_mal = torch.from_numpy(mset.targets).to(device)
+
+        aggregator = build_aggregator(cfg.server.aggregator, cfg.server.options)
+        return cls(
+            cfg, ds, model, parts, mal_ids, benign_ids, mset, x_mal, y_mal, aggregator, device
+        )
+
+    def is_adversarial(self, t: int) -> bool:
+        att = self.cfg.attack
+        if not att.enabled:
+            return False
+        if att.rounds is not None:
+            return t in att.rounds
+        return (
+            t >= att.start_round and numpy_rng(self.cfg.seed, "adversarial", t).random() < att.prob
+        )
+
+    def round_plan(self, t: int) -> RoundPlan:
+        """Participants of round t: K benign clients, or in an adversarial round the N_m attackers
+        (one standing for all under `mode=emulate`) and K − N_m benign clients."""
+        cfg = self.cfg
+        k = cfg.federation.clients_per_round
+        rng = numpy_rng(cfg.seed, "participants", t)
+        adversarial = self.is_adversarial(t)
+        attackers: list[int] = []
+        n_benign = k
+        if adversarial:
+            attackers = (
+                self.malicious_ids[:1] if cfg.attack.mode == "emulate" else self.malicious_ids
+            )
+            n_benign = k - cfg.attack.num_malicious
+        benign = sorted(rng.choice(self.benign_ids, n_benign, replace=False).tolist())
+        clients = sorted(attackers) + benign
+        malicious = [c in attackers for c in clients]
+        if cfg.federation.weighting == "samples":
+            w = [float(len(self.client_indices[c])) for c in clients]
+        else:
+            w = [1.0] * len(clients)
+        if adversarial and cfg.attack.mode == "emulate":
+            w = [
+                wi * cfg.attack.num_malicious if m else wi
+                for wi, m in zip(w, malicious, strict=True)
+            ]
+        weights = torch.tensor(w, dtype=torch.float64)
+        return RoundPlan(t, adversarial, clients, malicious, (weights / weights.sum()).float())
+
+    def initial_weights(self) -> Tensor:
+        return self.model.init_vector(int(numpy_rng(self.cfg.seed, "init").integers(2**31))).to(
+            self.device
+        )
+
+    def client_data(self, c: int) -> tuple[Tensor, Tensor]:
+        """Client c's training images (normalised, on the device) and labels."""
+        idx = torch.from_numpy(self.client_indices[c])
+        x = self.dataset.normalize(self.dataset.train_x[idx]).to(self.device)
+        return x, self.dataset.train_y[idx].to(self.device)
+
+
+def _partition_options(cfg: ExperimentConfig) -> dict[str, object]:
+    d = cfg.data
+    if d.partition == "shards":
+        return {"num_shards": d.num_shards, "shards_per_client": d.shards_per_client}
+    if d.partition == "dirichlet":
+        return {"alpha": d.dirichlet_alpha}
+    return {}

@@ -1,0 +1,90 @@
+"""The paper's metrics (§7.1): benign accuracy, misclassification confidence and accuracy on D_M,
+and attack mitigation rounds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from flwbc.models import FlatModel
+
+
+@torch.inference_mode()
+def evaluate(
+    model: FlatModel,
+    w: Tensor,
+    x: Tensor,
+    y: Tensor,
+    normalize: Callable[[Tensor], Tensor],
+    batch_size: int = 500,
+) -> tuple[float, float]:
+    """Accuracy and mean NLL loss of the model at `w` on uint8 images `x` with labels `y`."""
+    correct = torch.zeros((), dtype=torch.int64, device=w.device)
+    loss = torch.zeros((), dtype=torch.float64, device=w.device)
+    for start in range(0, len(y), batch_size):
+        xb = normalize(x[start : start + batch_size].to(w.device))
+        if xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        yb = y[start : start + batch_size].to(w.device)
+        out = model(w, xb)
+        loss += F.nll_loss(out, yb, reduction="sum").double()
+        correct += (out.argmax(1) == yb).sum()
+    n = len(y)
+    return float(correct) / n, float(loss) / n
+
+
+@torch.inference_mode()
+def target_metrics(
+    model: FlatModel, w: Tensor, x_mal: Tensor, targets: Tensor
+) -> tuple[float, float]:
+    """Misclassification confidence (mean softmax probability of each image's target label over
+    D_M) and misclassification accuracy (fraction of D_M classified as its target)."""
+    log_probs = model(w, x_mal)
+    conf = log_probs.gather(1, targets.view(-1, 1)).exp().mean()
+    acc = (log_probs.argmax(1) == targets).float().mean()
+    return float(conf), float(acc)
+
+
+def mitigation_rounds(
+    records: Sequence[dict[str, Any]], threshold: float = 0.5
+) -> list[dict[str, Any]]:
+    """Attack mitigation rounds (paper §7.1) for every adversarial round of a run.
+
+    For adversarial round t_a, the rounds r ≥ 0 are examined until the next adversarial round or
+    the end of the run; the first r at which round t_a + r ends with misclassification confidence
+    below `threshold` gives `by_confidence`, the first with misclassification accuracy below the
+    benign error rate (1 − the latest benign accuracy) gives `by_accuracy`, and the paper's
+    metric, `rounds`, is the earlier of the two. r = 0 means the attack never took hold. A
+    criterion not met in the window is None, with `observed` saying how many rounds after t_a were
+    seen (the true value is then more than that).
+    """
+    out = []
+    adv_pos = [i for i, r in enumerate(records) if r["adversarial"]]
+    for j, start in enumerate(adv_pos):
+        end = adv_pos[j + 1] if j + 1 < len(adv_pos) else len(records)
+        by_conf = by_acc = None
+        last_acc = None
+        for i in range(start, end):
+            rec = records[i]
+            if rec.get("test_acc") is not None:
+                last_acc = rec["test_acc"]
+            r = i - start
+            if by_conf is None and rec["target_conf"] < threshold:
+                by_conf = r
+            if by_acc is None and last_acc is not None and rec["target_acc"] < 1.0 - last_acc:
+                by_acc = r
+        met = [v for v in (by_conf, by_acc) if v is not None]
+        out.append(
+            {
+                "round": records[start]["round"],
+                "by_confidence": by_conf,
+                "by_accuracy": by_acc,
+                "rounds": min(met) if met else None,
+                "observed": end - start - 1,
+            }
+        )
+    return out

@@ -1,0 +1,134 @@
+"""The paper's models and a flat-parameter view of them.
+
+Clients, aggregators and FL-WBC all work on one flat float32 vector per model: a round is then a
+`[K, P]` matrix of client models, which is what robust aggregation rules and the batched engine
+need. `FlatModel` evaluates a module at any flat vector through `torch.func.functional_call`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flwbc.errors import FlwbcError
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a model factory `f(in_channels, image_size, num_classes) -> nn.Module`."""
+
+    def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        MODELS[name] = factory
+        return factory
+
+    return deco
+
+
+@register_model("fmnist_cnn")
+class FMNISTCNN(nn.Module):
+    """Reference code's Fashion-MNIST CNN: two 5x5 conv (16, 32, pad 2) + pool, one linear."""
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 5, padding=2)
+        self.conv2 = nn.Conv2d(16, 32, 5, padding=2)
+        self.fc = nn.Linear(32 * (image_size // 4) ** 2, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return F.log_softmax(self.fc(x.flatten(1)), dim=1)
+
+
+@register_model("cifar_cnn")
+class CIFARCNN(nn.Module):
+    """Reference code's CIFAR-10 CNN (LeNet-5 style): conv 6, conv 16, linear 120-84-10."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 32, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 6, 5)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        side = ((image_size - 4) // 2 - 4) // 2
+        self.fc1 = nn.Linear(16 * side * side, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.relu(self.fc2(x))
+        return F.log_softmax(self.fc3(x), dim=1)
+
+
+@register_model("mlp")
+class MLP(nn.Module):
+    """A small MLP (one hidden layer of 200 units), for quick experiments and tests."""
+
+    def __init__(
+        self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, hidden: int = 200
+    ):
+        super().__init__()
+        self.fc1 = nn.Linear(in_channels * image_size * image_size, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.log_softmax(self.fc2(F.relu(self.fc1(x.flatten(1)))), dim=1)
+
+
+def build_model(name: str, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+    if name not in MODELS:
+        raise FlwbcError(f"unknown model '{name}'; choose one of {', '.join(sorted(MODELS))}")
+    return MODELS[name](in_channels=in_channels, image_size=image_size, num_classes=num_classes)
+
+
+class FlatModel:
+    """A module evaluated at flat parameter vectors.
+
+    `names`, `shapes` and `numels` describe the layout (the module's `named_parameters` order);
+    `weight_mask` marks the entries of parameters whose name contains "weight" (the reference
+    code perturbs only those with FL-WBC).
+    """
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        params = list(module.named_parameters())
+        self.names = [n for n, _ in params]
+        self.shapes = [tuple(p.shape) for _, p in params]
+        self.numels = [p.numel() for _, p in params]
+        self.num_params = sum(self.numels)
+        self.weight_mask = torch.cat(
+            [torch.full((p.numel(),), "weight" in n, dtype=torch.bool) for n, p in params]
+        )
+
+    def init_vector(self, seed: int) -> Tensor:
+        """Fresh parameters from torch's default initialisation under a fixed seed."""
+        gen_state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(seed)
+            for m in self.module.modules():
+                if hasattr(m, "reset_parameters") and m is not self.module:
+                    m.reset_parameters()
+        finally:
+            torch.random.set_rng_state(gen_state)
+        return self.get_vector()
+
+    def get_vector(self) -> Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.module.parameters()]).clone()
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """Views of `flat` shaped as the module's parameters, keyed by name."""
+        parts = torch.split(flat, self.numels)
+        return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes, strict=True)}
+
+    def __call__(self, flat: Tensor, x: Tensor) -> Tensor:
+        return torch.func.functional_call(self.module, self.unflatten(flat), (x,))
+
+    def to(self, device: torch.device | str) -> FlatModel:
+        self.module.to(device)
+        self.weight_mask = self.weight_mask.to(device)
+        return self

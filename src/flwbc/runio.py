@@ -1,0 +1,150 @@
+"""Run-directory files: atomic writes, a flushed JSON-lines log, and safe model files.
+
+Models are safetensors files holding each named parameter (usable as a state_dict) plus
+metadata; reading them never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from flwbc.errors import FlwbcError
+from flwbc.models import FlatModel
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _temp_beside(path: Path) -> str:
+    """A temporary file next to `path`, with the permissions a plain `open` would give."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())
+    os.close(fd)
+    return tmp
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temporary file in the same directory, fsync, then rename over `path`."""
+    path = Path(path)
+    tmp = _temp_beside(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FlwbcError(f"file not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise FlwbcError(f"{path} is not valid JSON: {err}") from None
+
+
+class JsonlLog:
+    """Append-only JSON-lines file, flushed and fsynced after every record."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._f.write(json.dumps(record) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> JsonlLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; a torn last line (crash mid-write) is ignored."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    records = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def save_model(path: str | Path, model: FlatModel, w: Tensor, metadata: dict[str, Any]) -> None:
+    """Save flat weights `w` as a safetensors state_dict with string metadata, atomically."""
+    tensors = {n: t.detach().cpu().contiguous().clone() for n, t in model.unflatten(w).items()}
+    meta = {k: json.dumps(v) for k, v in metadata.items()}
+    path = Path(path)
+    tmp = _temp_beside(path)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_model(path: str | Path, model: FlatModel) -> tuple[Tensor, dict[str, Any]]:
+    """Flat weights and metadata from a model file written by `save_model`.
+
+    Also accepts a plain PyTorch state_dict (`.pt`/`.pth`), read with `weights_only=True`.
+    The parameter names and shapes must match `model`.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FlwbcError(f"model file not found: {p}")
+    meta: dict[str, Any] = {}
+    try:
+        if p.suffix in (".pt", ".pth"):
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        else:
+            state = load_file(p)
+            from safetensors import safe_open
+
+            with safe_open(p, framework="pt") as f:
+                meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    except (SafetensorError, RuntimeError, OSError, json.JSONDecodeError) as err:
+        raise FlwbcError(f"cannot read model file {p}: {str(err).splitlines()[0]}") from None
+    if not isinstance(state, dict):
+        raise FlwbcError(f"model file {p} does not hold a state_dict")
+    missing = [n for n in model.names if n not in state]
+    if missing:
+        raise FlwbcError(f"model file {p} lacks parameter(s) {', '.join(missing)}")
+    parts = []
+    for name, shape in zip(model.names, model.shapes, strict=True):
+        t = state[name]
+        if tuple(t.shape) != shape:
+            raise FlwbcError(
+                f"model file {p}: parameter {name} has shape {tuple(t.shape)}, expected {shape}"
+            )
+        parts.append(t.reshape(-1).float())
+    return torch.cat(parts), meta
