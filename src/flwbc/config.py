@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flwbc.errors import FlwbcError
 
@@ -135,6 +135,17 @@ class ServerConfig(_Section):
     aggregator: str = "fedavg"
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("aggregator")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from flwbc.server import AGGREGATORS
+
+        if name not in AGGREGATORS:
+            raise ValueError(
+                f"unknown aggregator '{name}'; choose one of {', '.join(sorted(AGGREGATORS))}"
+            )
+        return name
+
 
 class EvalConfig(_Section):
     every: int = Field(
@@ -219,7 +230,7 @@ def _format_validation_error(err: ValidationError) -> str:
         return f"invalid config: unknown field '{loc}'"
     if first["type"] == "value_error":
         msg = msg.removeprefix("Value error, ")
-        return f"invalid config: {msg}" if not loc else f"invalid config: {loc}: {msg}"
+        return f"invalid config: {loc}: {msg}" if loc else f"invalid config: {msg}"
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" = {value!r}"
     return f"invalid config: {loc}{shown}: {msg}"

@@ -44,9 +44,9 @@ def target_metrics(
     """Misclassification confidence (mean softmax probability of each image's target label over
     D_M) and misclassification accuracy (fraction of D_M classified as its target)."""
     log_probs = model(w, x_mal)
-    conf = log_probs.gather(1, targets.view(-1, 1)).exp().mean()
-    acc = (log_probs.argmax(1) == targets).float().mean()
-    return float(conf), float(acc)
+    conf = log_probs.gather(1, targets.view(-1, 1)).double().exp().mean()
+    hits = int((log_probs.argmax(1) == targets).sum())
+    return float(conf), hits / len(targets)
 
 
 def mitigation_rounds(

@@ -1,0 +1,35 @@
+"""Datasets for the simulator: locate or download official files, read them, split them."""
+
+from flwbc.data.datasets import Dataset, load_dataset
+from flwbc.data.partition import (
+    PARTITION_KINDS,
+    partition,
+    partition_dirichlet,
+    partition_iid,
+    partition_shards,
+)
+from flwbc.data.readers import read_cifar_batch, read_idx
+from flwbc.data.sources import (
+    DATASET_NAMES,
+    ChecksumWarning,
+    canonical_name,
+    download_file,
+    resolve_dataset_dir,
+)
+
+__all__ = [
+    "DATASET_NAMES",
+    "PARTITION_KINDS",
+    "ChecksumWarning",
+    "Dataset",
+    "canonical_name",
+    "download_file",
+    "load_dataset",
+    "partition",
+    "partition_dirichlet",
+    "partition_iid",
+    "partition_shards",
+    "read_cifar_batch",
+    "read_idx",
+    "resolve_dataset_dir",
+]

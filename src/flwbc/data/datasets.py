@@ -1,0 +1,122 @@
+"""In-memory datasets: uint8 image tensors plus the normalisation the models expect."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flwbc.data.readers import read_cifar_batch, read_idx
+from flwbc.data.sources import DatasetSpec, get_spec, resolve_dataset_dir
+from flwbc.errors import FlwbcError
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A dataset held as uint8 images [N,C,H,W] and int64 labels; normalise on the fly.
+
+    Images stay uint8 (4x smaller than float32) so a whole dataset fits on an accelerator and a
+    batch is normalised only when used. The tensors are shared by every load in a process: do not
+    modify them in place.
+    """
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        c, h, w = self.train_x.shape[1:]
+        return int(c), int(h), int(w)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """Map uint8 images [..., C, H, W] to float32 ((x / 255) - mean) / std, on x's device."""
+        channels = len(self.mean)
+        if x.dim() < 3 or x.shape[-3] != channels:
+            raise FlwbcError(
+                f"cannot normalise a tensor of shape {tuple(x.shape)} for {self.name}: "
+                f"expected [..., {channels}, H, W]"
+            )
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+        return (x.to(torch.float32) / 255.0).sub_(mean).div_(std)
+
+
+def _read_idx_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(directory / f"{prefix}-images-idx3-ubyte.gz")
+    labels = read_idx(directory / f"{prefix}-labels-idx1-ubyte.gz")
+    if images.ndim != 3 or images.dtype != np.uint8 or labels.ndim != 1:
+        raise FlwbcError(
+            f"{directory}/{prefix}-*: got images {images.dtype} {images.shape} and labels "
+            f"{labels.shape}, expected uint8 [N,H,W] and [N]; replace these files"
+        )
+    return images[:, None], labels
+
+
+def _read_arrays(spec: DatasetSpec, directory: Path) -> tuple[np.ndarray, ...]:
+    if spec.archive is None:
+        train_x, train_y = _read_idx_pair(directory, "train")
+        test_x, test_y = _read_idx_pair(directory, "t10k")
+        return train_x, train_y, test_x, test_y
+    train = [read_cifar_batch(directory / f"data_batch_{i}") for i in range(1, 6)]
+    test_x, test_y = read_cifar_batch(directory / "test_batch")
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.concatenate([y for _, y in train])
+    return train_x, train_y, test_x, test_y
+
+
+def _validate(spec: DatasetSpec, directory: Path, arrays: tuple[np.ndarray, ...]) -> None:
+    train_x, train_y, test_x, test_y = arrays
+    for split, x, y, n in (
+        ("train", train_x, train_y, spec.train_size),
+        ("test", test_x, test_y, spec.test_size),
+    ):
+        if x.shape != (n, *spec.image_shape) or y.shape != (n,):
+            raise FlwbcError(
+                f"{spec.name} {split} split in {directory} has images {x.shape} and labels "
+                f"{y.shape}, expected ({n}, {', '.join(map(str, spec.image_shape))}) and ({n},); "
+                "replace the files with the official ones"
+            )
+        if y.min() < 0 or y.max() >= spec.num_classes:
+            raise FlwbcError(
+                f"{spec.name} {split} labels in {directory} span {y.min()}..{y.max()}, outside "
+                f"0..{spec.num_classes - 1}; replace the files with the official ones"
+            )
+
+
+@lru_cache(maxsize=8)
+def _load(name: str, directory: Path) -> Dataset:
+    spec = get_spec(name)
+    arrays = _read_arrays(spec, directory)
+    _validate(spec, directory, arrays)
+    train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+    return Dataset(
+        name=spec.name,
+        train_x=train_x,
+        train_y=train_y.to(torch.int64),
+        test_x=test_x,
+        test_y=test_y.to(torch.int64),
+        num_classes=spec.num_classes,
+        mean=spec.mean,
+        std=spec.std,
+    )
+
+
+def load_dataset(
+    name: str, data_dir: str | os.PathLike[str] | None = None, *, download: bool = True
+) -> Dataset:
+    """Resolve (see ``resolve_dataset_dir``), read and validate a dataset; cached per process."""
+    spec = get_spec(name)
+    directory = resolve_dataset_dir(spec.name, data_dir, download=download)
+    return _load(spec.name, directory.resolve())

@@ -1,0 +1,158 @@
+"""Split a pool of training indices among clients: IID, label shards, or Dirichlet label skew.
+
+Every function takes the pool (held-out indices already removed) and a numpy Generator, so a
+split is reproducible from a seed; each client's indices come back shuffled, as int64.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from flwbc.errors import FlwbcError
+
+PARTITION_KINDS: tuple[str, ...] = ("iid", "shards", "dirichlet")
+
+
+def _as_pool(pool: np.ndarray) -> np.ndarray:
+    pool = np.asarray(pool)
+    if pool.ndim != 1 or not (np.issubdtype(pool.dtype, np.integer) or pool.size == 0):
+        raise FlwbcError(
+            f"the index pool must be a 1-D integer array, got {pool.dtype} {pool.shape}"
+        )
+    return pool.astype(np.int64, copy=False)
+
+
+def _pool_labels(pool: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise FlwbcError(f"labels must be a 1-D array of class ids, got shape {labels.shape}")
+    if pool.size and (pool.min() < 0 or pool.max() >= len(labels)):
+        raise FlwbcError(f"the index pool points outside the {len(labels)} labels")
+    return labels[pool]
+
+
+def _check_clients(num_clients: int) -> None:
+    if num_clients < 1:
+        raise FlwbcError(f"num_clients must be at least 1, got {num_clients}")
+
+
+def _shuffled(parts: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    return [rng.permutation(p).astype(np.int64, copy=False) for p in parts]
+
+
+def partition_iid(pool: np.ndarray, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Split the pool uniformly at random into equal disjoint parts (the remainder is unused)."""
+    pool = _as_pool(pool)
+    _check_clients(num_clients)
+    per = len(pool) // num_clients
+    if per == 0:
+        raise FlwbcError(
+            f"cannot give {num_clients} clients data from a pool of {len(pool)}: use fewer clients"
+        )
+    perm = rng.permutation(pool)
+    return [perm[i * per : (i + 1) * per].copy() for i in range(num_clients)]
+
+
+def partition_shards(
+    pool: np.ndarray,
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    num_shards: int = 200,
+    shards_per_client: int = 2,
+) -> list[np.ndarray]:
+    """Non-IID split of McMahan et al.: sort by label, cut into shards, deal shards at random."""
+    pool = _as_pool(pool)
+    _check_clients(num_clients)
+    if shards_per_client < 1 or num_shards < num_clients * shards_per_client:
+        raise FlwbcError(
+            f"{num_clients} clients x {shards_per_client} shards each need at least "
+            f"{num_clients * shards_per_client} shards, got num_shards={num_shards}: "
+            "raise num_shards or lower shards_per_client"
+        )
+    shard_size = len(pool) // num_shards
+    if shard_size == 0:
+        raise FlwbcError(
+            f"a pool of {len(pool)} cannot be cut into {num_shards} shards: lower num_shards"
+        )
+    ordered = pool[np.argsort(_pool_labels(pool, labels), kind="stable")]
+    shards = ordered[: shard_size * num_shards].reshape(num_shards, shard_size)
+    picks = rng.permutation(num_shards)[: num_clients * shards_per_client]
+    picks = picks.reshape(num_clients, shards_per_client)
+    return _shuffled([shards[p].reshape(-1) for p in picks], rng)
+
+
+def partition_dirichlet(
+    pool: np.ndarray,
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    alpha: float = 0.5,
+    min_size: int = 10,
+    max_tries: int = 1000,
+) -> list[np.ndarray]:
+    """Label-skewed split: each class is divided among clients in Dirichlet(alpha) proportions.
+
+    Proportions are redrawn (up to ``max_tries`` times) until every client has ``min_size``
+    indices; smaller alpha gives each client fewer classes.
+    """
+    pool = _as_pool(pool)
+    _check_clients(num_clients)
+    if not alpha > 0:
+        raise FlwbcError(f"the Dirichlet alpha must be positive, got {alpha}")
+    if len(pool) == 0 or min_size * num_clients > len(pool):
+        raise FlwbcError(
+            f"{num_clients} clients x min_size {min_size} exceeds the pool of {len(pool)}: "
+            "lower min_size or use fewer clients"
+        )
+    pool_labels = _pool_labels(pool, labels)
+    by_class = [rng.permutation(pool[pool_labels == c]) for c in np.unique(pool_labels)]
+    sizes = np.array([len(c) for c in by_class])
+    for _ in range(max_tries):
+        props = rng.dirichlet(np.full(num_clients, float(alpha)), size=len(by_class))
+        cuts = (np.cumsum(props, axis=1) * sizes[:, None]).astype(np.int64)
+        cuts[:, -1] = sizes
+        counts = np.diff(cuts, axis=1, prepend=0)
+        if counts.sum(axis=0).min() >= min_size:
+            break
+    else:
+        raise FlwbcError(
+            f"no Dirichlet(alpha={alpha}) split gave all {num_clients} clients at least "
+            f"{min_size} samples in {max_tries} tries: raise alpha or lower min_size"
+        )
+    parts = [
+        np.concatenate([cls[start:end] for cls, start, end in zip(by_class, s, e, strict=True)])
+        for s, e in zip((cuts - counts).T, cuts.T, strict=True)
+    ]
+    return _shuffled(parts, rng)
+
+
+def partition(
+    kind: str,
+    pool: np.ndarray,
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    **kw: Any,
+) -> list[np.ndarray]:
+    """Dispatch to ``partition_<kind>`` for kind in iid, shards, dirichlet."""
+    kinds: dict[str, tuple[Any, tuple[str, ...]]] = {
+        "iid": (partition_iid, ()),
+        "shards": (partition_shards, ("num_shards", "shards_per_client")),
+        "dirichlet": (partition_dirichlet, ("alpha", "min_size", "max_tries")),
+    }
+    key = str(kind).strip().lower()
+    if key not in kinds:
+        raise FlwbcError(f"unknown partition {kind!r}: use one of {', '.join(PARTITION_KINDS)}")
+    fn, allowed = kinds[key]
+    unknown = sorted(set(kw) - set(allowed))
+    if unknown:
+        raise FlwbcError(
+            f"partition {key!r} takes no option {', '.join(unknown)}: "
+            f"allowed are {', '.join(allowed) or 'none'}"
+        )
+    if key == "iid":
+        return fn(pool, num_clients, rng)
+    return fn(pool, labels, num_clients, rng, **kw)
