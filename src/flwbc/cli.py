@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", help="print the summary of a run directory")
     summ.add_argument("run_dir")
 
+    comp = sub.add_parser("compare", help="per-round confidence and accuracy of runs side by side")
+    comp.add_argument("run_dirs", nargs="+")
+
     fetch = sub.add_parser("fetch", help="download a dataset into the cache (MD5-checked)")
     fetch.add_argument("dataset", help="fmnist, mnist or cifar10")
     fetch.add_argument("--data-dir", default=None)
@@ -158,6 +161,39 @@ def _print_summary(run_dir: Path, summary: dict[str, Any]) -> None:
         print(f"adversarial round {m['round']}: attack mitigation rounds {shown}")
 
 
+def compare_table(run_dirs: list[Path]) -> str:
+    """A Markdown table: per round, each run's test accuracy and misclassification confidence,
+    then each run's attack mitigation rounds."""
+    from flwbc.metrics import mitigation_rounds
+    from flwbc.runio import read_jsonl
+
+    runs = {d.name: read_jsonl(d / "rounds.jsonl") for d in run_dirs}
+    for name, recs in runs.items():
+        if not recs:
+            raise FlwbcError(f"no rounds recorded in {name}")
+    head = "| round | adv |" + "".join(f" {n} acc | {n} conf |" for n in runs)
+    lines = [head, "|" + "---|" * (2 + 2 * len(runs))]
+    by_round = {n: {r["round"]: r for r in recs} for n, recs in runs.items()}
+    for t in sorted({r["round"] for recs in runs.values() for r in recs}):
+        cells, adv = [], ""
+        for n in runs:
+            r = by_round[n].get(t)
+            if r is None:
+                cells += ["", ""]
+                continue
+            adv = "yes" if r["adversarial"] else adv
+            acc = "" if r["test_acc"] is None else f"{r['test_acc']:.4f}"
+            conf = "" if r["target_conf"] is None else f"{r['target_conf']:.4f}"
+            cells += [acc, conf]
+        lines.append(f"| {t} | {adv} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for n, recs in runs.items():
+        for m in mitigation_rounds(recs) if recs[0]["target_conf"] is not None else []:
+            shown = m["rounds"] if m["rounds"] is not None else f"> {m['observed']}"
+            lines.append(f"{n}: adversarial round {m['round']}: mitigation rounds {shown}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -174,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             from flwbc.runio import read_json
 
             _print_summary(Path(args.run_dir), read_json(Path(args.run_dir) / "summary.json"))
+        elif args.command == "compare":
+            print(compare_table([Path(d) for d in args.run_dirs]))
         elif args.command == "fetch":
             from flwbc.data import resolve_dataset_dir
 

@@ -67,7 +67,8 @@ def mitigation_rounds(
     for j, start in enumerate(adv_pos):
         end = adv_pos[j + 1] if j + 1 < len(adv_pos) else len(records)
         by_conf = by_acc = None
-        last_acc = None
+        known = [r["test_acc"] for r in records[:start] if r.get("test_acc") is not None]
+        last_acc = known[-1] if known else None
         for i in range(start, end):
             rec = records[i]
             if rec.get("test_acc") is not None:

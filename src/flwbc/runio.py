@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ def save_model(path: str | Path, model: FlatModel, w: Tensor, metadata: dict[str
     tmp = _temp_beside(path)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -132,7 +134,13 @@ def load_model(path: str | Path, model: FlatModel) -> tuple[Tensor, dict[str, An
 
             with safe_open(p, framework="pt") as f:
                 meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-    except (SafetensorError, RuntimeError, OSError, json.JSONDecodeError) as err:
+    except (
+        SafetensorError,
+        RuntimeError,
+        OSError,
+        json.JSONDecodeError,
+        pickle.UnpicklingError,
+    ) as err:
         raise FlwbcError(f"cannot read model file {p}: {str(err).splitlines()[0]}") from None
     if not isinstance(state, dict):
         raise FlwbcError(f"model file {p} does not hold a state_dict")

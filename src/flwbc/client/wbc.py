@@ -37,11 +37,10 @@ def laplace_noise(
 ) -> Tensor:
     """Laplace(0, scale) samples from a single uniform draw by inverse CDF.
 
-    The uniform grid is shifted by half a step so that |u| < 1 always (no infinite samples) and
-    the distribution stays exactly symmetric.
+    torch.rand gives k·2⁻²⁴; u = (2k + 1)·2⁻²⁴ − 1 is computed exactly in float32, lies strictly
+    inside (−1, 1) (no infinite samples) and is exactly symmetric about 0.
     """
-    r = torch.rand(shape, generator=generator, device=device).add_(2.0**-25)
-    u = r.mul_(2.0).sub_(1.0)
+    u = torch.rand(shape, generator=generator, device=device).mul_(2.0).add_(2.0**-24 - 1.0)
     return torch.log1p(-u.abs()).mul_(-scale).mul_(torch.sign(u))
 
 

@@ -1,0 +1,122 @@
+"""Experiment configuration: paper defaults, one-line errors naming the field, files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flwbc.config import ExperimentConfig, load_config_file, make_config
+from flwbc.errors import FlwbcError
+
+
+def test_defaults_are_paper_values():
+    cfg = make_config()
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.federation.num_clients == 100
+    assert cfg.federation.clients_per_round == 10
+    assert cfg.local.lr == 0.01
+    assert cfg.local.momentum == 0.5
+    assert (cfg.local.epochs, cfg.local.batch_size) == (10, 10)  # reproduction default
+    assert cfg.attack.prob == 0.1
+    assert cfg.attack.num_malicious == 5
+    assert cfg.attack.epochs == 10
+    assert cfg.attack.alpha == 0.0
+    assert cfg.attack.num_images == 1
+    assert cfg.defense.wbc.s == 0.4
+    assert cfg.data.name == "fmnist" and cfg.model_name == "fmnist_cnn"
+    assert make_config({"data": {"name": "cifar10"}}).model_name == "cifar_cnn"
+
+
+def _error(data=None, **overrides) -> str:
+    with pytest.raises(FlwbcError) as ei:
+        make_config(data, **overrides)
+    msg = str(ei.value)
+    assert "\n" not in msg.strip(), msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        ({"local.lr": -0.1}, "local.lr"),
+        ({"local.lr": 0}, "local.lr"),
+        ({"local.momentum": 1}, "local.momentum"),
+        ({"local.batch_size": 0}, "local.batch_size"),
+        ({"attack.num_malicious": 11}, "attack.num_malicious"),
+        ({"attack.rounds": [0, 3]}, "attack.rounds"),
+        ({"attack.rounds": [51]}, "attack.rounds"),
+        ({"federation.rounds": 5, "attack.rounds": [6]}, "attack.rounds"),
+        ({"local.foo": 1}, "local.foo"),
+        ({"data.name": "svhn"}, "data.name"),
+        ({"defense.client": "krum"}, "defense.client"),
+        ({"defense.wbc.noise": "gauss"}, "defense.wbc.noise"),
+        ({"defense.wbc.s": -1}, "defense.wbc.s"),
+        ({"attack.prob": 1.5}, "attack.prob"),
+        ({"federation.clients_per_round": 101}, "federation.clients_per_round"),
+    ],
+)
+def test_invalid_values_name_the_field(overrides, field):
+    assert field in _error(**overrides)
+
+
+def test_valid_edge_values():
+    cfg = make_config(
+        **{"attack.rounds": [1, 50], "local.momentum": 0.0, "attack.num_malicious": 10}
+    )
+    assert cfg.attack.rounds == [1, 50]
+    cfg = make_config(**{"attack.enabled": False, "attack.num_malicious": 50})
+    assert cfg.attack.num_malicious == 50
+
+
+def test_override_and_nested_dict():
+    cfg = make_config(**{"attack.num_images": 10})
+    assert cfg.attack.num_images == 10
+    cfg = make_config({"attack": {"num_images": 3, "alpha": 0.5}}, **{"attack.num_images": 10})
+    assert cfg.attack.num_images == 10 and cfg.attack.alpha == 0.5
+    data = {"local": {"lr": 0.1}}
+    make_config(data, **{"local.lr": 0.2})
+    assert data == {"local": {"lr": 0.1}}  # the caller's dict is not modified
+
+
+def test_override_into_non_section():
+    msg = _error(**{"seed.x": 1})
+    assert "seed" in msg
+
+
+def test_round_trip_to_dict():
+    cfg = make_config(**{"defense.client": "wbc", "attack.rounds": [3]})
+    assert make_config(cfg.to_dict()) == cfg
+    json.dumps(cfg.to_dict())
+
+
+def test_load_yaml_and_json(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("local:\n  lr: 0.05\nattack:\n  num_images: 10\n")
+    data = load_config_file(y)
+    assert data == {"local": {"lr": 0.05}, "attack": {"num_images": 10}}
+    assert make_config(data).local.lr == 0.05
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"federation": {"rounds": 7}}))
+    assert make_config(load_config_file(j)).federation.rounds == 7
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config_file(empty) == {}
+
+
+def test_load_config_errors(tmp_path):
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(FlwbcError, match="mapping"):
+        load_config_file(lst)
+    with pytest.raises(FlwbcError, match="not found"):
+        load_config_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\nb: {\n")
+    with pytest.raises(FlwbcError) as ei:
+        load_config_file(bad)
+    assert "\n" not in str(ei.value)
+    badj = tmp_path / "bad.json"
+    badj.write_text("{")
+    with pytest.raises(FlwbcError):
+        load_config_file(badj)
