@@ -9,7 +9,6 @@ PY=${PYTHON:-python3}
 EXTRAS=${1:-dev}
 [ -d .venv ] || "$PY" -m venv .venv
 . .venv/bin/activate
-python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if ! python -c "import torch" >/dev/null 2>&1; then
   pip install -q --no-index "torch==2.13.0" 2>/dev/null \
     || pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
