@@ -1,6 +1,12 @@
-"""Server-side aggregation rules; importing this package registers the built-in rules."""
+"""Server-side aggregation rules.
 
-from flwbc.server import fedavg  # noqa: F401  (registers the rule)
+Importing this package imports every module in it, so a rule is one file that registers itself
+with `@register_aggregator("name")`.
+"""
+
+import importlib
+import pkgutil
+
 from flwbc.server.base import (
     AGGREGATORS,
     Aggregate,
@@ -9,6 +15,10 @@ from flwbc.server.base import (
     build_aggregator,
     register_aggregator,
 )
+
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name != "base":
+        importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = [
     "AGGREGATORS",

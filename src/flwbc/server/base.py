@@ -8,6 +8,7 @@ module that subclasses `Aggregator`, overrides `aggregate`, and registers under 
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ class RoundContext:
     client_ids: list[int]
     generator: torch.Generator
     global_weights: Tensor
+    reference_update: Callable[[], Tensor] | None = None
+    """For rules with a server-side root dataset (FLTrust): the server's own update."""
 
 
 @dataclass
@@ -47,15 +50,22 @@ class Aggregator(ABC):
     name: ClassVar[str] = ""
     rank_based: ClassVar[bool] = False
 
-    def __init__(self, **options: Any):
-        if options:
-            raise FlwbcError(
-                f"aggregator '{self.name}' takes no option(s) {', '.join(sorted(options))}"
-            )
+    def check(self, num_updates: int) -> None:
+        """Raise `FlwbcError` (one line naming the rule and the bound) if the rule cannot work
+        with `num_updates` updates per round. Called once before the first round."""
+        return None
 
     @abstractmethod
     def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
         """Combine `updates` [K, P] with normalised `weights` [K] into one update [P]."""
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors a stateful rule carries across rounds (saved with every checkpoint)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore what `state_dict` returned (on resume)."""
+        return None
 
 
 def register_aggregator(name: str) -> Callable[[type[Aggregator]], type[Aggregator]]:
@@ -73,4 +83,15 @@ def build_aggregator(name: str, options: dict[str, Any] | None = None) -> Aggreg
         raise FlwbcError(
             f"unknown aggregator '{name}'; choose one of {', '.join(sorted(AGGREGATORS))}"
         )
-    return AGGREGATORS[name](**(options or {}))
+    cls = AGGREGATORS[name]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(options or {}) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) if accepted else "no options"
+        raise FlwbcError(
+            f"aggregator '{name}' has no option {', '.join(unknown)} (it takes: {takes})"
+        )
+    try:
+        return cls(**(options or {}))
+    except (TypeError, ValueError) as err:
+        raise FlwbcError(f"aggregator '{name}': {err}") from None
