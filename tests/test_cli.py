@@ -46,6 +46,12 @@ def test_flags_reach_nested_fields() -> None:
     assert cfg.model_name == "cifar_cnn"
 
 
+def test_none_is_a_value_where_the_field_allows_it() -> None:
+    cfg = parse("--client-defense", "none", "--attack-target", "none", "--data-dir", "null")
+    assert cfg.defense.client == "none"
+    assert cfg.attack.target is None and cfg.data.dir is None
+
+
 def test_config_file_then_flags(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("local:\n  epochs: 2\n  batch_size: 32\nattack:\n  num_images: 10\n")

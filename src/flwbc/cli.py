@@ -64,7 +64,7 @@ def _is_list(ann: Any) -> bool:
 
 
 def _parse_value(raw: str, ann: Any) -> Any:
-    if raw.lower() in ("none", "null"):
+    if raw.lower() in ("none", "null") and type(None) in typing.get_args(ann):
         return None
     if _is_list(ann):
         return [
