@@ -35,12 +35,14 @@ from flwbc.runio import (
     JsonlLog,
     atomic_write_bytes,
     atomic_write_json,
+    load_extra,
     load_model,
     read_json,
     read_jsonl,
     save_model,
 )
 
+AGG_PREFIX = "aggregator_state."
 RoundCallback = Callable[[dict[str, Any]], bool | None]
 
 
@@ -117,6 +119,9 @@ def run(
     if resume is not None and ckpt.exists():
         w, meta = load_model(ckpt, exp.model)
         w = w.to(exp.device)
+        exp.aggregator.load_state_dict(
+            {k: v.to(exp.device) for k, v in load_extra(ckpt, AGG_PREFIX).items()}
+        )
         done = int(meta["round"])
         records = _truncate_jsonl(run_dir / "rounds.jsonl", done)
         _truncate_jsonl(run_dir / "timings.jsonl", done)
@@ -183,7 +188,8 @@ def run(
                 {"round": t, "seconds": time.perf_counter() - tick, "train_seconds": train_s}
             )
             if cfg.output.checkpoint_every and (t % cfg.output.checkpoint_every == 0 or t == total):
-                save_model(ckpt, exp.model, w, {**model_meta, "round": t})
+                agg_state = {AGG_PREFIX + k: v for k, v in exp.aggregator.state_dict().items()}
+                save_model(ckpt, exp.model, w, {**model_meta, "round": t}, agg_state)
             records.append(record)
             bar.set_postfix(_postfix(record, last_acc), refresh=False)
             bar.update(1)

@@ -30,7 +30,7 @@ ALIASES = {
     "out": "output.dir",
     "name": "output.name",
 }
-SECTION_PREFIX = {"defense.wbc": "wbc"}
+SECTION_PREFIX = {"defense.wbc": "wbc", "defense.ldp": "ldp"}
 
 
 def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:

@@ -122,11 +122,25 @@ class WBCConfig(_Section):
     )
 
 
-class DefenseConfig(_Section):
-    """Client-side behaviour of benign clients."""
+class LDPConfig(_Section):
+    """Local DP (paper §7.1, after Naseri et al. 2022): each benign client clips its update to
+    L2 norm `clip` and adds i.i.d. noise of std `sigma` to every coordinate before sending."""
 
-    client: Literal["none", "wbc"] = "none"
+    clip: float = Field(
+        5.0, gt=0, description="C: 5 for Fashion-MNIST, 10 for CIFAR-10 in the paper"
+    )
+    sigma: float = Field(0.1, ge=0, description="σ_dp: noise std per coordinate")
+    noise: Literal["laplace", "gaussian"] = Field(
+        "laplace", description="laplace (paper; scale σ/√2) or gaussian"
+    )
+
+
+class DefenseConfig(_Section):
+    """Client-side behaviour of benign clients (attackers never defend)."""
+
+    client: Literal["none", "wbc", "ldp"] = "none"
     wbc: WBCConfig = Field(default_factory=WBCConfig)
+    ldp: LDPConfig = Field(default_factory=LDPConfig)
 
 
 class ServerConfig(_Section):

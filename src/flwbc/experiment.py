@@ -14,10 +14,12 @@ import torch
 from torch import Tensor
 
 from flwbc.client.attack import MaliciousSet, choose_malicious_set
+from flwbc.client.local import benign_plan, local_sgd
 from flwbc.config import ExperimentConfig
 from flwbc.data import Dataset, load_dataset, partition
+from flwbc.errors import FlwbcError
 from flwbc.models import FlatModel, build_model
-from flwbc.rng import numpy_rng
+from flwbc.rng import numpy_rng, torch_generator
 from flwbc.server import Aggregator, build_aggregator
 
 
@@ -43,6 +45,7 @@ class Experiment:
     y_mal: Tensor | None
     aggregator: Aggregator
     device: torch.device
+    root_indices: np.ndarray | None = None
 
     @classmethod
     def prepare(cls, cfg: ExperimentConfig) -> Experiment:
@@ -99,9 +102,28 @@ class Experiment:
             y_mal = torch.from_numpy(mset.targets).to(device)
 
         aggregator = build_aggregator(cfg.server.aggregator, cfg.server.options)
+        _check_aggregator(cfg, aggregator)
+        root = None
+        root_size = getattr(aggregator, "root_size", None)
+        if root_size is not None:
+            # the server's clean root set (FLTrust): drawn from the training pool, D_M excluded;
+            # it may overlap clients' data, so the client partition is the same with or without it
+            root = np.sort(numpy_rng(cfg.seed, "root-set").choice(pool, root_size, replace=False))
         return cls(
-            cfg, ds, model, parts, mal_ids, benign_ids, mset, x_mal, y_mal, aggregator, device
+            cfg, ds, model, parts, mal_ids, benign_ids, mset, x_mal, y_mal, aggregator, device, root
         )
+
+    def reference_update(self, t: int, w: Tensor) -> Tensor:
+        """The server's own update on its root set: one client's local training from w."""
+        if self.root_indices is None:
+            raise RuntimeError("this experiment has no root set")
+        loc = self.cfg.local
+        idx = torch.from_numpy(self.root_indices)
+        x = self.dataset.normalize(self.dataset.train_x[idx]).to(self.device)
+        y = self.dataset.train_y[idx].to(self.device)
+        gen = torch_generator(self.cfg.seed, "root", t)
+        plan = benign_plan(x, y, loc.batch_size, loc.epochs, gen)
+        return local_sgd(self.model, w, plan, lr=loc.lr, momentum=loc.momentum).weights - w
 
     def is_adversarial(self, t: int) -> bool:
         att = self.cfg.attack
@@ -152,6 +174,19 @@ class Experiment:
         idx = torch.from_numpy(self.client_indices[c])
         x = self.dataset.normalize(self.dataset.train_x[idx]).to(self.device)
         return x, self.dataset.train_y[idx].to(self.device)
+
+
+def _check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator) -> None:
+    """Reject combinations that would silently mean something else."""
+    att, k = cfg.attack, cfg.federation.clients_per_round
+    emulating = att.enabled and att.mode == "emulate"
+    if emulating and aggregator.rank_based:
+        raise FlwbcError(
+            f"attack.mode=emulate gives one attacker aggregation weight {att.num_malicious}, which "
+            f"the rank-based aggregator '{aggregator.name}' ignores; use --attack-mode real "
+            "(or boost)"
+        )
+    aggregator.check(k - att.num_malicious + 1 if emulating else k)
 
 
 def _partition_options(cfg: ExperimentConfig) -> dict[str, object]:

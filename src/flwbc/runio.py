@@ -100,9 +100,23 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def save_model(path: str | Path, model: FlatModel, w: Tensor, metadata: dict[str, Any]) -> None:
-    """Save flat weights `w` as a safetensors state_dict with string metadata, atomically."""
+def save_model(
+    path: str | Path,
+    model: FlatModel,
+    w: Tensor,
+    metadata: dict[str, Any],
+    extra: dict[str, Tensor] | None = None,
+) -> None:
+    """Save flat weights `w` as a safetensors state_dict with string metadata, atomically.
+
+    `extra` tensors (e.g. an aggregator's state) are stored beside the parameters under their
+    own names, which must not clash with parameter names.
+    """
     tensors = {n: t.detach().cpu().contiguous().clone() for n, t in model.unflatten(w).items()}
+    for name, t in (extra or {}).items():
+        if name in tensors:
+            raise ValueError(f"extra tensor name {name} clashes with a parameter")
+        tensors[name] = t.detach().cpu().contiguous().clone()
     meta = {k: json.dumps(v) for k, v in metadata.items()}
     path = Path(path)
     tmp = _temp_beside(path)
@@ -156,3 +170,10 @@ def load_model(path: str | Path, model: FlatModel) -> tuple[Tensor, dict[str, An
             )
         parts.append(t.reshape(-1).float())
     return torch.cat(parts), meta
+
+
+def load_extra(path: str | Path, prefix: str) -> dict[str, Tensor]:
+    """The tensors of a file written by `save_model` whose names start with `prefix`, keyed by
+    the rest of the name."""
+    state = load_file(Path(path))
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

@@ -14,6 +14,7 @@ from flwbc.client.wbc import WBCStep
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.rng import torch_generator
 from flwbc.server import RoundContext
+from flwbc.transforms import clip_by_norm, noise
 
 
 @dataclass
@@ -64,6 +65,16 @@ def client_update(
     update = res.weights - w
     if malicious and cfg.attack.mode == "boost":
         update.mul_(cfg.attack.boost)
+    if not malicious and cfg.defense.client == "ldp":
+        ldp = cfg.defense.ldp
+        update = clip_by_norm(update, ldp.clip)[0]
+        update += noise(
+            tuple(update.shape),
+            ldp.noise,
+            ldp.sigma,
+            torch_generator(cfg.seed, "ldp", t, c, device=exp.device),
+            exp.device,
+        )
     return update, res.mean_loss, (hook.perturbed_fraction() if hook is not None else None)
 
 
@@ -81,9 +92,14 @@ def train_round(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundOutput:
         client_ids=plan.clients,
         generator=torch_generator(exp.cfg.seed, "server", plan.round, device=exp.device),
         global_weights=w,
+        reference_update=(lambda: exp.reference_update(plan.round, w))
+        if exp.root_indices is not None
+        else None,
     )
     agg = exp.aggregator.aggregate(torch.stack(updates), plan.weights.to(w.device), ctx)
-    info = dict(agg.info)
+    info: dict[str, Any] = {}
+    if agg.info:
+        info["aggregator"] = agg.info
     if shares:
         info["wbc_perturbed"] = sum(shares) / len(shares)
     return RoundOutput(w + agg.update, sum(losses) / len(losses), info)

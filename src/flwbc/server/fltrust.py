@@ -1,0 +1,36 @@
+"""FLTrust (Cao et al., NDSS 2021): trust bootstrapped from a small clean root set.
+
+The server trains the global model on its root set exactly as a client would, giving g0. Each
+client update g_i gets trust score TS_i = ReLU(cos(g_i, g0)) and is rescaled to the norm of g0;
+the aggregate is Σ TS_i · g_i·‖g0‖/‖g_i‖ / Σ TS_i (zero if every score is zero). The root set
+(`root_size` training images, never the malicious set) is drawn by the experiment.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
+
+
+@register_aggregator("fltrust")
+class FLTrust(Aggregator):
+    def __init__(self, root_size: int = 100):
+        if root_size < 1:
+            raise ValueError(f"root_size must be ≥ 1, got {root_size}")
+        self.root_size = root_size
+
+    def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
+        if ctx.reference_update is None:
+            raise RuntimeError("FLTrust needs the server's reference update")
+        g0 = ctx.reference_update().to(updates.dtype)
+        g0_norm = g0.norm()
+        norms = updates.norm(dim=1).clamp_min(1e-12)
+        cos = (updates @ g0) / (norms * g0_norm.clamp_min(1e-12))
+        trust = torch.relu(cos)
+        total = trust.sum()
+        if float(total) == 0.0:
+            return Aggregate(torch.zeros_like(g0), {"trust": trust.tolist()})
+        scaled = updates * (g0_norm / norms).unsqueeze(1)
+        return Aggregate((trust / total) @ scaled, {"trust": [round(v, 6) for v in trust.tolist()]})
