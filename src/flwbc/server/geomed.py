@@ -1,0 +1,70 @@
+"""Geometric median by the smoothed Weiszfeld algorithm (RFA: Pillutla, Kakade & Harchaoui 2022,
+"Robust aggregation for federated learning", Algorithm 3).
+
+Approximately minimises g(z) = Σ_i α_i ||z - x_i||₂ over z, with α the round's FedAvg weights
+(not rank-based). Starting from the weighted mean z = Σ α_i x_i, each iteration sets
+β_i = α_i / max(ν, ||z - x_i||) and z ← Σ β_i x_i / Σ β_i, where ν = `eps` is the smoothing.
+It stops after `max_iter` iterations, or as soon as the objective changes by less than `tol`
+relative to its new value, |g(z_old) - g(z_new)| < tol · g(z_new) (so `tol = 0` runs all
+`max_iter`), or when g(z_new) = 0 (all positively weighted updates are equal to z).
+`info["iterations"]` is the number of Weiszfeld iterations run.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from flwbc.errors import FlwbcError
+from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
+
+
+def _positive(name: str, value: object, allow_zero: bool = False) -> float:
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok:
+        raise ValueError(
+            f"{name} must be a finite number {'>=' if allow_zero else '>'} 0 (got {value!r})"
+        )
+    return float(value)
+
+
+@register_aggregator("geomed")
+class GeometricMedian(Aggregator):
+    def __init__(self, max_iter: int = 100, eps: float = 1e-6, tol: float = 1e-7) -> None:
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"max_iter must be an integer >= 1 (got {max_iter!r})")
+        self.max_iter = max_iter
+        self.eps = _positive("eps", eps)
+        self.tol = _positive("tol", tol, allow_zero=True)
+
+    def check(self, num_updates: int) -> None:
+        if num_updates < 1:
+            raise FlwbcError(
+                f"aggregator '{self.name}' needs at least 1 update per round (n={num_updates})"
+            )
+
+    def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
+        self.check(updates.shape[0])
+        alpha = weights.to(device=updates.device, dtype=updates.dtype)
+        z = alpha @ updates
+        dist = (updates - z).norm(dim=1)
+        obj = float(alpha @ dist)
+        iterations = 0
+        while iterations < self.max_iter:
+            iterations += 1
+            beta = alpha / dist.clamp_min(self.eps)
+            z = (beta @ updates) / beta.sum()
+            dist = (updates - z).norm(dim=1)
+            new_obj = float(alpha @ dist)
+            # a zero objective: z is every (positively weighted) update, the exact minimum
+            converged = abs(obj - new_obj) < self.tol * new_obj or new_obj == 0.0
+            obj = new_obj
+            if converged:
+                break
+        return Aggregate(z, {"iterations": iterations})
