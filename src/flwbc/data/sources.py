@@ -76,54 +76,50 @@ _IDX_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 
+
+def _idx_spec(name: str, subdir: str, md5s: tuple[str, ...], base_url: str) -> DatasetSpec:
+    """A 28x28 grey-scale, ten-class dataset in the four gzipped IDX files of MNIST's layout.
+
+    Both MNIST and Fashion-MNIST are normalised with MNIST's (0.1307, 0.3081), as the paper's
+    reference code does.
+    """
+    return DatasetSpec(
+        name=name,
+        subdir=subdir,
+        files=dict(zip(_IDX_FILES, md5s, strict=True)),
+        base_url=base_url,
+        archive=None,
+        mean=(0.1307,),
+        std=(0.3081,),
+        num_classes=10,
+        image_shape=(1, 28, 28),
+        train_size=60000,
+        test_size=10000,
+    )
+
+
 SPECS: dict[str, DatasetSpec] = {
-    "fmnist": DatasetSpec(
-        name="fmnist",
-        subdir="fashion-mnist",
-        files=dict(
-            zip(
-                _IDX_FILES,
-                (
-                    "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                    "25c81989df183df01b3e8a0aad5dffbe",
-                    "bef4ecab320f06d8554ea6380940ec79",
-                    "bb300cfdad3c16e7a12a480ee83cd310",
-                ),
-                strict=True,
-            )
+    "fmnist": _idx_spec(
+        "fmnist",
+        "fashion-mnist",
+        (
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "bb300cfdad3c16e7a12a480ee83cd310",
         ),
-        base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        archive=None,
-        mean=(0.1307,),
-        std=(0.3081,),
-        num_classes=10,
-        image_shape=(1, 28, 28),
-        train_size=60000,
-        test_size=10000,
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     ),
-    "mnist": DatasetSpec(
-        name="mnist",
-        subdir="mnist",
-        files=dict(
-            zip(
-                _IDX_FILES,
-                (
-                    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                    "d53e105ee54ea40749a09fcbcd1e9432",
-                    "9fb629c4189551a2d022fa330f9573f3",
-                    "ec29112dd5afa0611ce80d1b7f02629c",
-                ),
-                strict=True,
-            )
+    "mnist": _idx_spec(
+        "mnist",
+        "mnist",
+        (
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "ec29112dd5afa0611ce80d1b7f02629c",
         ),
-        base_url="https://ossci-datasets.s3.amazonaws.com/mnist/",
-        archive=None,
-        mean=(0.1307,),
-        std=(0.3081,),
-        num_classes=10,
-        image_shape=(1, 28, 28),
-        train_size=60000,
-        test_size=10000,
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
     ),
     "cifar10": DatasetSpec(
         name="cifar10",

@@ -53,7 +53,10 @@ class Aggregator(ABC):
     def check(self, num_updates: int) -> None:
         """Raise `FlwbcError` (one line naming the rule and the bound) if the rule cannot work
         with `num_updates` updates per round. Called once before the first round."""
-        return None
+        if num_updates < 1:
+            raise FlwbcError(
+                f"aggregator '{self.name}' needs at least 1 update per round (n={num_updates})"
+            )
 
     @abstractmethod
     def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:

@@ -35,12 +35,6 @@ class CenteredClip(Aggregator):
         self.iters = iters
         self._v: Tensor | None = None
 
-    def check(self, num_updates: int) -> None:
-        if num_updates < 1:
-            raise FlwbcError(
-                f"aggregator '{self.name}' needs at least 1 update per round (n={num_updates})"
-            )
-
     def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
         self.check(updates.shape[0])
         p = updates.shape[1]

@@ -16,7 +16,6 @@ import math
 
 from torch import Tensor
 
-from flwbc.errors import FlwbcError
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
 
 
@@ -42,12 +41,6 @@ class GeometricMedian(Aggregator):
         self.max_iter = max_iter
         self.eps = _positive("eps", eps)
         self.tol = _positive("tol", tol, allow_zero=True)
-
-    def check(self, num_updates: int) -> None:
-        if num_updates < 1:
-            raise FlwbcError(
-                f"aggregator '{self.name}' needs at least 1 update per round (n={num_updates})"
-            )
 
     def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
         self.check(updates.shape[0])
