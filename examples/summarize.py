@@ -38,8 +38,8 @@ def main(runs: Path, kinds: list[str]) -> None:
             mit = mitigation_rounds(recs)[0]
             shown = mit["rounds"] if mit["rounds"] is not None else f"> {mit['observed']}"
             mits.append(shown)
-            costs.append(cost)
             cost = 100 * (before - after)
+            costs.append(cost)
             print(
                 f"| {kind} | {m.group(1)} | {before:.4f} | {after:.4f} | {cost:.1f} "
                 f"| {recs[0]['target_conf']:.3f} | {recs[1]['target_conf']:.3f} | {shown} |"
