@@ -34,7 +34,7 @@ SECTION_PREFIX = {"defense.wbc": "wbc", "defense.ldp": "ldp"}
 
 
 def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(dotted path, annotation, help) for every leaf field of the config schema."""
+    """(dotted path, annotation, help with the default) for every leaf field of the schema."""
     out = []
     for name, field in model.model_fields.items():
         dotted = f"{prefix}{name}"
@@ -42,7 +42,14 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, st
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out.extend(_fields(ann, dotted + "."))
         else:
-            out.append((dotted, ann, field.description or ""))
+            default = field.get_default(call_default_factory=True)
+            choices = typing.get_args(ann) if typing.get_origin(ann) is typing.Literal else ()
+            parts = [
+                field.description or "",
+                "one of " + ", ".join(map(str, choices)) if choices else "",
+            ]
+            text = "; ".join(p for p in parts if p)
+            out.append((dotted, ann, f"{text} [{dotted}, default {default!r}]".strip()))
     return out
 
 
@@ -92,7 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run one experiment",
         description="Run one federated experiment and write its run directory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run.add_argument("--config", help="YAML or JSON config file; flags override it")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
@@ -108,15 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     aliases_by_path = {v: k for k, v in ALIASES.items()}
     for dotted, _ann, help_text in _fields(ExperimentConfig):
         names = [f"--{_flag_for(dotted)}"]
-        if dotted in aliases_by_path:
-            names.insert(0, f"--{aliases_by_path[dotted]}")
-        group.add_argument(
-            *names,
-            dest=f"cfg:{dotted}",
-            default=None,
-            metavar="V",
-            help=f"{help_text} [{dotted}]".strip(),
-        )
+        alias = aliases_by_path.get(dotted)
+        if alias is not None and f"--{alias}" not in names:
+            names.insert(0, f"--{alias}")
+        group.add_argument(*names, dest=f"cfg:{dotted}", default=None, metavar="V", help=help_text)
 
     summ = sub.add_parser("summary", help="print the summary of a run directory")
     summ.add_argument("run_dir")
