@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from flwbc import __version__
 from flwbc.config import ExperimentConfig, make_config
-from flwbc.engine.sequential import train_round
+from flwbc.engine import batched, sequential
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment
 from flwbc.metrics import evaluate, mitigation_rounds, target_metrics
@@ -118,7 +118,7 @@ def run(
     ckpt = run_dir / "checkpoint.safetensors"
     if resume is not None and ckpt.exists():
         w, meta = load_model(ckpt, exp.model)
-        w = w.to(exp.device)
+        w = w.to(exp.device, exp.dtype)
         exp.aggregator.load_state_dict(
             {k: v.to(exp.device) for k, v in load_extra(ckpt, AGG_PREFIX).items()}
         )
@@ -132,10 +132,11 @@ def run(
                 (run_dir / f).unlink(missing_ok=True)
         if cfg.init_model is not None:
             w, _ = load_model(cfg.init_model, exp.model)
-            w = w.to(exp.device)
+            w = w.to(exp.device, exp.dtype)
         else:
             w = exp.initial_weights()
 
+    train_round = batched.train_round if cfg.engine == "batched" else sequential.train_round
     total = cfg.federation.rounds
     model_meta = {"model": cfg.model_name, "dataset": cfg.data.name, "seed": cfg.seed}
     stopped_early = False

@@ -192,7 +192,15 @@ class ExperimentConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     init_model: str | None = Field(None, description="warm start from a saved model file")
+    engine: Literal["sequential", "batched"] = Field(
+        "batched",
+        description="batched: clients with the same schedule train in lock-step (fast); "
+        "sequential: one client after another (the reference)",
+    )
     device: str = "cpu"
+    dtype: Literal["float32", "float64"] = Field(
+        "float32", description="float64 for numerical checks (engine equivalence); slower"
+    )
     threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice")
 
     @model_validator(mode="after")

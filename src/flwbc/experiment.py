@@ -50,6 +50,7 @@ class Experiment:
     @classmethod
     def prepare(cls, cfg: ExperimentConfig) -> Experiment:
         device = torch.device(cfg.device)
+        dtype = getattr(torch, cfg.dtype)
         ds = load_dataset(cfg.data.name, cfg.data.dir)
         train_labels = ds.train_y.numpy()
         att = cfg.attack
@@ -93,12 +94,12 @@ class Experiment:
 
         c, h, _ = ds.image_shape
         module = build_model(cfg.model_name, c, h, ds.num_classes)
-        model = FlatModel(module).to(device)
+        model = FlatModel(module.to(getattr(torch, cfg.dtype))).to(device)
 
         x_mal = y_mal = None
         if mset is not None:
             src_x = ds.train_x if mset.source == "train" else ds.test_x
-            x_mal = ds.normalize(src_x[torch.from_numpy(mset.indices)]).to(device)
+            x_mal = ds.normalize(src_x[torch.from_numpy(mset.indices)]).to(device, dtype)
             y_mal = torch.from_numpy(mset.targets).to(device)
 
         aggregator = build_aggregator(cfg.server.aggregator, cfg.server.options)
@@ -119,11 +120,15 @@ class Experiment:
             raise RuntimeError("this experiment has no root set")
         loc = self.cfg.local
         idx = torch.from_numpy(self.root_indices)
-        x = self.dataset.normalize(self.dataset.train_x[idx]).to(self.device)
+        x = self.dataset.normalize(self.dataset.train_x[idx]).to(self.device, self.dtype)
         y = self.dataset.train_y[idx].to(self.device)
         gen = torch_generator(self.cfg.seed, "root", t)
         plan = benign_plan(x, y, loc.batch_size, loc.epochs, gen)
         return local_sgd(self.model, w, plan, lr=loc.lr, momentum=loc.momentum).weights - w
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.cfg.dtype)
 
     def is_adversarial(self, t: int) -> bool:
         att = self.cfg.attack
@@ -165,14 +170,13 @@ class Experiment:
         return RoundPlan(t, adversarial, clients, malicious, (weights / weights.sum()).float())
 
     def initial_weights(self) -> Tensor:
-        return self.model.init_vector(int(numpy_rng(self.cfg.seed, "init").integers(2**31))).to(
-            self.device
-        )
+        seed = int(numpy_rng(self.cfg.seed, "init").integers(2**31))
+        return self.model.init_vector(seed).to(self.device, self.dtype)
 
     def client_data(self, c: int) -> tuple[Tensor, Tensor]:
         """Client c's training images (normalised, on the device) and labels."""
         idx = torch.from_numpy(self.client_indices[c])
-        x = self.dataset.normalize(self.dataset.train_x[idx]).to(self.device)
+        x = self.dataset.normalize(self.dataset.train_x[idx]).to(self.device, self.dtype)
         return x, self.dataset.train_y[idx].to(self.device)
 
 

@@ -26,7 +26,7 @@ def evaluate(
     correct = torch.zeros((), dtype=torch.int64, device=w.device)
     loss = torch.zeros((), dtype=torch.float64, device=w.device)
     for start in range(0, len(y), batch_size):
-        xb = normalize(x[start : start + batch_size].to(w.device))
+        xb = normalize(x[start : start + batch_size].to(w.device)).to(w.dtype)
         if xb.dim() == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
         yb = y[start : start + batch_size].to(w.device)

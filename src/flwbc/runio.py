@@ -168,7 +168,7 @@ def load_model(path: str | Path, model: FlatModel) -> tuple[Tensor, dict[str, An
             raise FlwbcError(
                 f"model file {p}: parameter {name} has shape {tuple(t.shape)}, expected {shape}"
             )
-        parts.append(t.reshape(-1).float())
+        parts.append(t.reshape(-1))
     return torch.cat(parts), meta
 
 

@@ -89,7 +89,9 @@ class WBCStep:
         diff = (proxy - prev).abs_()
         if self.cfg.hessian == "update":
             diff.div_(self.lr)
-        noise = laplace_noise(tuple(w_hat.shape), self.scale, self.generator, w_hat.device)
+        noise = laplace_noise(tuple(w_hat.shape), self.scale, self.generator, w_hat.device).to(
+            w_hat.dtype
+        )
         out, mask = wbc_perturb(w_hat, diff, noise, self.lr, self.allowed)
         self.perturbed += mask.sum()
         self.steps += 1

@@ -62,9 +62,16 @@ def client_update(
                 torch_generator(cfg.seed, "wbc", t, c, device=exp.device),
             )
     res = local_sgd(exp.model, w, plan, lr=loc.lr, momentum=loc.momentum, hook=hook)
-    update = res.weights - w
+    update = finish_update(exp, t, c, malicious, res.weights - w)
+    return update, res.mean_loss, (hook.perturbed_fraction() if hook is not None else None)
+
+
+def finish_update(exp: Experiment, t: int, c: int, malicious: bool, update: Tensor) -> Tensor:
+    """What client c sends: attackers may boost their update (explicit boosting), benign
+    clients under local DP clip it and add noise from the stream (seed, "ldp", t, c)."""
+    cfg = exp.cfg
     if malicious and cfg.attack.mode == "boost":
-        update.mul_(cfg.attack.boost)
+        update = update * cfg.attack.boost
     if not malicious and cfg.defense.client == "ldp":
         ldp = cfg.defense.ldp
         update = clip_by_norm(update, ldp.clip)[0]
@@ -75,7 +82,34 @@ def client_update(
             torch_generator(cfg.seed, "ldp", t, c, device=exp.device),
             exp.device,
         )
-    return update, res.mean_loss, (hook.perturbed_fraction() if hook is not None else None)
+    return update
+
+
+def aggregate_round(
+    exp: Experiment,
+    plan: RoundPlan,
+    w: Tensor,
+    updates: Tensor,
+    mean_loss: float,
+    wbc_shares: list[float],
+) -> RoundOutput:
+    """Apply the aggregator to the round's updates [K, P] (rows in `plan.clients` order)."""
+    ctx = RoundContext(
+        round=plan.round,
+        client_ids=plan.clients,
+        generator=torch_generator(exp.cfg.seed, "server", plan.round, device=exp.device),
+        global_weights=w,
+        reference_update=(lambda: exp.reference_update(plan.round, w))
+        if exp.root_indices is not None
+        else None,
+    )
+    agg = exp.aggregator.aggregate(updates, plan.weights.to(w.device), ctx)
+    info: dict[str, Any] = {}
+    if agg.info:
+        info["aggregator"] = agg.info
+    if wbc_shares:
+        info["wbc_perturbed"] = sum(wbc_shares) / len(wbc_shares)
+    return RoundOutput(w + agg.update, mean_loss, info)
 
 
 def train_round(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundOutput:
@@ -87,19 +121,4 @@ def train_round(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundOutput:
         losses.append(loss)
         if share is not None:
             shares.append(share)
-    ctx = RoundContext(
-        round=plan.round,
-        client_ids=plan.clients,
-        generator=torch_generator(exp.cfg.seed, "server", plan.round, device=exp.device),
-        global_weights=w,
-        reference_update=(lambda: exp.reference_update(plan.round, w))
-        if exp.root_indices is not None
-        else None,
-    )
-    agg = exp.aggregator.aggregate(torch.stack(updates), plan.weights.to(w.device), ctx)
-    info: dict[str, Any] = {}
-    if agg.info:
-        info["aggregator"] = agg.info
-    if shares:
-        info["wbc_perturbed"] = sum(shares) / len(shares)
-    return RoundOutput(w + agg.update, sum(losses) / len(losses), info)
+    return aggregate_round(exp, plan, w, torch.stack(updates), sum(losses) / len(losses), shares)
