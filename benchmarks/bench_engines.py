@@ -1,0 +1,144 @@
+"""Benchmark the sequential and batched engines against the machine's compute floor.
+
+For each setting (dataset × local schedule, FL-WBC on, 10 clients a round), the engines run
+interleaved (A B A B ...) so that a passing foreign load hits both. Per engine it prints:
+- median seconds per round (training and the full test-set evaluation);
+- training images per second;
+- achieved GFLOP/s;
+- the ratio to the compute floor.
+
+The compute floor is the round's FLOPs divided by the best throughput the same model reaches on
+single large batches (128 to 512 images, forward+backward for training, forward for evaluation,
+both memory layouts), measured in the same run. The float32 matmul peak is measured too, for
+scale. FLOPs are counted by torch's FlopCounterMode.
+
+usage: python benchmarks/bench_engines.py [--rounds 3] [--data-dir DIR] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import flwbc
+from flwbc.engine import batched, sequential
+from flwbc.experiment import Experiment
+from flwbc.metrics import evaluate
+
+
+def matmul_peak(n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / min(times) / 1e9
+
+
+def forward_flops(exp: Experiment) -> float:
+    """FLOPs of one image's forward pass."""
+    x = torch.zeros(1, *exp.dataset.image_shape)
+    with FlopCounterMode(display=False) as counter:
+        exp.model(exp.initial_weights(), x)
+    return float(counter.get_total_flops())
+
+
+def best_throughput(exp: Experiment, train: bool) -> float:
+    """Images per second on single large batches, the best over batch sizes and layouts."""
+    w = exp.initial_weights()
+    best = 0.0
+    for bs in (128, 256, 512):
+        for layout in (torch.contiguous_format, torch.channels_last):
+            x = torch.randn(bs, *exp.dataset.image_shape).contiguous(memory_format=layout)
+            y = torch.randint(0, 10, (bs,))
+            times = []
+            for _ in range(4):
+                t = time.perf_counter()
+                if train:
+                    wr = w.clone().requires_grad_(True)
+                    torch.autograd.grad(F.nll_loss(exp.model(wr, x), y), wr)
+                else:
+                    with torch.inference_mode():
+                        exp.model(w, x)
+                times.append(time.perf_counter() - t)
+            best = max(best, bs / statistics.median(times[1:]))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per engine and setting")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--quick", action="store_true", help="only the paper's E=1/B=32 setting")
+    args = ap.parse_args()
+
+    peak = matmul_peak()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"float32 matmul peak {peak:.0f} GFLOP/s"
+    )
+    settings = [(d, e, b) for d in ("fmnist", "cifar10") for e, b in ((1, 32), (10, 10))]
+    if args.quick:
+        settings = [s for s in settings if s[1] == 1]
+    header = (
+        "| dataset | E/B | engine | s/round | train img/s | GFLOP/s | floor s/round "
+        "| × floor | peak RSS MB |"
+    )
+    print(header)
+    print("|" + "---|" * 9)
+    for ds, epochs, bs in settings:
+        cfg = flwbc.make_config(
+            {
+                "data": {"name": ds, "dir": args.data_dir},
+                "local": {"epochs": epochs, "batch_size": bs},
+                "defense": {"client": "wbc"},
+                "attack": {"prob": 0.0},
+            }
+        )
+        exp = Experiment.prepare(cfg)
+        f_img = forward_flops(exp)
+        train_rate = best_throughput(exp, train=True)
+        eval_rate = best_throughput(exp, train=False)
+        w = exp.initial_weights()
+        engines = {"sequential": sequential.train_round, "batched": batched.train_round}
+        times: dict[str, list[float]] = {k: [] for k in engines}
+        images = 0
+        for t in range(1, args.rounds + 2):
+            plan = exp.round_plan(t)
+            images = sum(len(exp.client_indices[c]) for c in plan.clients) * epochs
+            for name, fn in engines.items():
+                tick = time.perf_counter()
+                out = fn(exp, plan, w)
+                evaluate(
+                    exp.model,
+                    out.weights,
+                    exp.dataset.test_x,
+                    exp.dataset.test_y,
+                    exp.dataset.normalize,
+                    cfg.eval.batch_size,
+                )
+                if t > 1:  # the first round warms caches and allocators
+                    times[name].append(time.perf_counter() - tick)
+            w = out.weights
+        n_test = len(exp.dataset.test_y)
+        flops = 3 * f_img * images + f_img * n_test
+        floor = images / train_rate + n_test / eval_rate
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        for name, ts in times.items():
+            sec = statistics.median(ts)
+            print(
+                f"| {ds} | {epochs}/{bs} | {name} | {sec:.2f} | {images / sec:.0f} "
+                f"| {flops / sec / 1e9:.0f} | {floor:.2f} | {sec / floor:.2f} | {rss:.0f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
