@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 from flwbc import __version__
 from flwbc.config import ExperimentConfig, make_config
 from flwbc.engine import batched, sequential
+from flwbc.engine.sequential import RoundOutput
 from flwbc.errors import FlwbcError
-from flwbc.experiment import Experiment
+from flwbc.experiment import Experiment, RoundPlan
 from flwbc.metrics import evaluate, mitigation_rounds, target_metrics
 from flwbc.runio import (
     JsonlLog,
@@ -84,6 +85,111 @@ def _truncate_jsonl(path: Path, last_round: int) -> list[dict[str, Any]]:
     return kept
 
 
+class _Session:
+    """One run's state between rounds: its experiment, weights, records and open log files."""
+
+    def __init__(self, config: ExperimentConfig | dict[str, Any] | None, resume: str | Path | None):
+        if resume is not None:
+            run_dir = Path(resume)
+            cfg_path = run_dir / "config.json"
+            if not cfg_path.is_file():
+                raise FlwbcError(f"nothing to resume: {cfg_path} not found")
+            raw = read_json(cfg_path)
+            raw.pop("_meta", None)
+            cfg = make_config(raw)
+        else:
+            cfg = config if isinstance(config, ExperimentConfig) else make_config(config or {})
+            run_dir = _new_run_dir(cfg)
+            atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "_meta": _meta()})
+        self.cfg, self.run_dir = cfg, run_dir
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        exp = self.exp = Experiment.prepare(cfg)
+        self.records: list[dict[str, Any]] = []
+        self.ckpt = run_dir / "checkpoint.safetensors"
+        self.next_round = 1
+        if resume is not None and self.ckpt.exists():
+            w, meta = load_model(self.ckpt, exp.model)
+            exp.aggregator.load_state_dict(
+                {k: v.to(exp.device) for k, v in load_extra(self.ckpt, AGG_PREFIX).items()}
+            )
+            done = int(meta["round"])
+            self.records = _truncate_jsonl(run_dir / "rounds.jsonl", done)
+            _truncate_jsonl(run_dir / "timings.jsonl", done)
+            self.next_round = done + 1
+        else:
+            if resume is not None:
+                for f in ("rounds.jsonl", "timings.jsonl"):
+                    (run_dir / f).unlink(missing_ok=True)
+            if cfg.init_model is not None:
+                w, _ = load_model(cfg.init_model, exp.model)
+            else:
+                w = exp.initial_weights()
+        self.w = w.to(exp.device, exp.dtype)
+        self.last_acc: float | None = self.records[-1].get("test_acc") if self.records else None
+        self.model_meta = {"model": cfg.model_name, "dataset": cfg.data.name, "seed": cfg.seed}
+        self.log = JsonlLog(run_dir / "rounds.jsonl")
+        self.tlog = JsonlLog(run_dir / "timings.jsonl")
+        self.started = time.perf_counter()
+
+    @property
+    def done(self) -> bool:
+        return self.next_round > self.cfg.federation.rounds
+
+    def record(
+        self, plan: RoundPlan, out: RoundOutput, tick: float, train_s: float
+    ) -> dict[str, Any]:
+        """Evaluate the new global model, write the round's record and checkpoint, advance."""
+        exp, cfg, t = self.exp, self.cfg, plan.round
+        self.w = w = out.weights
+        total = cfg.federation.rounds
+        record: dict[str, Any] = {
+            "round": t,
+            "adversarial": plan.adversarial,
+            "clients": plan.clients,
+            "malicious": [c for c, m in zip(plan.clients, plan.malicious, strict=True) if m],
+            "train_loss": out.train_loss,
+            "test_acc": None,
+            "test_loss": None,
+            "target_conf": None,
+            "target_acc": None,
+        }
+        if t % cfg.eval.every == 0 or t == total:
+            ds = exp.dataset
+            acc, loss = evaluate(
+                exp.model, w, ds.test_x, ds.test_y, ds.normalize, cfg.eval.batch_size
+            )
+            record["test_acc"], record["test_loss"] = acc, loss
+            self.last_acc = acc
+        if exp.x_mal is not None:
+            record["target_conf"], record["target_acc"] = target_metrics(
+                exp.model, w, exp.x_mal, exp.y_mal
+            )
+        record.update(out.info)
+        self.log.write(record)
+        self.tlog.write(
+            {"round": t, "seconds": time.perf_counter() - tick, "train_seconds": train_s}
+        )
+        if cfg.output.checkpoint_every and (t % cfg.output.checkpoint_every == 0 or t == total):
+            agg_state = {AGG_PREFIX + k: v for k, v in exp.aggregator.state_dict().items()}
+            save_model(self.ckpt, exp.model, w, {**self.model_meta, "round": t}, agg_state)
+        self.records.append(record)
+        self.next_round = t + 1
+        return record
+
+    def finish(self) -> RunResult:
+        self.log.close()
+        self.tlog.close()
+        complete = self.done
+        seconds = time.perf_counter() - self.started
+        summary = _summary(self.cfg, self.exp, self.records, seconds, complete=complete)
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        if complete:
+            meta = {**self.model_meta, "round": self.cfg.federation.rounds}
+            save_model(self.run_dir / "model.safetensors", self.exp.model, self.w, meta)
+        return RunResult(self.run_dir, self.records, summary, self.w)
+
+
 def run(
     config: ExperimentConfig | dict[str, Any] | None = None,
     *,
@@ -96,114 +202,67 @@ def run(
     `callback(record)` is called after every round; returning False stops the run after that
     round (it can be resumed later).
     """
-    if resume is not None:
-        run_dir = Path(resume)
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.is_file():
-            raise FlwbcError(f"nothing to resume: {cfg_path} not found")
-        raw = read_json(cfg_path)
-        raw.pop("_meta", None)
-        cfg = make_config(raw)
-    else:
-        cfg = config if isinstance(config, ExperimentConfig) else make_config(config or {})
-        run_dir = _new_run_dir(cfg)
-        atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "_meta": _meta()})
-
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    exp = Experiment.prepare(cfg)
-
-    start_round = 1
-    records: list[dict[str, Any]] = []
-    ckpt = run_dir / "checkpoint.safetensors"
-    if resume is not None and ckpt.exists():
-        w, meta = load_model(ckpt, exp.model)
-        w = w.to(exp.device, exp.dtype)
-        exp.aggregator.load_state_dict(
-            {k: v.to(exp.device) for k, v in load_extra(ckpt, AGG_PREFIX).items()}
-        )
-        done = int(meta["round"])
-        records = _truncate_jsonl(run_dir / "rounds.jsonl", done)
-        _truncate_jsonl(run_dir / "timings.jsonl", done)
-        start_round = done + 1
-    else:
-        if resume is not None:
-            for f in ("rounds.jsonl", "timings.jsonl"):
-                (run_dir / f).unlink(missing_ok=True)
-        if cfg.init_model is not None:
-            w, _ = load_model(cfg.init_model, exp.model)
-            w = w.to(exp.device, exp.dtype)
-        else:
-            w = exp.initial_weights()
-
+    sess = _Session(config, resume)
+    cfg, exp = sess.cfg, sess.exp
     train_round = batched.train_round if cfg.engine == "batched" else sequential.train_round
-    total = cfg.federation.rounds
-    model_meta = {"model": cfg.model_name, "dataset": cfg.data.name, "seed": cfg.seed}
-    stopped_early = False
-    t0 = time.perf_counter()
     bar = tqdm(
-        total=total,
-        initial=start_round - 1,
+        total=cfg.federation.rounds,
+        initial=sess.next_round - 1,
         disable=not progress,
         unit="round",
         desc=f"{cfg.data.name} {cfg.defense.client}/{cfg.server.aggregator}",
         file=sys.stderr,
     )
-    last_acc: float | None = records[-1].get("test_acc") if records else None
-    with JsonlLog(run_dir / "rounds.jsonl") as log, JsonlLog(run_dir / "timings.jsonl") as tlog:
-        for t in range(start_round, total + 1):
+    try:
+        while not sess.done:
             tick = time.perf_counter()
-            plan = exp.round_plan(t)
-            out = train_round(exp, plan, w)
-            w = out.weights
-            train_s = time.perf_counter() - tick
-            record: dict[str, Any] = {
-                "round": t,
-                "adversarial": plan.adversarial,
-                "clients": plan.clients,
-                "malicious": [c for c, m in zip(plan.clients, plan.malicious, strict=True) if m],
-                "train_loss": out.train_loss,
-                "test_acc": None,
-                "test_loss": None,
-                "target_conf": None,
-                "target_acc": None,
-            }
-            if t % cfg.eval.every == 0 or t == total:
-                acc, loss = evaluate(
-                    exp.model,
-                    w,
-                    exp.dataset.test_x,
-                    exp.dataset.test_y,
-                    exp.dataset.normalize,
-                    cfg.eval.batch_size,
-                )
-                record["test_acc"], record["test_loss"] = acc, loss
-                last_acc = acc
-            if exp.x_mal is not None:
-                record["target_conf"], record["target_acc"] = target_metrics(
-                    exp.model, w, exp.x_mal, exp.y_mal
-                )
-            record.update(out.info)
-            log.write(record)
-            tlog.write(
-                {"round": t, "seconds": time.perf_counter() - tick, "train_seconds": train_s}
-            )
-            if cfg.output.checkpoint_every and (t % cfg.output.checkpoint_every == 0 or t == total):
-                agg_state = {AGG_PREFIX + k: v for k, v in exp.aggregator.state_dict().items()}
-                save_model(ckpt, exp.model, w, {**model_meta, "round": t}, agg_state)
-            records.append(record)
-            bar.set_postfix(_postfix(record, last_acc), refresh=False)
+            plan = exp.round_plan(sess.next_round)
+            out = train_round(exp, plan, sess.w)
+            record = sess.record(plan, out, tick, time.perf_counter() - tick)
+            bar.set_postfix(_postfix(record, sess.last_acc), refresh=False)
             bar.update(1)
             if callback is not None and callback(record) is False:
-                stopped_early = t < total
                 break
-    bar.close()
+    finally:
+        bar.close()
+    return sess.finish()
 
-    summary = _summary(cfg, exp, records, time.perf_counter() - t0, complete=not stopped_early)
-    atomic_write_json(run_dir / "summary.json", summary)
-    if not stopped_early:
-        save_model(run_dir / "model.safetensors", exp.model, w, {**model_meta, "round": total})
-    return RunResult(run_dir, records, summary, w)
+
+def run_many(
+    configs: list[ExperimentConfig | dict[str, Any]], *, progress: bool = True
+) -> list[RunResult]:
+    """Run several experiments in lock-step, training all their clients together each round.
+
+    Runs that share the model, its dtype and the local update rule (e.g. a sweep over FL-WBC's
+    s, DP's σ, aggregators or seeds) advance as one batched computation; each keeps its own
+    randomness, files and results, identical to running it alone with the batched engine.
+    """
+    sessions = [_Session(c, None) for c in configs]
+    total = sum(s.cfg.federation.rounds for s in sessions)
+    bar = tqdm(
+        total=total,
+        disable=not progress,
+        unit="round",
+        desc=f"{len(sessions)} runs",
+        file=sys.stderr,
+    )
+    try:
+        while True:
+            active = [s for s in sessions if not s.done]
+            if not active:
+                break
+            tick = time.perf_counter()
+            plans = [s.exp.round_plan(s.next_round) for s in active]
+            outs = batched.train_rounds(
+                [(s.exp, p, s.w) for s, p in zip(active, plans, strict=True)]
+            )
+            train_s = time.perf_counter() - tick
+            for s, p, o in zip(active, plans, outs, strict=True):
+                s.record(p, o, tick, train_s)
+            bar.update(len(active))
+    finally:
+        bar.close()
+    return [s.finish() for s in sessions]
 
 
 def _postfix(record: dict[str, Any], last_acc: float | None) -> dict[str, str]:

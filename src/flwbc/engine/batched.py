@@ -15,6 +15,7 @@ models fall back to `torch.func.vmap`, which is correct but slower.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -111,78 +112,28 @@ def batched_forward(model: FlatModel) -> BatchedForward:
     return BATCHED_FORWARDS.get(type(model.module), _vmap_forward)
 
 
-def train_group(
-    exp: Experiment, t: int, clients: list[int], plans: list[Iterator[Epoch]], w: Tensor, wbc: bool
-) -> tuple[Tensor, list[float], list[float]]:
-    """Train clients whose plans have the same shape together, advancing the plans in lock-step;
-    return their final weights [G, P], mean losses and (with FL-WBC) perturbed shares."""
-    cfg, loc = exp.cfg, exp.cfg.local
-    forward = batched_forward(exp.model)
-    g = len(clients)
-    weights = w.detach().unsqueeze(0).repeat(g, 1)
-    velocity = torch.zeros_like(weights)
-    loss_sum = torch.zeros(g, dtype=torch.float64, device=w.device)
-    steps = 0
-    wbc_cfg = cfg.defense.wbc
-    scale = laplace_scale(wbc_cfg.s, wbc_cfg.noise) if wbc else 0.0
-    allowed = exp.model.weight_mask if wbc_cfg.params == "weights" else None
-    gens = (
-        [torch_generator(cfg.seed, "wbc", t, c, device=exp.device) for c in clients] if wbc else []
-    )
-    prev: Tensor | None = None
-    perturbed = torch.zeros(g, dtype=torch.float64, device=w.device)
-    perturbed_steps = 0
-    for epochs in zip(*plans, strict=True):
-        if wbc and wbc_cfg.reset_each_epoch:
-            prev = None
-        for terms in zip(*epochs, strict=True):
-            weights.requires_grad_(True)
-            per_client = torch.zeros(g, dtype=weights.dtype, device=w.device)
-            for k in range(len(terms[0])):
-                tw = terms[0][k].weight
-                if tw == 0.0:
-                    continue
-                x = torch.stack([ts[k].x for ts in terms])
-                y = torch.stack([ts[k].y for ts in terms])
-                logp = forward(exp.model, weights, x)
-                nll = F.nll_loss(logp.flatten(0, 1), y.flatten(), reduction="none")
-                per_client = per_client + tw * nll.view(g, -1).mean(1)
-            (grad,) = torch.autograd.grad(per_client.sum(), weights)
-            weights = weights.detach()
-            velocity.mul_(loc.momentum).add_(grad)
-            step = velocity.mul(-loc.lr)
-            w_hat = weights.add(step)
-            if wbc:
-                proxy = step if wbc_cfg.hessian == "update" else grad
-                if prev is not None and scale != 0.0:
-                    diff = (proxy - prev).abs_()
-                    if wbc_cfg.hessian == "update":
-                        diff.div_(loc.lr)
-                    noise = torch.stack(
-                        [laplace_noise((w.numel(),), scale, gen, w.device) for gen in gens]
-                    ).to(w.dtype)
-                    w_hat, mask = wbc_perturb(w_hat, diff, noise, loc.lr, allowed)
-                    perturbed += mask.sum(1)
-                    perturbed_steps += 1
-                prev = proxy
-            weights = w_hat
-            loss_sum += per_client.detach()
-            steps += 1
-    shares = (
-        (perturbed / (perturbed_steps * w.numel())).tolist()
-        if wbc and perturbed_steps
-        else ([0.0] * g if wbc else [])
-    )
-    return weights, (loss_sum / max(steps, 1)).tolist(), shares
+@dataclass(frozen=True)
+class Row:
+    """One client's local training in one round of one run."""
+
+    exp: Experiment
+    round: int
+    client: int
+    malicious: bool
+    w0: Tensor
 
 
-def _plan(exp: Experiment, t: int, c: int, malicious: bool) -> tuple[Any, Iterator[Epoch]]:
-    """Client c's plan for round t, and a key equal for plans of the same shape."""
-    cfg, loc = exp.cfg, exp.cfg.local
-    gen = torch_generator(cfg.seed, "data", t, c)
-    if malicious:
+def _row_plan(row: Row) -> tuple[Any, Iterator[Epoch]]:
+    """The row's plan, and a key equal for rows that can advance in lock-step: same model and
+    dtype, same step shapes (sample count, batch size, epochs, loss terms) and the same update
+    rule (lr, momentum, FL-WBC variant; only FL-WBC's strength may differ)."""
+    exp, cfg, loc = row.exp, row.exp.cfg, row.exp.cfg.local
+    gen = torch_generator(cfg.seed, "data", row.round, row.client)
+    wbc = cfg.defense.wbc
+    rule: tuple[Any, ...] = (cfg.model_name, cfg.dtype, cfg.device, loc.lr, loc.momentum)
+    if row.malicious:
         att = cfg.attack
-        x, y = exp.client_data(c) if att.alpha > 0 else (torch.empty(0), torch.empty(0))
+        x, y = exp.client_data(row.client) if att.alpha > 0 else (torch.empty(0), torch.empty(0))
         plan = malicious_plan(
             x,
             y,
@@ -193,32 +144,130 @@ def _plan(exp: Experiment, t: int, c: int, malicious: bool) -> tuple[Any, Iterat
             epochs=att.epochs,
             generator=gen,
         )
-        return (True, len(y)), plan
-    x, y = exp.client_data(c)
-    return (False, len(y)), benign_plan(x, y, loc.batch_size, loc.epochs, gen)
+        key = (*rule, "attacker", len(y), len(exp.y_mal), loc.batch_size, att.epochs, att.alpha)
+        return key, plan
+    x, y = exp.client_data(row.client)
+    wbc_rule = (wbc.noise, wbc.params, wbc.hessian, wbc.reset_each_epoch) if _wbc(row) else None
+    key = (*rule, "benign", len(y), loc.batch_size, loc.epochs, wbc_rule)
+    return key, benign_plan(x, y, loc.batch_size, loc.epochs, gen)
+
+
+def _wbc(row: Row) -> bool:
+    return not row.malicious and row.exp.cfg.defense.client == "wbc"
+
+
+def train_group(
+    rows: list[Row], plans: list[Iterator[Epoch]]
+) -> tuple[Tensor, list[float], list[float | None]]:
+    """Train rows with the same key together, advancing their plans in lock-step; return their
+    final weights [G, P], mean losses and (with FL-WBC) perturbed shares."""
+    first = rows[0].exp
+    loc, model, device = first.cfg.local, first.model, first.device
+    forward = batched_forward(model)
+    g = len(rows)
+    weights = torch.stack([r.w0.detach() for r in rows])
+    p = weights.shape[1]
+    velocity = torch.zeros_like(weights)
+    loss_sum = torch.zeros(g, dtype=torch.float64, device=device)
+    steps = 0
+    wbc = _wbc(rows[0])
+    wbc_cfg = first.cfg.defense.wbc
+    scales = [laplace_scale(r.exp.cfg.defense.wbc.s, wbc_cfg.noise) for r in rows] if wbc else []
+    active = torch.tensor([sc != 0.0 for sc in scales], dtype=torch.bool, device=device)
+    allowed = model.weight_mask if wbc_cfg.params == "weights" else None
+    gens = (
+        [torch_generator(r.exp.cfg.seed, "wbc", r.round, r.client, device=device) for r in rows]
+        if wbc
+        else []
+    )
+    prev: Tensor | None = None
+    perturbed = torch.zeros(g, dtype=torch.float64, device=device)
+    perturbed_steps = 0
+    for epochs in zip(*plans, strict=True):
+        if wbc and wbc_cfg.reset_each_epoch:
+            prev = None
+        for terms in zip(*epochs, strict=True):
+            weights.requires_grad_(True)
+            per_client = torch.zeros(g, dtype=weights.dtype, device=device)
+            for k in range(len(terms[0])):
+                tw = terms[0][k].weight
+                if tw == 0.0:
+                    continue
+                x = torch.stack([ts[k].x for ts in terms])
+                y = torch.stack([ts[k].y for ts in terms])
+                logp = forward(model, weights, x)
+                nll = F.nll_loss(logp.flatten(0, 1), y.flatten(), reduction="none")
+                per_client = per_client + tw * nll.view(g, -1).mean(1)
+            (grad,) = torch.autograd.grad(per_client.sum(), weights)
+            weights = weights.detach()
+            velocity.mul_(loc.momentum).add_(grad)
+            step = velocity.mul(-loc.lr)
+            w_hat = weights.add(step)
+            if wbc:
+                proxy = step if wbc_cfg.hessian == "update" else grad
+                if prev is not None and any(sc != 0.0 for sc in scales):
+                    diff = (proxy - prev).abs_()
+                    if wbc_cfg.hessian == "update":
+                        diff.div_(loc.lr)
+                    noise = torch.stack(
+                        [
+                            laplace_noise((p,), sc, gen, device)
+                            if sc != 0.0
+                            else torch.zeros(p, device=device)
+                            for sc, gen in zip(scales, gens, strict=True)
+                        ]
+                    ).to(weights.dtype)
+                    w_hat, mask = wbc_perturb(w_hat, diff, noise, loc.lr, allowed)
+                    perturbed += (mask & active.unsqueeze(1)).sum(1)
+                    perturbed_steps += 1
+                prev = proxy
+            weights = w_hat
+            loss_sum += per_client.detach()
+            steps += 1
+    shares: list[float | None] = [None] * g
+    if wbc:
+        shares = (perturbed / max(perturbed_steps * p, 1)).tolist()
+    return weights, (loss_sum / max(steps, 1)).tolist(), shares
+
+
+def train_rows(rows: list[Row]) -> list[tuple[Tensor, float, float | None]]:
+    """(update, mean loss, FL-WBC share) for every row, training rows of equal key together."""
+    groups: dict[Any, list[int]] = {}
+    plans: list[Iterator[Epoch]] = []
+    for i, row in enumerate(rows):
+        key, plan = _row_plan(row)
+        plans.append(plan)
+        groups.setdefault(key, []).append(i)
+    out: list[tuple[Tensor, float, float | None]] = [None] * len(rows)  # type: ignore[list-item]
+    for members in groups.values():
+        final, losses, shares = train_group([rows[i] for i in members], [plans[i] for i in members])
+        for j, i in enumerate(members):
+            r = rows[i]
+            update = finish_update(r.exp, r.round, r.client, r.malicious, final[j] - r.w0)
+            out[i] = (update, losses[j], shares[j])
+    return out
+
+
+def train_rounds(items: list[tuple[Experiment, RoundPlan, Tensor]]) -> list[RoundOutput]:
+    """One round of several runs at once: all their clients train together where they can,
+    then each run aggregates its own updates. Each run's result equals running it alone."""
+    rows = [
+        Row(exp, plan.round, c, m, w)
+        for exp, plan, w in items
+        for c, m in zip(plan.clients, plan.malicious, strict=True)
+    ]
+    results = train_rows(rows)
+    outs, pos = [], 0
+    for exp, plan, w in items:
+        mine = results[pos : pos + len(plan.clients)]
+        pos += len(plan.clients)
+        shares = [s for _, _, s in mine if s is not None]
+        mean_loss = sum(loss for _, loss, _ in mine) / len(mine)
+        stacked = torch.stack([u for u, _, _ in mine])
+        outs.append(aggregate_round(exp, plan, w, stacked, mean_loss, shares))
+    return outs
 
 
 def train_round(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundOutput:
     """One FedAvg round with clients of the same schedule trained together."""
-    cfg = exp.cfg
-    wbc_on = cfg.defense.client == "wbc"
-    plans: dict[int, Iterator[Epoch]] = {}
-    groups: dict[Any, list[int]] = {}
-    for c, m in zip(plan.clients, plan.malicious, strict=True):
-        key, plans[c] = _plan(exp, plan.round, c, m)
-        groups.setdefault(key, []).append(c)
-    updates: dict[int, Tensor] = {}
-    losses: dict[int, float] = {}
-    shares: list[float] = []
-    for (malicious, _), members in groups.items():
-        wbc = wbc_on and not malicious
-        final, group_losses, group_shares = train_group(
-            exp, plan.round, members, [plans[c] for c in members], w, wbc
-        )
-        shares += group_shares
-        for i, c in enumerate(members):
-            updates[c] = finish_update(exp, plan.round, c, malicious, final[i] - w)
-            losses[c] = group_losses[i]
-    stacked = torch.stack([updates[c] for c in plan.clients])
-    mean_loss = sum(losses[c] for c in plan.clients) / len(plan.clients)
-    return aggregate_round(exp, plan, w, stacked, mean_loss, shares)
+    return train_rounds([(exp, plan, w)])[0]
