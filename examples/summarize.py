@@ -9,6 +9,7 @@ mitigation rounds.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import sys
@@ -30,7 +31,8 @@ def main(runs: Path, kinds: list[str]) -> None:
             m = re.fullmatch(rf"{re.escape(kind)}-s(\d+)", d.name)
             recs = read_jsonl(d / "rounds.jsonl")
             warm = read_jsonl(runs / f"warmup-s{m.group(1)}" / "rounds.jsonl") if m else []
-            done = (d / "summary.json").is_file() and (d / "model.safetensors").is_file()
+            summary = d / "summary.json"
+            done = summary.is_file() and json.loads(summary.read_text()).get("complete", False)
             if not m or not done or len(recs) < 2 or not warm:
                 continue
             before = warm[-1]["test_acc"]
