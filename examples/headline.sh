@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The headline experiment: Fashion-MNIST IID, a trained model, one forced adversarial round
 # (5 of 10 clients malicious, one image in D_M), run without defense and with FL-WBC (s = 0.4)
-# from the same saved model with the same clients and data order. About 15 minutes on 2 cores.
+# from the same saved model with the same clients and data order. About 10 minutes on 2 cores.
 set -euo pipefail
 SEED=${SEED:-0}
 OUT=${OUT:-runs/headline}
