@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flwbc.client.attack import malicious_plan
-from flwbc.client.local import Epoch, benign_plan
+from flwbc.client.local import Epoch
 from flwbc.client.wbc import laplace_noise, laplace_scale, wbc_perturb
-from flwbc.engine.sequential import RoundOutput, aggregate_round, finish_update
+from flwbc.engine.sequential import RoundOutput, aggregate_round, client_plan, finish_update
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.models import CIFARCNN, FMNISTCNN, MLP, FlatModel
 from flwbc.rng import torch_generator
@@ -127,29 +126,16 @@ def _row_plan(row: Row) -> tuple[Any, Iterator[Epoch]]:
     """The row's plan, and a key equal for rows that can advance in lock-step: same model and
     dtype, same step shapes (sample count, batch size, epochs, loss terms) and the same update
     rule (lr, momentum, FL-WBC variant; only FL-WBC's strength may differ)."""
-    exp, cfg, loc = row.exp, row.exp.cfg, row.exp.cfg.local
-    gen = torch_generator(cfg.seed, "data", row.round, row.client)
+    cfg, loc = row.exp.cfg, row.exp.cfg.local
     wbc = cfg.defense.wbc
+    n, plan = client_plan(row.exp, row.round, row.client, row.malicious)
     rule: tuple[Any, ...] = (cfg.model_name, cfg.dtype, cfg.device, loc.lr, loc.momentum)
     if row.malicious:
         att = cfg.attack
-        x, y = exp.client_data(row.client) if att.alpha > 0 else (torch.empty(0), torch.empty(0))
-        plan = malicious_plan(
-            x,
-            y,
-            exp.x_mal,
-            exp.y_mal,
-            alpha=att.alpha,
-            batch_size=loc.batch_size,
-            epochs=att.epochs,
-            generator=gen,
-        )
-        key = (*rule, "attacker", len(y), len(exp.y_mal), loc.batch_size, att.epochs, att.alpha)
+        key = (*rule, "attacker", n, len(row.exp.y_mal), loc.batch_size, att.epochs, att.alpha)
         return key, plan
-    x, y = exp.client_data(row.client)
     wbc_rule = (wbc.noise, wbc.params, wbc.hessian, wbc.reset_each_epoch) if _wbc(row) else None
-    key = (*rule, "benign", len(y), loc.batch_size, loc.epochs, wbc_rule)
-    return key, benign_plan(x, y, loc.batch_size, loc.epochs, gen)
+    return (*rule, "benign", n, loc.batch_size, loc.epochs, wbc_rule), plan
 
 
 def _wbc(row: Row) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor
 
 from flwbc.client.attack import malicious_plan
-from flwbc.client.local import benign_plan, local_sgd
+from flwbc.client.local import Epoch, benign_plan, local_sgd
 from flwbc.client.wbc import WBCStep
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.rng import torch_generator
@@ -24,23 +25,18 @@ class RoundOutput:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def client_update(
-    exp: Experiment, t: int, c: int, malicious: bool, w: Tensor
-) -> tuple[Tensor, float, float | None]:
-    """Train client c in round t from global weights w; return (update, mean loss, WBC share).
+def client_plan(exp: Experiment, t: int, c: int, malicious: bool) -> tuple[int, Iterator[Epoch]]:
+    """Client c's local-training plan for round t, and its number of own training samples.
 
-    Data order comes from the stream (seed, "data", t, c) and FL-WBC noise from (seed, "wbc",
-    t, c), so neither depends on other clients or on the defense chosen.
+    Data order comes from the stream (seed, "data", t, c), so it depends neither on other
+    clients nor on the defense chosen. Attackers train on D_M (eq. 3), on their own data too
+    when α > 0.
     """
     cfg, loc = exp.cfg, exp.cfg.local
     gen = torch_generator(cfg.seed, "data", t, c)
-    hook = None
     if malicious:
         att = cfg.attack
-        if att.alpha > 0:
-            x, y = exp.client_data(c)
-        else:
-            x = y = torch.empty(0)
+        x, y = exp.client_data(c) if att.alpha > 0 else (torch.empty(0), torch.empty(0))
         plan = malicious_plan(
             x,
             y,
@@ -51,16 +47,28 @@ def client_update(
             epochs=att.epochs,
             generator=gen,
         )
-    else:
-        x, y = exp.client_data(c)
-        plan = benign_plan(x, y, loc.batch_size, loc.epochs, gen)
-        if cfg.defense.client == "wbc":
-            hook = WBCStep(
-                cfg.defense.wbc,
-                loc.lr,
-                exp.model.weight_mask,
-                torch_generator(cfg.seed, "wbc", t, c, device=exp.device),
-            )
+        return len(y), plan
+    x, y = exp.client_data(c)
+    return len(y), benign_plan(x, y, loc.batch_size, loc.epochs, gen)
+
+
+def client_update(
+    exp: Experiment, t: int, c: int, malicious: bool, w: Tensor
+) -> tuple[Tensor, float, float | None]:
+    """Train client c in round t from global weights w; return (update, mean loss, WBC share).
+
+    FL-WBC noise comes from the stream (seed, "wbc", t, c).
+    """
+    cfg, loc = exp.cfg, exp.cfg.local
+    _, plan = client_plan(exp, t, c, malicious)
+    hook = None
+    if not malicious and cfg.defense.client == "wbc":
+        hook = WBCStep(
+            cfg.defense.wbc,
+            loc.lr,
+            exp.model.weight_mask,
+            torch_generator(cfg.seed, "wbc", t, c, device=exp.device),
+        )
     res = local_sgd(exp.model, w, plan, lr=loc.lr, momentum=loc.momentum, hook=hook)
     update = finish_update(exp, t, c, malicious, res.weights - w)
     return update, res.mean_loss, (hook.perturbed_fraction() if hook is not None else None)
