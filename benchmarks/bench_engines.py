@@ -12,7 +12,11 @@ single large batches (128 to 512 images, forward+backward for training, forward 
 both memory layouts), measured in the same run. The float32 matmul peak is measured too, for
 scale. FLOPs are counted by torch's FlopCounterMode.
 
-usage: python benchmarks/bench_engines.py [--rounds 3] [--data-dir DIR] [--quick]
+With --sweep it instead times a 10-run sweep (FL-WBC s = 0.1 ... 1.0, E=1/B=32, evaluation
+every round) run batched with `flwbc.run_many` against the same runs one after another
+(`flwbc.run`, batched engine), interleaved, and prints training images per second.
+
+usage: python benchmarks/bench_engines.py [--rounds 3] [--data-dir DIR] [--quick] [--sweep]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import tempfile
 import time
 
 import torch
@@ -73,12 +78,58 @@ def best_throughput(exp: Experiment, train: bool) -> float:
     return best
 
 
+def sweep(data_dir: str | None, rounds: int) -> None:
+    """A 10-run sweep over FL-WBC's s: batched together against one run after another."""
+    print("| dataset | mode | seconds | train img/s | ratio |")
+    print("|---|---|---|---|---|")
+    for ds in ("cifar10", "fmnist"):
+
+        def cfgs(out: str, ds: str = ds) -> list[flwbc.ExperimentConfig]:
+            return [
+                flwbc.make_config(
+                    {
+                        "data": {"name": ds, "dir": data_dir},
+                        "federation": {"rounds": rounds},
+                        "local": {"epochs": 1, "batch_size": 32},
+                        "defense": {"client": "wbc", "wbc": {"s": round(0.1 * (i + 1), 1)}},
+                        "attack": {"prob": 0.0},
+                        "output": {"dir": out, "name": f"s{i}"},
+                    }
+                )
+                for i in range(10)
+            ]
+
+        times: dict[str, list[float]] = {"one after another": [], "batched sweep": []}
+        for _ in range(2):
+            for mode in times:
+                with tempfile.TemporaryDirectory() as out:
+                    configs = cfgs(out)
+                    tick = time.perf_counter()
+                    if mode == "batched sweep":
+                        flwbc.run_many(configs, progress=False)
+                    else:
+                        for c in configs:
+                            flwbc.run(c, progress=False)
+                    times[mode].append(time.perf_counter() - tick)
+        images = 10 * rounds * 10 * 600  # runs × rounds × clients × samples (IID, E=1)
+        if ds == "cifar10":
+            images = 10 * rounds * 10 * 500
+        base = min(times["one after another"])
+        for mode, ts in times.items():
+            sec = min(ts)
+            print(f"| {ds} | {mode} | {sec:.1f} | {images / sec:.0f} | {base / sec:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds per engine and setting")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--quick", action="store_true", help="only the paper's E=1/B=32 setting")
+    ap.add_argument("--sweep", action="store_true", help="time a 10-run sweep instead")
     args = ap.parse_args()
+    if args.sweep:
+        sweep(args.data_dir, args.rounds)
+        return
 
     peak = matmul_peak()
     print(
