@@ -137,3 +137,35 @@ def test_cli_run_and_summary(real_data_dir: Path, tmp_path: Path, capsys) -> Non
     assert main(argv) == 2  # the directory holds a run already
     assert "--resume" in capsys.readouterr().err
     assert main(["summary", str(tmp_path / "cli")]) == 0
+
+
+def test_resume_refuses_config_flags(tmp_path: Path, capsys) -> None:
+    assert main(["run", "--resume", str(tmp_path), "--rounds", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "federation.rounds" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_run_to_resume(
+    real_data_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import flwbc.api
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flwbc.api.batched, "train_round", interrupt)
+    argv = [
+        "run",
+        "--no-progress",
+        "--data-dir",
+        str(real_data_dir),
+        "--out",
+        str(tmp_path),
+        "--name",
+        "x",
+        "--model",
+        "mlp",
+    ]
+    assert main(argv) == 130
+    assert f"flwbc run --resume {tmp_path / 'x'}" in capsys.readouterr().err

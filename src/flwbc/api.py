@@ -85,6 +85,14 @@ def _truncate_jsonl(path: Path, last_round: int) -> list[dict[str, Any]]:
     return kept
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; `run_dir` holds every finished round and can be resumed."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
 class _Session:
     """One run's state between rounds: its experiment, weights, records and open log files."""
 
@@ -223,6 +231,8 @@ def run(
             bar.update(1)
             if callback is not None and callback(record) is False:
                 break
+    except KeyboardInterrupt:
+        raise RunInterrupted(sess.run_dir) from None
     finally:
         bar.close()
     return sess.finish()

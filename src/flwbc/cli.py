@@ -203,6 +203,18 @@ def main(argv: list[str] | None = None) -> int:
             from flwbc.api import run
 
             if args.resume:
+                given = [
+                    k[4:] for k, v in vars(args).items() if k.startswith("cfg:") and v is not None
+                ]
+                if given or args.config or args.set:
+                    raise FlwbcError(
+                        "--resume continues a run exactly as it was configured; drop "
+                        + ", ".join(
+                            given
+                            + (["--config"] if args.config else [])
+                            + (["--set"] if args.set else [])
+                        )
+                    )
                 result = run(resume=args.resume, progress=not args.no_progress)
             else:
                 result = run(_config_from_args(args), progress=not args.no_progress)
@@ -220,10 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     except FlwbcError as err:
         print(f"flwbc: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        where = getattr(err, "run_dir", "RUN_DIR")
         print(
-            "\nflwbc: interrupted; finished rounds are saved, continue with "
-            "'flwbc run --resume RUN_DIR'",
+            f"\nflwbc: interrupted; finished rounds are saved, continue with "
+            f"'flwbc run --resume {where}'",
             file=sys.stderr,
         )
         return 130
