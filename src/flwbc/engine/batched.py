@@ -59,9 +59,8 @@ def _params(model: FlatModel, w: Tensor) -> list[Tensor]:
 def _grouped_conv(x: Tensor, weight: Tensor, bias: Tensor, padding: int) -> Tensor:
     """x [B, G*Cin, H, W]; weight [G, Cout, Cin, k, k]; bias [G, Cout] -> [B, G*Cout, H', W']."""
     g, cout = weight.shape[:2]
-    return F.conv2d(
-        x, weight.reshape(g * cout, *weight.shape[2:]), bias.reshape(-1), padding=padding, groups=g
-    )
+    w = weight.reshape(g * cout, *weight.shape[2:]).contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x, w, bias.reshape(-1), padding=padding, groups=g)
 
 
 def _stack_images(x: Tensor) -> Tensor:
