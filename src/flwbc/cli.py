@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -60,10 +59,7 @@ def _flag_for(dotted: str) -> str:
 
 
 def _is_textual(ann: Any) -> bool:
-    args = (
-        typing.get_args(ann) if isinstance(ann, types.UnionType) or typing.get_origin(ann) else ()
-    )
-    return ann is str or str in args
+    return ann is str or str in typing.get_args(ann)
 
 
 def _is_list(ann: Any) -> bool:

@@ -177,11 +177,7 @@ class Experiment:
         """Client c's training images (normalised, on the device) and labels."""
         idx = torch.from_numpy(self.client_indices[c])
         x = self.dataset.normalize(self.dataset.train_x[idx]).to(self.device, self.dtype)
-        return _channels_last(x), self.dataset.train_y[idx].to(self.device)
-
-
-def _channels_last(x: Tensor) -> Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+        return x, self.dataset.train_y[idx].to(self.device)
 
 
 def _check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator) -> None:

@@ -27,8 +27,6 @@ def evaluate(
     loss = torch.zeros((), dtype=torch.float64, device=w.device)
     for start in range(0, len(y), batch_size):
         xb = normalize(x[start : start + batch_size].to(w.device)).to(w.dtype)
-        if xb.dim() == 4:
-            xb = xb.contiguous(memory_format=torch.channels_last)
         yb = y[start : start + batch_size].to(w.device)
         out = model(w, xb)
         loss += F.nll_loss(out, yb, reduction="sum").double()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -143,11 +143,9 @@ def load_model(path: str | Path, model: FlatModel) -> tuple[Tensor, dict[str, An
         if p.suffix in (".pt", ".pth"):
             state = torch.load(p, map_location="cpu", weights_only=True)
         else:
-            state = load_file(p)
-            from safetensors import safe_open
-
             with safe_open(p, framework="pt") as f:
                 meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (
         SafetensorError,
         RuntimeError,

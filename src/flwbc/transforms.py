@@ -22,6 +22,18 @@ def clip_by_norm(updates: Tensor, bound: float) -> tuple[Tensor, Tensor]:
     return updates * factor, (norms.squeeze(-1) > bound)
 
 
+def laplace_noise(
+    shape: tuple[int, ...], scale: float, generator: torch.Generator, device: torch.device | str
+) -> Tensor:
+    """Laplace(0, scale) samples from a single uniform draw by inverse CDF.
+
+    torch.rand gives k·2⁻²⁴; u = (2k + 1)·2⁻²⁴ − 1 is computed exactly in float32, lies strictly
+    inside (−1, 1) (no infinite samples) and is exactly symmetric about 0.
+    """
+    u = torch.rand(shape, generator=generator, device=device).mul_(2.0).add_(2.0**-24 - 1.0)
+    return torch.log1p(-u.abs()).mul_(-scale).mul_(torch.sign(u))
+
+
 def noise(
     shape: tuple[int, ...],
     kind: NoiseKind,
@@ -39,7 +51,5 @@ def noise(
     if kind == "gaussian":
         return torch.randn(shape, generator=generator, device=device, dtype=dtype).mul_(std)
     if kind == "laplace":
-        from flwbc.client.wbc import laplace_noise
-
         return laplace_noise(shape, std / math.sqrt(2.0), generator, device).to(dtype)
     raise ValueError(f"unknown noise kind '{kind}'")

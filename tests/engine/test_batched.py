@@ -42,6 +42,18 @@ def test_unregistered_models_fall_back_to_vmap() -> None:
         torch.testing.assert_close(out[i], model(w[i], x[i]))
 
 
+def test_vmap_fallback_handles_convolutions() -> None:
+    module = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.LogSoftmax(-1)
+    )
+    model = FlatModel(module)
+    w = torch.randn(3, model.num_params) * 0.1
+    x = torch.randn(3, 2, 3, 8, 8)
+    out = batched_forward(model)(model, w, x)
+    for i in range(3):
+        torch.testing.assert_close(out[i], model(w[i], x[i]), rtol=1e-5, atol=1e-5)
+
+
 def config(real_data_dir: Path, **over: object) -> flwbc.ExperimentConfig:
     base = {
         "seed": 5,

@@ -55,6 +55,16 @@ def epoch_batches(
         yield list(torch.split(perm, batch_size))
 
 
+def sgd_step(
+    w: Tensor, velocity: Tensor, grad: Tensor, lr: float, momentum: float
+) -> tuple[Tensor, Tensor]:
+    """torch.optim.SGD's momentum rule (no dampening): v ← μv + g in place; returns the new
+    weights w − ηv and the step −ηv."""
+    velocity.mul_(momentum).add_(grad)
+    step = velocity.mul(-lr)
+    return w.add(step), step
+
+
 def local_sgd(
     model: FlatModel,
     w0: Tensor,
@@ -79,10 +89,7 @@ def local_sgd(
             w.requires_grad_(True)
             loss = sum(t.weight * F.nll_loss(model(w, t.x), t.y) for t in terms if t.weight != 0.0)
             (grad,) = torch.autograd.grad(loss, w)
-            w = w.detach()
-            velocity.mul_(momentum).add_(grad)
-            step = velocity.mul(-lr)
-            w_hat = w.add(step)
+            w_hat, step = sgd_step(w.detach(), velocity, grad, lr, momentum)
             w = hook(w_hat, step, grad) if hook is not None else w_hat
             loss_sum += loss.detach()
             steps += 1

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from flwbc.config import WBCConfig
+from flwbc.transforms import laplace_noise
 
 
 def laplace_scale(s: float, noise: str) -> float:
@@ -30,18 +31,6 @@ def laplace_scale(s: float, noise: str) -> float:
     if noise == "scale":
         return s
     raise ValueError(f"unknown Laplace parametrisation '{noise}'")
-
-
-def laplace_noise(
-    shape: tuple[int, ...], scale: float, generator: torch.Generator, device: torch.device | str
-) -> Tensor:
-    """Laplace(0, scale) samples from a single uniform draw by inverse CDF.
-
-    torch.rand gives k·2⁻²⁴; u = (2k + 1)·2⁻²⁴ − 1 is computed exactly in float32, lies strictly
-    inside (−1, 1) (no infinite samples) and is exactly symmetric about 0.
-    """
-    u = torch.rand(shape, generator=generator, device=device).mul_(2.0).add_(2.0**-24 - 1.0)
-    return torch.log1p(-u.abs()).mul_(-scale).mul_(torch.sign(u))
 
 
 def wbc_perturb(
@@ -58,22 +47,32 @@ def wbc_perturb(
 
 
 class WBCStep:
-    """The stateful FL-WBC step of one client in one round: remembers the previous step."""
+    """The stateful FL-WBC step of one round, remembering the previous step.
+
+    It acts on one client's flat parameters [P] or, in the batched engine, on G clients' [G, P]
+    at once; each row draws its noise from its own generator, with its own strength (a sweep's
+    runs may differ in s).
+    """
 
     def __init__(
         self,
         cfg: WBCConfig,
         lr: float,
         weight_mask: Tensor,
-        generator: torch.Generator,
+        generator: torch.Generator | list[torch.Generator],
+        strengths: list[float] | None = None,
     ):
         self.cfg = cfg
         self.lr = lr
-        self.scale = laplace_scale(cfg.s, cfg.noise)
+        self.generators = generator if isinstance(generator, list) else [generator]
+        s = strengths if strengths is not None else [cfg.s] * len(self.generators)
+        self.scales = [laplace_scale(x, cfg.noise) for x in s]
+        device = weight_mask.device
+        self.active = torch.tensor([sc != 0.0 for sc in self.scales], device=device)
         self.allowed = weight_mask if cfg.params == "weights" else None
-        self.generator = generator
+        self.numel = weight_mask.numel()
         self.prev: Tensor | None = None
-        self.perturbed = torch.zeros((), dtype=torch.float64, device=weight_mask.device)
+        self.perturbed = torch.zeros(len(self.generators), dtype=torch.float64, device=device)
         self.steps = 0
 
     def new_epoch(self) -> None:
@@ -84,21 +83,31 @@ class WBCStep:
         """Apply FL-WBC after the SGD step `w_hat = w + step` taken with gradient `grad`."""
         proxy = step if self.cfg.hessian == "update" else grad
         prev, self.prev = self.prev, proxy
-        if prev is None or self.scale == 0.0:
+        if prev is None or not any(self.scales):
             return w_hat
         diff = (proxy - prev).abs_()
         if self.cfg.hessian == "update":
             diff.div_(self.lr)
-        noise = laplace_noise(tuple(w_hat.shape), self.scale, self.generator, w_hat.device).to(
-            w_hat.dtype
-        )
-        out, mask = wbc_perturb(w_hat, diff, noise, self.lr, self.allowed)
-        self.perturbed += mask.sum()
+        rows = w_hat.view(len(self.generators), self.numel)
+        noise = torch.stack(
+            [
+                laplace_noise((self.numel,), sc, gen, w_hat.device)
+                if sc != 0.0
+                else torch.zeros(self.numel, device=w_hat.device)
+                for sc, gen in zip(self.scales, self.generators, strict=True)
+            ]
+        ).to(w_hat.dtype)
+        out, mask = wbc_perturb(rows, diff.view_as(rows), noise, self.lr, self.allowed)
+        self.perturbed += (mask & self.active.unsqueeze(1)).sum(1)
         self.steps += 1
-        return out
+        return out.view_as(w_hat)
+
+    def perturbed_fractions(self) -> list[float]:
+        """Per row, the mean fraction of parameters perturbed per perturbed step."""
+        if self.steps == 0:
+            return [0.0] * len(self.generators)
+        return (self.perturbed / (self.steps * self.numel)).tolist()
 
     def perturbed_fraction(self) -> float:
-        """Mean fraction of parameters perturbed per perturbed step."""
-        if self.steps == 0:
-            return 0.0
-        return float(self.perturbed) / (self.steps * self.prev.numel())
+        """The same for a single client."""
+        return self.perturbed_fractions()[0]

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flwbc.client.local import Epoch
-from flwbc.client.wbc import laplace_noise, laplace_scale, wbc_perturb
+from flwbc.client.local import Epoch, sgd_step
+from flwbc.client.wbc import WBCStep
 from flwbc.engine.sequential import RoundOutput, aggregate_round, client_plan, finish_update
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.models import CIFARCNN, FMNISTCNN, MLP, FlatModel
@@ -108,7 +109,7 @@ def _mlp(model: FlatModel, w: Tensor, x: Tensor) -> Tensor:
 
 
 def _vmap_forward(model: FlatModel, w: Tensor, x: Tensor) -> Tensor:
-    return torch.func.vmap(model)(w, x)
+    return torch.func.vmap(partial(model, channels_last=False))(w, x)
 
 
 def batched_forward(model: FlatModel) -> BatchedForward:
@@ -156,26 +157,24 @@ def train_group(
     forward = batched_forward(model)
     g = len(rows)
     weights = torch.stack([r.w0.detach() for r in rows])
-    p = weights.shape[1]
     velocity = torch.zeros_like(weights)
     loss_sum = torch.zeros(g, dtype=torch.float64, device=device)
     steps = 0
-    wbc = _wbc(rows[0])
-    wbc_cfg = first.cfg.defense.wbc
-    scales = [laplace_scale(r.exp.cfg.defense.wbc.s, wbc_cfg.noise) for r in rows] if wbc else []
-    active = torch.tensor([sc != 0.0 for sc in scales], dtype=torch.bool, device=device)
-    allowed = model.weight_mask if wbc_cfg.params == "weights" else None
-    gens = (
-        [torch_generator(r.exp.cfg.seed, "wbc", r.round, r.client, device=device) for r in rows]
-        if wbc
-        else []
-    )
-    prev: Tensor | None = None
-    perturbed = torch.zeros(g, dtype=torch.float64, device=device)
-    perturbed_steps = 0
+    hook = None
+    if _wbc(rows[0]):
+        hook = WBCStep(
+            first.cfg.defense.wbc,
+            loc.lr,
+            model.weight_mask,
+            [
+                torch_generator(r.exp.cfg.seed, "wbc", r.round, r.client, device=device)
+                for r in rows
+            ],
+            [r.exp.cfg.defense.wbc.s for r in rows],
+        )
     for epochs in zip(*plans, strict=True):
-        if wbc and wbc_cfg.reset_each_epoch:
-            prev = None
+        if hook is not None:
+            hook.new_epoch()
         for terms in zip(*epochs, strict=True):
             weights.requires_grad_(True)
             per_client = torch.zeros(g, dtype=weights.dtype, device=device)
@@ -189,34 +188,13 @@ def train_group(
                 nll = F.nll_loss(logp.flatten(0, 1), y.flatten(), reduction="none")
                 per_client = per_client + tw * nll.view(g, -1).mean(1)
             (grad,) = torch.autograd.grad(per_client.sum(), weights)
-            weights = weights.detach()
-            velocity.mul_(loc.momentum).add_(grad)
-            step = velocity.mul(-loc.lr)
-            w_hat = weights.add(step)
-            if wbc:
-                proxy = step if wbc_cfg.hessian == "update" else grad
-                if prev is not None and any(sc != 0.0 for sc in scales):
-                    diff = (proxy - prev).abs_()
-                    if wbc_cfg.hessian == "update":
-                        diff.div_(loc.lr)
-                    noise = torch.stack(
-                        [
-                            laplace_noise((p,), sc, gen, device)
-                            if sc != 0.0
-                            else torch.zeros(p, device=device)
-                            for sc, gen in zip(scales, gens, strict=True)
-                        ]
-                    ).to(weights.dtype)
-                    w_hat, mask = wbc_perturb(w_hat, diff, noise, loc.lr, allowed)
-                    perturbed += (mask & active.unsqueeze(1)).sum(1)
-                    perturbed_steps += 1
-                prev = proxy
-            weights = w_hat
+            w_hat, step = sgd_step(weights.detach(), velocity, grad, loc.lr, loc.momentum)
+            weights = hook(w_hat, step, grad) if hook is not None else w_hat
             loss_sum += per_client.detach()
             steps += 1
     shares: list[float | None] = [None] * g
-    if wbc:
-        shares = (perturbed / max(perturbed_steps * p, 1)).tolist()
+    if hook is not None:
+        shares = list(hook.perturbed_fractions())
     return weights, (loss_sum / max(steps, 1)).tolist(), shares
 
 
