@@ -1,0 +1,328 @@
+"""Experiment specs: one readable YAML file per result of the paper, expanded into runs.
+
+A spec names the settings it covers (from `settings.yaml`: dataset, partition, warm-up length),
+the seeds, a config `base`, the `branch` (rounds and attack schedule after the warm-up) and its
+`axes`: named points, each a partial config. The grid is settings × the product of the axes ×
+seeds. Every grid point becomes a *branch* run that starts from the *warm-up* run of its setting
+and seed: the model trained once, without attacks, to the attack round. So every defense of a
+spec sees the same warm model, the same clients, data order and attack schedule (a paired
+comparison).
+
+Runs are identified by a hash of their config (`run_key`), so a warm-up or branch that two specs
+share is trained once, and a finished run is never redone.
+
+In a point's config a string `$name` is replaced by the setting's variable `name` (e.g. the DP
+clip norm, 5 on Fashion-MNIST and 10 on CIFAR-10).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flwbc.config import make_config
+from flwbc.errors import FlwbcError
+
+SPEC_DIR = resources.files("flwbc.experiments") / "specs"
+RESULTS = ("fig2", "fig3", "fig4", "fig5", "table1", "fig6")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Setting(_Strict):
+    title: str
+    warmup_rounds: int = Field(ge=1)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class QuickGlobal(_Strict):
+    warmup_rounds: int = Field(3, ge=1)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Settings(_Strict):
+    common: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Setting]
+    quick: QuickGlobal = Field(default_factory=QuickGlobal)
+
+
+class Branch(_Strict):
+    rounds: int = Field(ge=1)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Check(_Strict):
+    """How a claim is judged (see `flwbc.experiments.results`)."""
+
+    kind: Literal[
+        "mitigation_at_most",
+        "mitigation_more_than",
+        "cost_at_most",
+        "frontier",
+        "frontier_none",
+        "paper_table",
+    ]
+    value: float | None = None
+    cost: float | None = None
+    tolerance: float = 2.0
+
+
+class Claim(_Strict):
+    text: str
+    where: dict[str, str | list[str]] = Field(default_factory=dict)
+    check: Check
+
+
+class Plot(_Strict):
+    kind: Literal["curves", "tradeoff", "none"] = "curves"
+    series: str | None = None
+    panels: str = "setting"
+
+
+class Table(_Strict):
+    rows: str
+
+
+class Quick(_Strict):
+    settings: list[str] | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    branch_rounds: int = Field(4, ge=1)
+    attack_rounds: list[int] = Field(default_factory=lambda: [1])
+    points: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class Spec(_Strict):
+    id: str
+    title: str
+    description: str = ""
+    settings: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    base: dict[str, Any] = Field(default_factory=dict)
+    branch: Branch
+    axes: dict[str, dict[str, dict[str, Any]]] = Field(min_length=1)
+    plot: Plot = Field(default_factory=Plot)
+    table: Table | None = None
+    paper_values: dict[str, dict[str, str]] = Field(default_factory=dict)
+    claims: list[Claim] = Field(default_factory=list)
+    quick: Quick = Field(default_factory=Quick)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        names = ["setting", "series", *self.axes]
+        for ax, points in self.axes.items():
+            if ax in ("setting", "series", "seed"):
+                raise ValueError(f"axis name '{ax}' is reserved")
+            if not points:
+                raise ValueError(f"axis '{ax}' has no points")
+        for ax in (self.plot.series, self.plot.panels, self.table.rows if self.table else None):
+            if ax is not None and ax not in names:
+                raise ValueError(f"'{ax}' is not an axis of this spec")
+        for claim in self.claims:
+            for ax in claim.where:
+                if ax not in names:
+                    raise ValueError(f"claim '{claim.text}': unknown axis '{ax}'")
+        for ax, pts in self.quick.points.items():
+            unknown = [p for p in pts if p not in self.axes.get(ax, {})]
+            if ax not in self.axes or unknown:
+                raise ValueError(f"quick.points: unknown axis '{ax}' or points {unknown}")
+        return self
+
+
+@dataclass
+class RunSpec:
+    """One run of a sweep: its config, its identity, and the run it starts from."""
+
+    key: str
+    label: str
+    config: dict[str, Any]
+    rounds: int
+    parent: str | None = None
+    role: Literal["warmup", "branch"] = "branch"
+    coords: dict[str, Any] = field(default_factory=dict)
+
+    def dir_name(self) -> str:
+        return f"{self.label}--{self.key}"
+
+
+def deep_merge(*trees: dict[str, Any]) -> dict[str, Any]:
+    """Merge nested dicts left to right; later values win, lists are replaced."""
+    out: dict[str, Any] = {}
+    for tree in trees:
+        for k, v in tree.items():
+            if isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = deep_merge(out[k], v)
+            else:
+                out[k] = copy.deepcopy(v)
+    return out
+
+
+def substitute(tree: Any, variables: dict[str, Any], where: str) -> Any:
+    """Replace every string `$name` in `tree` by `variables[name]`."""
+    if isinstance(tree, dict):
+        return {k: substitute(v, variables, where) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [substitute(v, variables, where) for v in tree]
+    if isinstance(tree, str) and tree.startswith("$"):
+        if tree[1:] not in variables:
+            raise FlwbcError(f"{where}: unknown variable '{tree}' (the setting defines "
+                             f"{', '.join(sorted(variables)) or 'none'})")
+        return variables[tree[1:]]
+    return tree
+
+
+IDENTITY_EXCLUDED = ("output", "threads")
+
+
+def run_key(config: dict[str, Any], parent: str | None) -> str:
+    """A run's identity: a hash of its validated config (without output location and thread
+    count, which do not change results) and of the run it starts from."""
+    cfg = make_config(config).to_dict()
+    for k in IDENTITY_EXCLUDED:
+        cfg.pop(k, None)
+    cfg["init_model"] = parent
+    blob = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _read_yaml(path: Path | Any, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FlwbcError(f"{what} not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise FlwbcError(f"cannot parse {what} {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise FlwbcError(f"{what} {path} must hold a mapping")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], where: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        raise FlwbcError(f"invalid {where}: {loc + ': ' if loc else ''}{msg}") from None
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    path = path or SPEC_DIR / "settings.yaml"
+    return _validate(Settings, _read_yaml(path, "settings file"), f"settings file {path}")
+
+
+def spec_path(name: str) -> Path | Any:
+    """A bundled result's spec (`fig3`) or a path to a user's spec file."""
+    if name in RESULTS:
+        return SPEC_DIR / f"{name}.yaml"
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    raise FlwbcError(f"unknown result '{name}'; choose one of {', '.join(RESULTS)}, all, "
+                     "or give a spec file (.yaml)")
+
+
+def load_spec(name: str, settings: Settings | None = None) -> Spec:
+    """Load and validate a spec, checking its settings exist."""
+    path = spec_path(name)
+    spec = _validate(Spec, _read_yaml(path, "spec"), f"spec {path}")
+    settings = settings or load_settings()
+    for s in [*spec.settings, *(spec.quick.settings or [])]:
+        if s not in settings.settings:
+            raise FlwbcError(f"spec {spec.id}: unknown setting '{s}'; settings.yaml defines "
+                             f"{', '.join(settings.settings)}")
+    return spec
+
+
+def expand(
+    spec: Spec,
+    settings: Settings,
+    *,
+    quick: bool = False,
+    seeds: list[int] | None = None,
+    data_dir: str | None = None,
+) -> list[RunSpec]:
+    """The spec's runs: each (setting, seed)'s warm-up, then one branch per grid point and seed.
+
+    Every config is validated here, so a bad spec fails before anything runs.
+    """
+    setting_names = (spec.quick.settings or spec.settings) if quick else spec.settings
+    seed_list = seeds or (spec.quick.seeds if quick else spec.seeds)
+    axes = {
+        ax: {p: c for p, c in pts.items() if not quick or ax not in spec.quick.points
+             or p in spec.quick.points[ax]}
+        for ax, pts in spec.axes.items()
+    }
+    branch_rounds = spec.quick.branch_rounds if quick else spec.branch.rounds
+    extra: dict[str, Any] = {"data": {"dir": data_dir}} if data_dir else {}
+    runs: dict[str, RunSpec] = {}
+    for sname in setting_names:
+        setting = settings.settings[sname]
+        warm_rounds = settings.quick.warmup_rounds if quick else setting.warmup_rounds
+        base = deep_merge(
+            settings.common,
+            setting.config,
+            spec.base,
+            settings.quick.config if quick else {},
+            extra,
+        )
+        base = substitute(base, setting.vars, f"spec {spec.id}")
+        for seed in seed_list:
+            warm_cfg = deep_merge(
+                base,
+                {
+                    "seed": seed,
+                    "federation": {"rounds": warm_rounds},
+                    "attack": {"prob": 0.0, "rounds": None},
+                },
+            )
+            n_img = warm_cfg.get("attack", {}).get("num_images", 1)
+            wkey = run_key(warm_cfg, None)
+            runs.setdefault(
+                wkey,
+                RunSpec(wkey, f"warmup-{sname}-n{n_img}-s{seed}", warm_cfg, warm_rounds,
+                        role="warmup", coords={"setting": sname, "seed": seed}),
+            )
+            for combo in itertools.product(*[list(pts.items()) for pts in axes.values()]):
+                point_cfgs = [substitute(c, setting.vars, f"spec {spec.id}") for _, c in combo]
+                branch_cfg = deep_merge(
+                    base,
+                    spec.branch.config,
+                    {"attack": {"rounds": spec.quick.attack_rounds}} if quick else {},
+                    *point_cfgs,
+                    {"seed": seed, "federation": {"rounds": branch_rounds}},
+                )
+                key = run_key(branch_cfg, wkey)
+                names = [p for p, _ in combo]
+                label = "-".join([spec.id, sname, *names, f"s{seed}"])
+                coords = {"setting": sname, "seed": seed, **dict(zip(axes, names, strict=True))}
+                runs.setdefault(
+                    key,
+                    RunSpec(key, _safe_label(label), branch_cfg, branch_rounds, parent=wkey,
+                            coords=coords),
+                )
+    return list(runs.values())
+
+
+def _safe_label(label: str) -> str:
+    out = []
+    for ch in label.replace("σ", "sigma").replace("β", "beta"):
+        out.append(ch if ch.isascii() and (ch.isalnum() or ch in "-_.=") else "_")
+    return "".join(out)
+
+
+def series_of(point: str) -> str:
+    """A tradeoff point's series: its name up to the first space ("FL-WBC s=0.4" → "FL-WBC")."""
+    return point.split(" ", 1)[0]

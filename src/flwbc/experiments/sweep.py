@@ -1,0 +1,178 @@
+"""Run a sweep's runs in parallel worker processes, resumably.
+
+Each run lives in `<store>/<label>--<key>`. A run is finished when its `summary.json` says
+complete and its `model.safetensors` exists; finished runs are never redone. A run that was
+interrupted (Ctrl-C, SIGKILL, power loss) continues from its last per-round checkpoint, and
+since every random stream is keyed by (seed, round, client) the result is the same as an
+uninterrupted run. Every file is written atomically, so a kill at any moment leaves no
+half-written result.
+
+Workers are separate processes (`python -m flwbc.experiments.worker RUN_DIR`), one torch
+thread each when several run at once (two one-thread processes share a 2-core machine better
+than one two-thread process), and die with the sweep (PR_SET_PDEATHSIG). A lock file keeps two
+sweeps from running the same run at once.
+
+Branches start from their warm-up's saved model, so they wait for it; everything else runs in
+the order given, as many at a time as `jobs`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from flwbc.errors import FlwbcError
+from flwbc.experiments.specs import RunSpec, deep_merge
+from flwbc.runio import atomic_write_json, read_json
+
+REQUEST = "request.json"
+
+
+def run_dir(store: Path, run: RunSpec) -> Path:
+    return store / run.dir_name()
+
+
+def is_finished(path: Path) -> bool:
+    summary = path / "summary.json"
+    if not summary.is_file() or not (path / "model.safetensors").is_file():
+        return False
+    try:
+        return bool(read_json(summary).get("complete"))
+    except (FlwbcError, ValueError):
+        return False
+
+
+def rounds_done(path: Path) -> int:
+    """Rounds logged so far (cheap: counts complete lines of rounds.jsonl)."""
+    try:
+        with open(path / "rounds.jsonl", "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class SweepReport:
+    finished: list[str]
+    failed: dict[str, str]
+    seconds: float
+
+
+def run_sweep(
+    runs: list[RunSpec],
+    store: Path,
+    *,
+    jobs: int | None = None,
+    progress: bool = True,
+    desc: str = "sweep",
+) -> SweepReport:
+    """Run every unfinished run of `runs`, `jobs` at a time; return which finished or failed.
+
+    A failed run (its log is `<run dir>/worker.log`) does not stop the others, but its
+    branches are skipped.
+    """
+    jobs = jobs or min(len(runs), os.cpu_count() or 1) or 1
+    store.mkdir(parents=True, exist_ok=True)
+    by_key = {r.key: r for r in runs}
+    done = {r.key for r in runs if is_finished(run_dir(store, r))}
+    failed: dict[str, str] = {}
+    pending = [r for r in runs if r.key not in done]
+    running: dict[str, subprocess.Popen[bytes]] = {}
+    total = sum(r.rounds for r in runs)
+    started = time.time()
+    bar = tqdm(total=total, disable=not progress, unit="round", desc=desc, file=sys.stderr,
+               smoothing=0.05)
+    threads = 1 if jobs > 1 else None
+
+    def count() -> int:
+        n = sum(by_key[k].rounds for k in done)
+        return n + sum(min(rounds_done(run_dir(store, by_key[k])), by_key[k].rounds)
+                       for k in running)
+
+    bar.update(count())
+    try:
+        while pending or running:
+            for r in list(pending):
+                if len(running) >= jobs:
+                    break
+                if r.parent is not None and r.parent in failed:
+                    failed[r.key] = f"its warm-up {by_key[r.parent].dir_name()} failed"
+                    pending.remove(r)
+                    continue
+                if r.parent is not None and r.parent not in done:
+                    continue
+                running[r.key] = _launch(store, r, by_key, threads)
+                pending.remove(r)
+            if not running and pending:
+                raise FlwbcError("sweep stuck: runs wait for warm-ups that are not in the sweep")
+            time.sleep(0.5)
+            for key, proc in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[key]
+                path = run_dir(store, by_key[key])
+                if proc.returncode == 0 and is_finished(path):
+                    done.add(key)
+                else:
+                    failed[key] = f"exit {proc.returncode}, see {path / 'worker.log'}"
+            bar.n = count()
+            bar.set_postfix_str(f"runs {len(done)}/{len(runs)}" +
+                                (f", failed {len(failed)}" if failed else ""), refresh=False)
+            bar.refresh()
+    except KeyboardInterrupt:
+        for proc in running.values():
+            proc.send_signal(signal.SIGINT)
+        for proc in running.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    finally:
+        bar.close()
+    return SweepReport(
+        finished=[k for k in by_key if k in done], failed=failed, seconds=time.time() - started
+    )
+
+
+def _launch(
+    store: Path, run: RunSpec, by_key: dict[str, RunSpec], threads: int | None
+) -> subprocess.Popen[bytes]:
+    path = run_dir(store, run)
+    path.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, object] = {
+        "output": {"dir": str(store), "name": run.dir_name(), "checkpoint_every": 1},
+        "threads": threads,
+    }
+    if run.parent is not None:
+        extra["init_model"] = str(run_dir(store, by_key[run.parent]) / "model.safetensors")
+    request = {"key": run.key, "role": run.role, "coords": run.coords,
+               "config": deep_merge(run.config, extra)}
+    atomic_write_json(path / REQUEST, request)
+    log = open(path / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flwbc.experiments.worker", str(path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+    finally:
+        log.close()
