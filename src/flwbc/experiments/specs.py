@@ -54,6 +54,7 @@ class QuickGlobal(_Strict):
 
 class Settings(_Strict):
     common: dict[str, Any] = Field(default_factory=dict)
+    warmup_config: dict[str, Any] = Field(default_factory=dict)
     settings: dict[str, Setting]
     quick: QuickGlobal = Field(default_factory=QuickGlobal)
 
@@ -282,6 +283,7 @@ def expand(
         for seed in seed_list:
             warm_cfg = deep_merge(
                 base,
+                settings.warmup_config,
                 {
                     "seed": seed,
                     "federation": {"rounds": warm_rounds},
