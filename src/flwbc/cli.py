@@ -124,6 +124,44 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = sub.add_parser("fetch", help="download a dataset into the cache (MD5-checked)")
     fetch.add_argument("dataset", help="fmnist, mnist or cifar10")
     fetch.add_argument("--data-dir", default=None)
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="reproduce the paper's figures and tables, with a REPORT.md",
+        description="Run the paper's results from their specs (resumable: rerun the same "
+        "command to continue), then write figures, tables and REPORT.md.",
+    )
+    rep.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULT",
+        help="fig2, fig3, fig4, fig5, table1, fig6, all, or a spec file (.yaml)",
+    )
+    rep.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few rounds on one setting and seed: minutes, for smoke tests",
+    )
+    rep.add_argument(
+        "--out",
+        default=None,
+        help="figures, tables and REPORT.md (default results, or "
+        "runs/reproduce-quick/results with --quick)",
+    )
+    rep.add_argument(
+        "--runs", default=None, help="run store (default runs/reproduce, or runs/reproduce-quick)"
+    )
+    rep.add_argument(
+        "--jobs", type=int, default=None, help="runs in parallel (default: the number of cores)"
+    )
+    rep.add_argument("--seeds", default=None, help="comma-separated seeds instead of the spec's")
+    rep.add_argument("--data-dir", default=None)
+    rep.add_argument(
+        "--no-run",
+        action="store_true",
+        help="only rewrite figures, tables and the report from finished runs",
+    )
+    rep.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -191,6 +229,47 @@ def compare_table(run_dirs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def _reproduce(args: argparse.Namespace, argv: list[str] | None) -> None:
+    from flwbc.experiments.reproduce import reproduce
+
+    if args.jobs is not None and args.jobs < 1:
+        raise FlwbcError(f"--jobs must be at least 1, got {args.jobs}")
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            raise FlwbcError(f"--seeds takes comma-separated integers: {args.seeds!r}") from None
+    base = Path("runs/reproduce-quick") if args.quick else Path("runs/reproduce")
+    store = Path(args.runs) if args.runs else base
+    out = Path(args.out) if args.out else (base / "results" if args.quick else Path("results"))
+    words = ["flwbc", *(argv if argv is not None else sys.argv[1:])]
+    try:
+        sweep, report_path = reproduce(
+            args.results,
+            out=out,
+            store=store,
+            quick=args.quick,
+            jobs=args.jobs,
+            seeds=seeds,
+            data_dir=args.data_dir,
+            run=not args.no_run,
+            progress=not args.no_progress,
+            command=" ".join(words),
+        )
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("reproduce") from None
+    if sweep is not None:
+        print(
+            f"{len(sweep.finished)} runs finished, {len(sweep.failed)} failed "
+            f"in {sweep.seconds:.0f} s",
+            file=sys.stderr,
+        )
+        for key, why in sweep.failed.items():
+            print(f"  failed {key}: {why}", file=sys.stderr)
+    print(report_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -221,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_summary(Path(args.run_dir), read_json(Path(args.run_dir) / "summary.json"))
         elif args.command == "compare":
             print(compare_table([Path(d) for d in args.run_dirs]))
+        elif args.command == "reproduce":
+            _reproduce(args, argv)
         elif args.command == "fetch":
             from flwbc.data import resolve_dataset_dir
 
@@ -229,6 +310,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flwbc: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
+        if args.command == "reproduce":
+            print(
+                "\nflwbc: interrupted; finished rounds are saved, run the same command again "
+                "to continue",
+                file=sys.stderr,
+            )
+            return 130
         where = getattr(err, "run_dir", "RUN_DIR")
         print(
             f"\nflwbc: interrupted; finished rounds are saved, continue with "

@@ -206,8 +206,9 @@ def pivot_table(res: SpecResults) -> list[dict[str, Any]]:
     for name in res.spec.axes[rows_axis]:
         row: dict[str, Any] = {rows_axis: name}
         for s in settings:
-            pts = [p for p in res.points if p.coords[rows_axis] == name
-                   and p.coords["setting"] == s]
+            pts = [
+                p for p in res.points if p.coords[rows_axis] == name and p.coords["setting"] == s
+            ]
             measured = _fmt_mit(pts[0]) if pts else "–"
             paper = res.spec.paper_values.get(name, {}).get(s)
             row[s] = f"{measured} (paper {paper})" if paper else measured
@@ -239,9 +240,17 @@ def curves_csv(res: SpecResults) -> str:
     for p in res.points:
         for r in p.runs:
             for rec in r.records:
-                rows.append({**p.coords, "seed": r.coords["seed"], "round": rec["round"],
-                             "adversarial": rec["adversarial"], "target_conf": rec["target_conf"],
-                             "target_acc": rec["target_acc"], "test_acc": rec["test_acc"]})
+                rows.append(
+                    {
+                        **p.coords,
+                        "seed": r.coords["seed"],
+                        "round": rec["round"],
+                        "adversarial": rec["adversarial"],
+                        "target_conf": rec["target_conf"],
+                        "target_acc": rec["target_acc"],
+                        "test_acc": rec["test_acc"],
+                    }
+                )
     return to_csv(rows)
 
 
@@ -279,31 +288,44 @@ def judge(res: SpecResults, claim: Claim) -> Verdict:
         if chk.kind in ("mitigation_at_most", "mitigation_more_than"):
             v = chk.value if chk.value is not None else math.inf
             ev = [e for p in group for e in p.events]
-            ok = [(not e.censored and e.rounds <= v) if chk.kind == "mitigation_at_most"
-                  else e.rounds > v for e in ev]
+            if chk.kind == "mitigation_at_most":
+                ok = [not e.censored and e.rounds <= v for e in ev]
+            else:
+                # a censored attack whose window was shorter than v cannot be judged
+                ev = [e for e in ev if not e.censored or e.rounds > v]
+                ok = [e.rounds > v for e in ev]
             passed, total = passed + sum(ok), total + len(ok)
-            parts.append(f"{setting}: {sum(ok)}/{len(ok)} attacks "
-                         f"({' '.join(str(e) for e in ev)})")
+            parts.append(f"{setting}: {sum(ok)}/{len(ok)} attacks ({' '.join(str(e) for e in ev)})")
         elif chk.kind == "cost_at_most":
             costs = [r.cost for p in group for r in p.runs if r.cost is not None]
             ok = [c <= (chk.value or 0.0) for c in costs]
             passed, total = passed + sum(ok), total + len(ok)
-            parts.append(f"{setting}: {sum(ok)}/{len(ok)} runs "
-                         f"(cost {', '.join(f'{c:.1f}' for c in costs)} points)")
+            parts.append(
+                f"{setting}: {sum(ok)}/{len(ok)} runs "
+                f"(cost {', '.join(f'{c:.1f}' for c in costs)} points)"
+            )
         elif chk.kind in ("frontier", "frontier_none"):
             for series in dict.fromkeys(series_of(p.coords[res.series_axis]) for p in group):
                 cand = []
                 for p in group:
                     cost, mit = p.cost(), p.mitigation()
-                    if (series_of(p.coords[res.series_axis]) == series and cost is not None
-                            and mit is not None and cost[0] <= (chk.cost or 0.0)):
+                    if (
+                        series_of(p.coords[res.series_axis]) == series
+                        and cost is not None
+                        and mit is not None
+                        and cost[0] <= (chk.cost or 0.0)
+                    ):
                         cand.append((mit[0], mit[1], p))
                 best = min(cand, key=lambda c: c[0], default=None)
                 reach = best is not None and not best[1] and best[0] <= (chk.value or 0.0)
                 ok = reach if chk.kind == "frontier" else not reach
                 passed, total = passed + ok, total + 1
-                shown = (f"best {'>' if best[1] else ''}{best[0]:.1f} rounds "
-                         f"({best[2].coords[res.series_axis]})" if best else "no point")
+                shown = (
+                    f"best {'>' if best[1] else ''}{best[0]:.1f} rounds "
+                    f"({best[2].coords[res.series_axis]})"
+                    if best
+                    else "no point"
+                )
                 parts.append(f"{setting} {series}: {shown} within {chk.cost:g} points cost")
         elif chk.kind == "paper_table":
             rows_axis = res.spec.table.rows if res.spec.table else res.series_axis
@@ -314,6 +336,8 @@ def judge(res: SpecResults, claim: Claim) -> Verdict:
                     continue
                 ok = _paper_ok(mit[0], paper, chk.tolerance)
                 passed, total = passed + ok, total + 1
-                parts.append(f"{setting} {p.coords[rows_axis]}: "
-                             f"{'>' if mit[1] else ''}{mit[0]:.1f} vs {paper}")
+                parts.append(
+                    f"{setting} {p.coords[rows_axis]}: "
+                    f"{'>' if mit[1] else ''}{mit[0]:.1f} vs {paper}"
+                )
     return Verdict(claim, _verdict(passed, total), "; ".join(parts) or "no finished runs")

@@ -177,8 +177,10 @@ def substitute(tree: Any, variables: dict[str, Any], where: str) -> Any:
         return [substitute(v, variables, where) for v in tree]
     if isinstance(tree, str) and tree.startswith("$"):
         if tree[1:] not in variables:
-            raise FlwbcError(f"{where}: unknown variable '{tree}' (the setting defines "
-                             f"{', '.join(sorted(variables)) or 'none'})")
+            raise FlwbcError(
+                f"{where}: unknown variable '{tree}' (the setting defines "
+                f"{', '.join(sorted(variables)) or 'none'})"
+            )
         return variables[tree[1:]]
     return tree
 
@@ -231,8 +233,10 @@ def spec_path(name: str) -> Path | Any:
     p = Path(name)
     if p.suffix in (".yaml", ".yml"):
         return p
-    raise FlwbcError(f"unknown result '{name}'; choose one of {', '.join(RESULTS)}, all, "
-                     "or give a spec file (.yaml)")
+    raise FlwbcError(
+        f"unknown result '{name}'; choose one of {', '.join(RESULTS)}, all, "
+        "or give a spec file (.yaml)"
+    )
 
 
 def load_spec(name: str, settings: Settings | None = None) -> Spec:
@@ -242,8 +246,10 @@ def load_spec(name: str, settings: Settings | None = None) -> Spec:
     settings = settings or load_settings()
     for s in [*spec.settings, *(spec.quick.settings or [])]:
         if s not in settings.settings:
-            raise FlwbcError(f"spec {spec.id}: unknown setting '{s}'; settings.yaml defines "
-                             f"{', '.join(settings.settings)}")
+            raise FlwbcError(
+                f"spec {spec.id}: unknown setting '{s}'; settings.yaml defines "
+                f"{', '.join(settings.settings)}"
+            )
     return spec
 
 
@@ -262,8 +268,11 @@ def expand(
     setting_names = (spec.quick.settings or spec.settings) if quick else spec.settings
     seed_list = seeds or (spec.quick.seeds if quick else spec.seeds)
     axes = {
-        ax: {p: c for p, c in pts.items() if not quick or ax not in spec.quick.points
-             or p in spec.quick.points[ax]}
+        ax: {
+            p: c
+            for p, c in pts.items()
+            if not quick or ax not in spec.quick.points or p in spec.quick.points[ax]
+        }
         for ax, pts in spec.axes.items()
     }
     branch_rounds = spec.quick.branch_rounds if quick else spec.branch.rounds
@@ -294,8 +303,14 @@ def expand(
             wkey = run_key(warm_cfg, None)
             runs.setdefault(
                 wkey,
-                RunSpec(wkey, f"warmup-{sname}-n{n_img}-s{seed}", warm_cfg, warm_rounds,
-                        role="warmup", coords={"setting": sname, "seed": seed}),
+                RunSpec(
+                    wkey,
+                    f"warmup-{sname}-n{n_img}-s{seed}",
+                    warm_cfg,
+                    warm_rounds,
+                    role="warmup",
+                    coords={"setting": sname, "seed": seed},
+                ),
             )
             for combo in itertools.product(*[list(pts.items()) for pts in axes.values()]):
                 point_cfgs = [substitute(c, setting.vars, f"spec {spec.id}") for _, c in combo]
@@ -312,8 +327,14 @@ def expand(
                 coords = {"setting": sname, "seed": seed, **dict(zip(axes, names, strict=True))}
                 runs.setdefault(
                     key,
-                    RunSpec(key, _safe_label(label), branch_cfg, branch_rounds, parent=wkey,
-                            coords=coords),
+                    RunSpec(
+                        key,
+                        _safe_label(label),
+                        branch_cfg,
+                        branch_rounds,
+                        parent=wkey,
+                        coords=coords,
+                    ),
                 )
     return list(runs.values())
 

@@ -96,14 +96,16 @@ def run_sweep(
     running: dict[str, subprocess.Popen[bytes]] = {}
     total = sum(r.rounds for r in runs)
     started = time.time()
-    bar = tqdm(total=total, disable=not progress, unit="round", desc=desc, file=sys.stderr,
-               smoothing=0.05)
+    bar = tqdm(
+        total=total, disable=not progress, unit="round", desc=desc, file=sys.stderr, smoothing=0.05
+    )
     threads = 1 if jobs > 1 else None
 
     def count() -> int:
         n = sum(by_key[k].rounds for k in done)
-        return n + sum(min(rounds_done(run_dir(store, by_key[k])), by_key[k].rounds)
-                       for k in running)
+        return n + sum(
+            min(rounds_done(run_dir(store, by_key[k])), by_key[k].rounds) for k in running
+        )
 
     bar.update(count())
     try:
@@ -132,8 +134,10 @@ def run_sweep(
                 else:
                     failed[key] = f"exit {proc.returncode}, see {path / 'worker.log'}"
             bar.n = count()
-            bar.set_postfix_str(f"runs {len(done)}/{len(runs)}" +
-                                (f", failed {len(failed)}" if failed else ""), refresh=False)
+            bar.set_postfix_str(
+                f"runs {len(done)}/{len(runs)}" + (f", failed {len(failed)}" if failed else ""),
+                refresh=False,
+            )
             bar.refresh()
     except KeyboardInterrupt:
         for proc in running.values():
@@ -162,8 +166,12 @@ def _launch(
     }
     if run.parent is not None:
         extra["init_model"] = str(run_dir(store, by_key[run.parent]) / "model.safetensors")
-    request = {"key": run.key, "role": run.role, "coords": run.coords,
-               "config": deep_merge(run.config, extra)}
+    request = {
+        "key": run.key,
+        "role": run.role,
+        "coords": run.coords,
+        "config": deep_merge(run.config, extra),
+    }
     atomic_write_json(path / REQUEST, request)
     log = open(path / "worker.log", "ab")  # noqa: SIM115 - handed to the child
     try:

@@ -1,0 +1,188 @@
+"""The paper's figure types, drawn headless with matplotlib (Agg), one PNG and one SVG each.
+
+- `plot_curves`: misclassification confidence per round (Fig. 2, 3, 6): one panel per setting
+  (or another axis), one line per defense, the mean over seeds with the min–max band, adversarial
+  rounds marked with black circles as in the paper, and the 50% mitigation threshold.
+- `plot_tradeoff`: benign accuracy against attack mitigation rounds (Fig. 4, 5): one panel per
+  setting, one marker series per defense family; hollow markers are lower bounds (the attack was
+  not mitigated within the observed window); the dashed line is the warm model's accuracy.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from flwbc.errors import FlwbcError
+from flwbc.experiments.results import Point, SpecResults
+from flwbc.experiments.specs import series_of
+from flwbc.runio import atomic_write_bytes
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    try:
+        import matplotlib
+    except ImportError:
+        raise FlwbcError("plots need matplotlib: pip install 'flwbc[plots]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, prefix: Path) -> list[Path]:  # type: ignore[no-untyped-def]
+    import io
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in ("png", "svg"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight")
+        path = prefix.with_suffix(f".{ext}")
+        atomic_write_bytes(path, buf.getvalue())
+        out.append(path)
+    return out
+
+
+def _panels(res: SpecResults, axis: str) -> dict[str, list[Point]]:
+    panels: dict[str, list[Point]] = defaultdict(list)
+    for p in res.points:
+        if p.runs:
+            panels[p.coords[axis]].append(p)
+    return panels
+
+
+def _grid(plt, n: int, width: float = 3.6, height: float = 3.0):  # type: ignore[no-untyped-def]
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = [a for row in axes for a in row]
+    for a in flat[n:]:
+        a.set_visible(False)
+    return fig, flat
+
+
+def plot_curves(res: SpecResults, prefix: Path) -> list[Path]:
+    """Misclassification confidence per round; returns the files written."""
+    plt = _pyplot()
+    panel_axis = res.spec.plot.panels
+    series_axis = res.series_axis
+    panels = _panels(res, panel_axis)
+    if not panels:
+        return []
+    fig, axes = _grid(plt, len(panels))
+    titles = _titles(res)
+    for ax, (name, pts) in zip(axes, panels.items(), strict=False):
+        for p in pts:
+            rounds = [rec["round"] for rec in p.runs[0].records]
+            per_round = list(
+                zip(*[[rec["target_conf"] for rec in r.records] for r in p.runs], strict=False)
+            )
+            mean = [statistics.fmean(v) for v in per_round]
+            lo, hi = [min(v) for v in per_round], [max(v) for v in per_round]
+            rounds = rounds[: len(mean)]
+            label = " / ".join(
+                str(p.coords[a])
+                for a in res.axes()
+                if a not in (panel_axis, "setting") or a == series_axis
+            )
+            line = ax.plot(rounds, mean, lw=1.5, label=label)[0]
+            if len(p.runs) > 1:
+                ax.fill_between(rounds, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+            adv = [i for i, rec in enumerate(p.runs[0].records[: len(mean)]) if rec["adversarial"]]
+            ax.plot(
+                [rounds[i] for i in adv],
+                [mean[i] for i in adv],
+                "o",
+                mfc="none",
+                mec="black",
+                ms=7,
+                zorder=5,
+            )
+        ax.axhline(0.5, color="0.5", ls=":", lw=1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(titles.get(name, str(name)), fontsize=10)
+        ax.set_xlabel("round after the warm-up")
+        ax.set_ylabel("misclassification confidence")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(_suptitle(res), fontsize=10)
+    fig.tight_layout()
+    try:
+        return _save(fig, prefix)
+    finally:
+        plt.close(fig)
+
+
+def plot_tradeoff(res: SpecResults, prefix: Path) -> list[Path]:
+    """Benign accuracy against mean attack mitigation rounds; returns the files written."""
+    plt = _pyplot()
+    panels = _panels(res, res.spec.plot.panels)
+    if not panels:
+        return []
+    fig, axes = _grid(plt, len(panels))
+    titles = _titles(res)
+    markers = "osD^v<>"
+    for ax, (name, pts) in zip(axes, panels.items(), strict=False):
+        families: dict[str, list[Point]] = defaultdict(list)
+        for p in pts:
+            families[series_of(p.coords[res.series_axis])].append(p)
+        for k, (fam, members) in enumerate(families.items()):
+            xs, ys, errs, hollow, labels = [], [], [], [], []
+            for p in members:
+                mit, acc = p.mitigation(), p.accuracy()
+                if mit is None or acc is None:
+                    continue
+                xs.append(mit[0])
+                ys.append(100 * acc[0])
+                errs.append(100 * acc[1])
+                hollow.append(mit[1])
+                labels.append(p.coords[res.series_axis].split(" ", 1)[-1])
+            if not xs:
+                continue
+            color = f"C{k}"
+            ax.errorbar(xs, ys, yerr=errs, fmt="none", ecolor=color, alpha=0.6, lw=1)
+            for x, y, h, lab in zip(xs, ys, hollow, labels, strict=True):
+                ax.plot(
+                    [x],
+                    [y],
+                    markers[k % len(markers)],
+                    color=color,
+                    mfc="none" if h else color,
+                    ms=6,
+                )
+                ax.annotate(lab, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.plot([], [], markers[k % len(markers)], color=color, label=fam)
+        warm = [r.warm_acc for p in pts for r in p.runs if r.warm_acc is not None]
+        if warm:
+            ax.axhline(100 * statistics.fmean(warm), color="0.4", ls="--", lw=1, label="warm model")
+        ax.set_title(titles.get(name, str(name)), fontsize=10)
+        ax.set_xlabel("attack mitigation rounds (hollow: more than)")
+        ax.set_ylabel("benign accuracy (%)")
+        ax.legend(fontsize=7)
+    fig.suptitle(_suptitle(res), fontsize=10)
+    fig.tight_layout()
+    try:
+        return _save(fig, prefix)
+    finally:
+        plt.close(fig)
+
+
+def _titles(res: SpecResults) -> dict[str, str]:
+    from flwbc.experiments.specs import load_settings
+
+    return {k: v.title for k, v in load_settings().settings.items()}
+
+
+def _suptitle(res: SpecResults) -> str:
+    seeds = ", ".join(str(s) for s in res.seeds)
+    return f"{res.spec.title} (seeds {seeds})"
+
+
+def plot_spec(res: SpecResults, prefix: Path) -> list[Path]:
+    """The spec's figure, by its `plot.kind`."""
+    if res.spec.plot.kind == "curves":
+        return plot_curves(res, prefix)
+    if res.spec.plot.kind == "tradeoff":
+        return plot_tradeoff(res, prefix)
+    return []
