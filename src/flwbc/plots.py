@@ -141,6 +141,7 @@ def plot_tradeoff(res: SpecResults, prefix: Path) -> list[Path]:
             if not xs:
                 continue
             color = f"C{k}"
+            ax.plot(xs, ys, "-", color=color, lw=0.8, alpha=0.5)
             ax.errorbar(xs, ys, yerr=errs, fmt="none", ecolor=color, alpha=0.6, lw=1)
             for x, y, h, lab in zip(xs, ys, hollow, labels, strict=True):
                 ax.plot(

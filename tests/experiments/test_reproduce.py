@@ -1,0 +1,78 @@
+"""`flwbc reproduce`: the end-to-end quick run on real Fashion-MNIST, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from flwbc.cli import main
+from flwbc.runio import read_jsonl
+
+
+@pytest.mark.slow
+def test_reproduce_fig3_quick(real_data_dir: Path, tmp_path: Path, capsys):
+    out, store = tmp_path / "results", tmp_path / "store"
+    argv = [
+        "reproduce",
+        "fig3",
+        "--quick",
+        "--out",
+        str(out),
+        "--runs",
+        str(store),
+        "--data-dir",
+        str(real_data_dir),
+        "--no-progress",
+        "--jobs",
+        "2",
+    ]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == str(out / "REPORT.md")
+    for name in ("fig3.png", "fig3.svg", "points.csv", "points.md", "curves.csv"):
+        assert (out / "fig3" / name).stat().st_size > 0
+    # quick fig3: one setting, four defenses, one seed, each branched from one warm-up
+    dirs = sorted(p for p in store.iterdir() if p.is_dir())
+    warm = [d for d in dirs if d.name.startswith("warmup-")]
+    branches = [d for d in dirs if d.name.startswith("fig3-")]
+    assert len(warm) == 1 and len(branches) == 4
+    warm_model = str(warm[0] / "model.safetensors")
+    for d in branches:
+        cfg = json.loads((d / "config.json").read_text())
+        assert cfg["init_model"] == warm_model
+        assert cfg["data"]["dir"] == str(real_data_dir)
+    # the points table agrees with the runs' own records
+    rows = list(csv.DictReader((out / "fig3" / "points.csv").open()))
+    assert sorted(r["defense"] for r in rows) == sorted(["none", "FL-WBC", "CMA", "CTMA"])
+    warm_acc = json.loads((warm[0] / "summary.json").read_text())["final_test_acc"]
+    for r in rows:
+        d = next(b for b in branches if f"-{r['defense']}-" in b.name.replace("_", "-"))
+        recs = read_jsonl(d / "rounds.jsonl")
+        mean_acc = sum(x["test_acc"] for x in recs) / len(recs)
+        assert r["benign accuracy (%)"].startswith(f"{100 * mean_acc:.1f} ")
+        assert r["accuracy cost (points)"].startswith(f"{100 * (warm_acc - mean_acc):.1f} ")
+    report = (out / "REPORT.md").read_text()
+    assert "fig3/fig3.png" in report and "| fig3 |" in report and "not run" in report
+    # a second call finds everything finished and only rewrites the outputs
+    mtimes = {d: (d / "rounds.jsonl").stat().st_mtime_ns for d in dirs}
+    assert main(argv) == 0
+    assert {d: (d / "rounds.jsonl").stat().st_mtime_ns for d in dirs} == mtimes
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["fig9"], "unknown result 'fig9'"),
+        (["fig3", "--jobs", "0"], "--jobs must be at least 1"),
+        (["fig3", "--seeds", "1,x"], "--seeds takes comma-separated integers"),
+        (["missing.yaml"], "spec not found"),
+    ],
+)
+def test_bad_input_is_one_line(args, words, tmp_path, capsys):
+    code = main(["reproduce", *args, "--out", str(tmp_path / "o"), "--runs", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert words in err
+    assert err.count("\n") == 1 and "Traceback" not in err
