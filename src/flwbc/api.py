@@ -42,6 +42,7 @@ from flwbc.runio import (
     read_jsonl,
     save_model,
 )
+from flwbc.runtime import tune_allocator
 
 AGG_PREFIX = "aggregator_state."
 RoundCallback = Callable[[dict[str, Any]], bool | None]
@@ -110,6 +111,7 @@ class _Session:
             run_dir = _new_run_dir(cfg)
             atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "_meta": _meta()})
         self.cfg, self.run_dir = cfg, run_dir
+        tune_allocator()
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         exp = self.exp = Experiment.prepare(cfg)

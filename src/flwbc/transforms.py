@@ -22,15 +22,25 @@ def clip_by_norm(updates: Tensor, bound: float) -> tuple[Tensor, Tensor]:
     return updates * factor, (norms.squeeze(-1) > bound)
 
 
+def to_symmetric_(u: Tensor) -> Tensor:
+    """Map torch.rand's k·2⁻²⁴ in place to (2k + 1)·2⁻²⁴ − 1: exact in float32, strictly
+    inside (−1, 1) and exactly symmetric about 0."""
+    return u.mul_(2.0).add_(2.0**-24 - 1.0)
+
+
+def symmetric_uniform(
+    shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str
+) -> Tensor:
+    """Uniform samples strictly inside (−1, 1), exactly symmetric about 0 (`to_symmetric_`)."""
+    return to_symmetric_(torch.rand(shape, generator=generator, device=device))
+
+
 def laplace_noise(
     shape: tuple[int, ...], scale: float, generator: torch.Generator, device: torch.device | str
 ) -> Tensor:
-    """Laplace(0, scale) samples from a single uniform draw by inverse CDF.
-
-    torch.rand gives k·2⁻²⁴; u = (2k + 1)·2⁻²⁴ − 1 is computed exactly in float32, lies strictly
-    inside (−1, 1) (no infinite samples) and is exactly symmetric about 0.
-    """
-    u = torch.rand(shape, generator=generator, device=device).mul_(2.0).add_(2.0**-24 - 1.0)
+    """Laplace(0, scale) samples from a single uniform draw by inverse CDF: for u from
+    `symmetric_uniform`, −scale·sign(u)·log(1 − |u|), never infinite."""
+    u = symmetric_uniform(shape, generator, device)
     return torch.log1p(-u.abs()).mul_(-scale).mul_(torch.sign(u))
 
 

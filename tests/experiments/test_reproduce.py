@@ -36,7 +36,7 @@ def test_reproduce_fig3_quick(real_data_dir: Path, tmp_path: Path, capsys):
     # quick fig3: one setting, four defenses, one seed, each branched from one warm-up
     dirs = sorted(p for p in store.iterdir() if p.is_dir())
     warm = [d for d in dirs if d.name.startswith("warmup-")]
-    branches = [d for d in dirs if d.name.startswith("fig3-")]
+    branches = [d for d in dirs if not d.name.startswith("warmup-")]
     assert len(warm) == 1 and len(branches) == 4
     warm_model = str(warm[0] / "model.safetensors")
     for d in branches:
@@ -48,7 +48,11 @@ def test_reproduce_fig3_quick(real_data_dir: Path, tmp_path: Path, capsys):
     assert sorted(r["defense"] for r in rows) == sorted(["none", "FL-WBC", "CMA", "CTMA"])
     warm_acc = json.loads((warm[0] / "summary.json").read_text())["final_test_acc"]
     for r in rows:
-        d = next(b for b in branches if f"-{r['defense']}-" in b.name.replace("_", "-"))
+        d = next(
+            b
+            for b in branches
+            if json.loads((b / "request.json").read_text())["coords"]["defense"] == r["defense"]
+        )
         recs = read_jsonl(d / "rounds.jsonl")
         mean_acc = sum(x["test_acc"] for x in recs) / len(recs)
         assert r["benign accuracy (%)"].startswith(f"{100 * mean_acc:.1f} ")

@@ -15,12 +15,13 @@ parameters; each is an option in `WBCConfig`.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
 
 from flwbc.config import WBCConfig
-from flwbc.transforms import laplace_noise
+from flwbc.transforms import to_symmetric_
 
 
 def laplace_scale(s: float, noise: str) -> float:
@@ -33,17 +34,13 @@ def laplace_scale(s: float, noise: str) -> float:
     raise ValueError(f"unknown Laplace parametrisation '{noise}'")
 
 
-def wbc_perturb(
-    w_hat: Tensor, hessian_diag: Tensor, noise: Tensor, lr: float, allowed: Tensor | None
-) -> tuple[Tensor, Tensor]:
-    """Eq. 9-10: add lr·Υ to w_hat where the Hessian-diagonal estimate is at most |Υ|.
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 
-    Returns the perturbed parameters and the binary mask M (restricted to `allowed` entries).
-    """
-    mask = hessian_diag <= noise.abs()
-    if allowed is not None:
-        mask &= allowed
-    return torch.addcmul(w_hat, noise, mask, value=lr), mask
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="flwbc-rng")
+    return _POOLS[workers]
 
 
 class WBCStep:
@@ -80,27 +77,59 @@ class WBCStep:
             self.prev = None
 
     def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor:
-        """Apply FL-WBC after the SGD step `w_hat = w + step` taken with gradient `grad`."""
+        """Apply FL-WBC after the SGD step `w_hat = w + step` taken with gradient `grad`.
+
+        Written for few passes over the [G, P] tensors (this is the batched engine's hottest
+        loop): the Laplace magnitude is computed once, already multiplied by η, and both sides
+        of eq. 9's test h ≤ |Υ| are multiplied by η, so the update-proxy h = |ΔW|/η needs no
+        division: |ΔW| ≤ η|Υ|.
+        """
         proxy = step if self.cfg.hessian == "update" else grad
         prev, self.prev = self.prev, proxy
         if prev is None or not any(self.scales):
             return w_hat
-        diff = (proxy - prev).abs_()
-        if self.cfg.hessian == "update":
-            diff.div_(self.lr)
-        rows = w_hat.view(len(self.generators), self.numel)
-        noise = torch.stack(
-            [
-                laplace_noise((self.numel,), sc, gen, w_hat.device)
-                if sc != 0.0
-                else torch.zeros(self.numel, device=w_hat.device)
-                for sc, gen in zip(self.scales, self.generators, strict=True)
-            ]
-        ).to(w_hat.dtype)
-        out, mask = wbc_perturb(rows, diff.view_as(rows), noise, self.lr, self.allowed)
-        self.perturbed += (mask & self.active.unsqueeze(1)).sum(1)
+        g = len(self.generators)
+        u = self._uniforms(w_hat.dtype, w_hat.device)
+        # η|Υ| = −η·b·log(1 − |u|), with each row's own scale b
+        lr_scale = torch.tensor(self.scales, dtype=w_hat.dtype, device=w_hat.device)
+        lr_scale.mul_(-self.lr)
+        lr_noise = torch.log1p(u.abs().neg_()).mul_(lr_scale.unsqueeze(1))
+        diff = (proxy - prev).abs_().view(g, self.numel)
+        if self.cfg.hessian == "gradient":
+            diff.mul_(self.lr)
+        mask = diff <= lr_noise
+        if self.allowed is not None:
+            mask &= self.allowed
+        if not bool(self.active.all()):
+            mask &= self.active.unsqueeze(1)
+        self.perturbed += mask.sum(1)
         self.steps += 1
+        out = torch.addcmul(w_hat.view(g, self.numel), lr_noise.copysign_(u), mask)
         return out.view_as(w_hat)
+
+    def _uniforms(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """[G, P] symmetric uniforms (`to_symmetric_`), row r from generator r; rows with
+        strength 0 draw nothing and stay 0.
+
+        torch's CPU generators are sequential, and drawing is the largest single cost of FL-WBC
+        in the batched engine, so on the CPU the rows are drawn by up to `torch.get_num_threads()`
+        threads at once (each generator still gives the same stream)."""
+        u = torch.empty(len(self.generators), self.numel, dtype=torch.float32, device=device)
+        rows = list(range(len(self.generators)))
+
+        def draw(part: list[int]) -> None:
+            for r in part:
+                if self.scales[r] != 0.0:
+                    u[r].uniform_(0.0, 1.0, generator=self.generators[r])
+                else:
+                    u[r].fill_(0.5 * (1.0 - 2.0**-24))  # maps to 0 below
+
+        workers = min(torch.get_num_threads(), len(rows)) if u.device.type == "cpu" else 1
+        if workers > 1:
+            list(_pool(workers).map(draw, [rows[i::workers] for i in range(workers)]))
+        else:
+            draw(rows)
+        return to_symmetric_(u).to(dtype)
 
     def perturbed_fractions(self) -> list[float]:
         """Per row, the mean fraction of parameters perturbed per perturbed step."""

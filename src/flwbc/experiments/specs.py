@@ -157,6 +157,23 @@ class RunSpec:
         return f"{self.label}--{self.key}"
 
 
+def run_label(config: dict[str, Any], role: str) -> str:
+    """A readable directory label derived from the config alone, so a run that several specs
+    share gets the same directory whichever spec asks for it (the key makes it unique)."""
+    c = make_config(config)
+    head = [c.data.name, c.data.partition, f"E{c.local.epochs}B{c.local.batch_size}"]
+    if role == "warmup":
+        return "-".join(["warmup", *head, f"n{c.attack.num_images}", f"s{c.seed}"])
+    defense = c.defense.client
+    if defense == "wbc":
+        defense += f"{c.defense.wbc.s:g}"
+    elif defense == "ldp":
+        defense += f"{c.defense.ldp.sigma:g}"
+    agg = c.server.aggregator + "".join(f"-{v}" for v in c.server.options.values())
+    parts = [*head, defense, agg, f"m{c.attack.num_malicious}n{c.attack.num_images}", f"s{c.seed}"]
+    return _safe_label("-".join(parts))
+
+
 def deep_merge(*trees: dict[str, Any]) -> dict[str, Any]:
     """Merge nested dicts left to right; later values win, lists are replaced."""
     out: dict[str, Any] = {}
@@ -189,11 +206,12 @@ IDENTITY_EXCLUDED = ("output", "threads")
 
 
 def run_key(config: dict[str, Any], parent: str | None) -> str:
-    """A run's identity: a hash of its validated config (without output location and thread
-    count, which do not change results) and of the run it starts from."""
+    """A run's identity: a hash of its validated config (without output location, data
+    location and thread count, which do not change results) and of the run it starts from."""
     cfg = make_config(config).to_dict()
     for k in IDENTITY_EXCLUDED:
         cfg.pop(k, None)
+    cfg["data"]["dir"] = None  # where the data lives does not change the run
     cfg["init_model"] = parent
     blob = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
@@ -286,26 +304,25 @@ def expand(
             setting.config,
             spec.base,
             settings.quick.config if quick else {},
-            extra,
         )
-        base = substitute(base, setting.vars, f"spec {spec.id}")
+        base = deep_merge(substitute(base, setting.vars, f"spec {spec.id}"), extra)
+        warm_extra = substitute(settings.warmup_config, setting.vars, "settings warmup_config")
         for seed in seed_list:
             warm_cfg = deep_merge(
                 base,
-                settings.warmup_config,
+                warm_extra,
                 {
                     "seed": seed,
                     "federation": {"rounds": warm_rounds},
                     "attack": {"prob": 0.0, "rounds": None},
                 },
             )
-            n_img = warm_cfg.get("attack", {}).get("num_images", 1)
             wkey = run_key(warm_cfg, None)
             runs.setdefault(
                 wkey,
                 RunSpec(
                     wkey,
-                    f"warmup-{sname}-n{n_img}-s{seed}",
+                    run_label(warm_cfg, "warmup"),
                     warm_cfg,
                     warm_rounds,
                     role="warmup",
@@ -323,13 +340,12 @@ def expand(
                 )
                 key = run_key(branch_cfg, wkey)
                 names = [p for p, _ in combo]
-                label = "-".join([spec.id, sname, *names, f"s{seed}"])
                 coords = {"setting": sname, "seed": seed, **dict(zip(axes, names, strict=True))}
                 runs.setdefault(
                     key,
                     RunSpec(
                         key,
-                        _safe_label(label),
+                        run_label(branch_cfg, "branch"),
                         branch_cfg,
                         branch_rounds,
                         parent=wkey,

@@ -37,7 +37,13 @@ REQUEST = "request.json"
 
 
 def run_dir(store: Path, run: RunSpec) -> Path:
-    return store / run.dir_name()
+    """The run's directory: `<label>--<key>`, or an existing directory with the same key (a
+    store written under other labels stays usable)."""
+    path = store / run.dir_name()
+    if path.is_dir():
+        return path
+    found = sorted(store.glob(f"*--{run.key}"))
+    return found[0] if found else path
 
 
 def is_finished(path: Path) -> bool:
@@ -88,6 +94,7 @@ def run_sweep(
     branches are skipped.
     """
     jobs = jobs or min(len(runs), os.cpu_count() or 1) or 1
+    store = store.resolve()
     store.mkdir(parents=True, exist_ok=True)
     by_key = {r.key: r for r in runs}
     done = {r.key for r in runs if is_finished(run_dir(store, r))}

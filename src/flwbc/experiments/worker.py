@@ -20,6 +20,8 @@ def main(path: Path) -> int:
         except BlockingIOError:
             print(f"{path} is being run by another process", file=sys.stderr)
             return 3
+        for stale in path.glob(".*.tmp"):  # left by a kill during an atomic write
+            stale.unlink()
         if is_finished(path):
             return 0
         request = read_json(path / REQUEST)
