@@ -73,6 +73,18 @@ def _die_with_parent() -> None:
         pass
 
 
+def _interrupt_on_sigterm() -> signal.Handlers | None:
+    """Treat SIGTERM like Ctrl-C (where a handler can be installed: the main thread)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)  # type: ignore[return-value]
+    except ValueError:
+        return None
+
+
 @dataclass
 class SweepReport:
     finished: list[str]
@@ -115,6 +127,7 @@ def run_sweep(
         )
 
     bar.update(count())
+    previous = _interrupt_on_sigterm()
     try:
         while pending or running:
             for r in list(pending):
@@ -147,16 +160,16 @@ def run_sweep(
             )
             bar.refresh()
     except KeyboardInterrupt:
+        # workers stop at once; each resumes from its last finished round
         for proc in running.values():
-            proc.send_signal(signal.SIGINT)
+            proc.terminate()
         for proc in running.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.wait()
         raise
     finally:
         bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return SweepReport(
         finished=[k for k in by_key if k in done], failed=failed, seconds=time.time() - started
     )
