@@ -20,6 +20,11 @@ from flwbc.experiments.specs import series_of
 from flwbc.runio import atomic_write_bytes
 
 
+def require_matplotlib() -> None:
+    """Fail early, with one line, where matplotlib is missing."""
+    _pyplot()
+
+
 def _pyplot():  # type: ignore[no-untyped-def]
     try:
         import matplotlib

@@ -227,7 +227,6 @@ def test_unfinished_runs_are_ignored(toy):
 
 
 def test_figures_written(toy, tmp_path):
-    pytest.importorskip("matplotlib")
     from flwbc.plots import plot_curves, plot_tradeoff
 
     spec, runs, store = toy

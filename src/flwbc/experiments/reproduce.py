@@ -182,6 +182,9 @@ def reproduce(
 ) -> tuple[SweepReport | None, Path]:
     """Run the named results (`fig3`, ..., `all`), then write every result that has runs in
     the store, and REPORT.md. With `run=False` only the outputs are (re)written."""
+    from flwbc.plots import require_matplotlib
+
+    require_matplotlib()
     settings = load_settings()
     todo = plan(names, settings, quick=quick, seeds=seeds, data_dir=data_dir)
     sweep = None
