@@ -125,6 +125,36 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("dataset", help="fmnist, mnist or cifar10")
     fetch.add_argument("--data-dir", default=None)
 
+    ana = sub.add_parser(
+        "analyze",
+        help="measure the attack effect on parameters (AEP) of runs",
+        description="Replay each run with its counterfactual (attackers behaving benignly) and "
+        "write analysis.jsonl, analysis.json and analysis.png into the run directory: the AEP "
+        "norm per round, eq. 7's estimate and its error, and the Hessian evidence.",
+    )
+    ana.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    ana.add_argument("--rounds", type=int, default=None, help="only the first N rounds")
+    ana.add_argument(
+        "--estimator-rounds",
+        type=int,
+        default=10,
+        help="rounds after the first attack to propagate eq. 7 (0: off)",
+    )
+    ana.add_argument(
+        "--hessian-clients",
+        type=int,
+        default=2,
+        help="benign clients per round whose Hessian is examined (0: off)",
+    )
+    ana.add_argument("--hutchinson-samples", type=int, default=32)
+    ana.add_argument(
+        "--plot",
+        default=None,
+        metavar="PREFIX",
+        help="also draw all runs in one figure, PREFIX.png and PREFIX.svg",
+    )
+    ana.add_argument("--no-progress", action="store_true")
+
     rep = sub.add_parser(
         "reproduce",
         help="reproduce the paper's figures and tables, with a REPORT.md",
@@ -229,6 +259,32 @@ def compare_table(run_dirs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def _analyze(args: argparse.Namespace) -> None:
+    from flwbc.analysis.aep import AEPOptions, analyze_run
+    from flwbc.runio import read_jsonl
+
+    for name in ("rounds", "estimator_rounds", "hessian_clients", "hutchinson_samples"):
+        value = getattr(args, name)
+        if value is not None and value < (1 if name in ("rounds", "hutchinson_samples") else 0):
+            raise FlwbcError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    opts = AEPOptions(
+        rounds=args.rounds,
+        estimator_rounds=args.estimator_rounds,
+        hessian_clients=args.hessian_clients,
+        hutchinson_samples=args.hutchinson_samples,
+    )
+    written = {}
+    for d in args.run_dirs:
+        path = analyze_run(d, opts, progress=not args.no_progress)
+        written[Path(d).name] = read_jsonl(path)
+        print(path)
+    if args.plot:
+        from flwbc.plots import plot_aep
+
+        for f in plot_aep(written, Path(args.plot)):
+            print(f)
+
+
 def _reproduce(args: argparse.Namespace, argv: list[str] | None) -> None:
     from flwbc.experiments.reproduce import reproduce
 
@@ -300,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_summary(Path(args.run_dir), read_json(Path(args.run_dir) / "summary.json"))
         elif args.command == "compare":
             print(compare_table([Path(d) for d in args.run_dirs]))
+        elif args.command == "analyze":
+            _analyze(args)
         elif args.command == "reproduce":
             _reproduce(args, argv)
         elif args.command == "fetch":

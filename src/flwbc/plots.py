@@ -192,3 +192,48 @@ def plot_spec(res: SpecResults, prefix: Path) -> list[Path]:
     if res.spec.plot.kind == "tradeoff":
         return plot_tradeoff(res, prefix)
     return []
+
+
+def plot_aep(runs: dict[str, list[dict]], prefix: Path) -> list[Path]:
+    """The AEP analysis of one or more runs (`flwbc analyze`): ‖δ_t‖ with eq. 7's estimate,
+    the estimate's relative error, ‖Hδ‖/(‖H‖‖δ‖), and F_M(W_t) − F_M(W_t(S\\M)), per round."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    for k, (name, recs) in enumerate(runs.items()):
+        color = f"C{k}"
+        rounds = [r["round"] for r in recs]
+        norms = [r["delta_norm"] for r in recs]
+        axes[0].plot(rounds, norms, color=color, label=name)
+        est = [(r["round"], r["estimate_norm"]) for r in recs if "estimate_norm" in r]
+        if est:
+            axes[0].plot(*zip(*est, strict=True), "--", color=color, label=f"{name}: eq. 7")
+        adv = [r for r in recs if r["adversarial"]]
+        axes[0].plot(
+            [r["round"] for r in adv], [r["delta_norm"] for r in adv], "o", mfc="none", mec="black"
+        )
+        err = [
+            (r["round"], r["estimate_rel_error"])
+            for r in recs
+            if r.get("estimate_rel_error") is not None
+        ]
+        if err:
+            axes[1].plot(*zip(*err, strict=True), "o-", color=color, ms=3, label=name)
+        ratio = [
+            (r["round"], r["h_delta_ratio"]) for r in recs if r.get("h_delta_ratio") is not None
+        ]
+        if ratio:
+            axes[2].plot(*zip(*ratio, strict=True), "o-", color=color, ms=3, label=name)
+        axes[3].plot(rounds, [r["fm_gap"] for r in recs], color=color, label=name)
+    axes[0].set_yscale("symlog", linthresh=1e-6)
+    axes[0].set_title("‖δ_t‖ (dashed: eq. 7)", fontsize=9)
+    axes[1].set_title("eq. 7: ‖δ̂_t − δ_t‖ / ‖δ_t‖", fontsize=9)
+    axes[2].set_title("‖H δ_t‖ / (‖H‖₂ ‖δ_t‖), benign clients", fontsize=9)
+    axes[3].set_title("F_M(W_t) − F_M(W_t(S∖M))", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("round")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    try:
+        return _save(fig, prefix)
+    finally:
+        plt.close(fig)
