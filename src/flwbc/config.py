@@ -96,6 +96,16 @@ class AttackConfig(_Section):
         None, description="explicit adversarial rounds (1-based); overrides prob"
     )
     start_round: int = Field(1, ge=1, description="no random adversarial round before this one")
+    kernel_reg: float = Field(
+        0.0,
+        ge=0,
+        description="λ of the kernel-regularised attack: attackers add λ‖H(w − W)‖² to eq. 3, "
+        "H the Hessian of their own benign data's loss at the global model W, pushing their "
+        "update into the benign Hessian's kernel where it persists (paper §4.3); 0: off",
+    )
+    kernel_batch: int = Field(
+        64, ge=1, description="images of the attacker's own data on which H is taken"
+    )
 
 
 class WBCConfig(_Section):

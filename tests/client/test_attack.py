@@ -76,3 +76,29 @@ def test_to_dict_is_plain_lists():
     assert d["indices"] == ms.indices.tolist() and all(type(i) is int for i in d["indices"])
     assert d["targets"] == ms.targets.tolist()
     assert d["true_labels"] == ms.true_labels.tolist()
+
+
+def test_kernel_penalty_gradient_matches_autograd_of_the_dense_penalty():
+    """2λ·H·H·(w − W) is the gradient of λ‖H(w − W)‖², H the dense Hessian at W."""
+    import torch
+    from torch import nn
+
+    from flwbc.analysis.hessian import batch_loss
+    from flwbc.client.attack import kernel_penalty_grad
+    from flwbc.models import FlatModel
+
+    torch.manual_seed(0)
+    model = FlatModel(
+        nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3), nn.LogSoftmax(dim=1)).double()
+    )
+    x, y = torch.randn(20, 5, dtype=torch.float64), torch.randint(0, 3, (20,))
+    loss = batch_loss(model, x, y)
+    w_global = model.get_vector()
+    h = torch.autograd.functional.hessian(loss, w_global)
+    w = (w_global + 0.1 * torch.randn(w_global.shape, dtype=torch.float64)).requires_grad_(True)
+    penalty = 0.7 * (h @ (w - w_global)).pow(2).sum()
+    (ref,) = torch.autograd.grad(penalty, w)
+    got = kernel_penalty_grad(loss, w_global, 0.7)(w.detach())
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    # zero at the global model itself
+    assert float(kernel_penalty_grad(loss, w_global, 0.7)(w_global).abs().max()) == 0.0

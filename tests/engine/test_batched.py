@@ -84,6 +84,7 @@ CASES = {
         "defense.client": "ldp",
         "defense.ldp.sigma": 0.001,
     },
+    "kernel-regularised-attack": {"attack.kernel_reg": 0.5, "attack.kernel_batch": 16},
     "uneven-dirichlet": {
         "data.partition": "dirichlet",
         "data.dirichlet_alpha": 1.0,

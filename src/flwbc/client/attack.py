@@ -8,13 +8,14 @@ D_M; with α > 0 each step pairs a batch of its own data with a batch of D_M.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from flwbc.analysis.hessian import Loss, hvp
 from flwbc.client.local import Epoch, Term, epoch_batches
 
 
@@ -98,3 +99,15 @@ def malicious_plan(
 def _cycle_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
     while True:
         yield from torch.split(torch.randperm(n, generator=generator), batch_size)
+
+
+def kernel_penalty_grad(loss: Loss, w_global: Tensor, lam: float) -> Callable[[Tensor], Tensor]:
+    """The gradient of the kernel-regularised attack's penalty λ‖H(w − W)‖², with H the Hessian
+    of the benign `loss` at the global model W (held fixed during the round): 2λ·H·H·(w − W),
+    two Hessian-vector products per step, no dense Hessian."""
+
+    def grad(w: Tensor) -> Tensor:
+        d = w.detach() - w_global
+        return (2.0 * lam) * hvp(loss, w_global, hvp(loss, w_global, d))
+
+    return grad

@@ -8,7 +8,7 @@ parameter vector so that a step hook (FL-WBC) sees the SGD update and the gradie
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -73,10 +73,13 @@ def local_sgd(
     lr: float,
     momentum: float,
     hook: StepHook | None = None,
+    extra_grad: Callable[[Tensor], Tensor] | None = None,
 ) -> LocalResult:
     """Run the plan from `w0` and return the final local model.
 
     Momentum starts at zero every round (a fresh optimiser per round, as in the reference code).
+    `extra_grad(w)` is added to each step's gradient (a penalty's gradient, e.g. the
+    kernel-regularised attack's).
     """
     w = w0.detach().clone()
     velocity = torch.zeros_like(w)
@@ -89,6 +92,8 @@ def local_sgd(
             w.requires_grad_(True)
             loss = sum(t.weight * F.nll_loss(model(w, t.x), t.y) for t in terms if t.weight != 0.0)
             (grad,) = torch.autograd.grad(loss, w)
+            if extra_grad is not None:
+                grad = grad + extra_grad(w.detach())
             w_hat, step = sgd_step(w.detach(), velocity, grad, lr, momentum)
             w = hook(w_hat, step, grad) if hook is not None else w_hat
             loss_sum += loss.detach()

@@ -25,7 +25,13 @@ from torch import Tensor
 
 from flwbc.client.local import Epoch, sgd_step
 from flwbc.client.wbc import WBCStep
-from flwbc.engine.sequential import RoundOutput, aggregate_round, client_plan, finish_update
+from flwbc.engine.sequential import (
+    RoundOutput,
+    aggregate_round,
+    client_plan,
+    finish_update,
+    kernel_penalty,
+)
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.models import CIFARCNN, FMNISTCNN, MLP, FlatModel
 from flwbc.rng import torch_generator
@@ -137,7 +143,16 @@ def _row_plan(row: Row) -> tuple[Any, Iterator[Epoch]]:
     rule: tuple[Any, ...] = (cfg.model_name, cfg.dtype, cfg.device, loc.lr, loc.momentum)
     if row.malicious:
         att = cfg.attack
-        key = (*rule, "attacker", n, len(row.exp.y_mal), loc.batch_size, att.epochs, att.alpha)
+        key = (
+            *rule,
+            "attacker",
+            n,
+            len(row.exp.y_mal),
+            loc.batch_size,
+            att.epochs,
+            att.alpha,
+            att.kernel_reg > 0,
+        )
         return key, plan
     wbc_rule = (wbc.noise, wbc.params, wbc.hessian, wbc.reset_each_epoch) if _wbc(row) else None
     return (*rule, "benign", n, loc.batch_size, loc.epochs, wbc_rule), plan
@@ -172,6 +187,7 @@ def train_group(
             ],
             [r.exp.cfg.defense.wbc.s for r in rows],
         )
+    extras = [kernel_penalty(r.exp, r.round, r.client, r.w0) if r.malicious else None for r in rows]
     for epochs in zip(*plans, strict=True):
         if hook is not None:
             hook.new_epoch()
@@ -188,6 +204,13 @@ def train_group(
                 nll = F.nll_loss(logp.flatten(0, 1), y.flatten(), reduction="none")
                 per_client = per_client + tw * nll.view(g, -1).mean(1)
             (grad,) = torch.autograd.grad(per_client.sum(), weights)
+            if any(f is not None for f in extras):
+                grad = grad + torch.stack(
+                    [
+                        f(weights[j].detach()) if f is not None else torch.zeros_like(grad[j])
+                        for j, f in enumerate(extras)
+                    ]
+                )
             w_hat, step = sgd_step(weights.detach(), velocity, grad, loc.lr, loc.momentum)
             weights = hook(w_hat, step, grad) if hook is not None else w_hat
             loss_sum += per_client.detach()

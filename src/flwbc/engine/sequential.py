@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from flwbc.client.attack import malicious_plan
+from flwbc.analysis.hessian import batch_loss
+from flwbc.client.attack import kernel_penalty_grad, malicious_plan
 from flwbc.client.local import Epoch, benign_plan, local_sgd
 from flwbc.client.wbc import WBCStep
 from flwbc.experiment import Experiment, RoundPlan
@@ -69,9 +70,26 @@ def client_update(
             exp.model.weight_mask,
             torch_generator(cfg.seed, "wbc", t, c, device=exp.device),
         )
-    res = local_sgd(exp.model, w, plan, lr=loc.lr, momentum=loc.momentum, hook=hook)
+    extra = kernel_penalty(exp, t, c, w) if malicious else None
+    res = local_sgd(
+        exp.model, w, plan, lr=loc.lr, momentum=loc.momentum, hook=hook, extra_grad=extra
+    )
     update = finish_update(exp, t, c, malicious, res.weights - w)
     return update, res.mean_loss, (hook.perturbed_fraction() if hook is not None else None)
+
+
+def kernel_penalty(exp: Experiment, t: int, c: int, w: Tensor) -> Callable[[Tensor], Tensor] | None:
+    """Attacker c's kernel-regularisation gradient for round t (None when the attack has none):
+    H is taken at the global model w on `kernel_batch` of its own images, drawn from the stream
+    (seed, "kernel", t, c)."""
+    att = exp.cfg.attack
+    if att.kernel_reg == 0.0:
+        return None
+    x, y = exp.client_data(c)
+    gen = torch_generator(exp.cfg.seed, "kernel", t, c)
+    idx = torch.randperm(len(y), generator=gen)[: att.kernel_batch].to(x.device)
+    loss = batch_loss(exp.model, x[idx], y[idx])
+    return kernel_penalty_grad(loss, w.detach(), att.kernel_reg)
 
 
 def finish_update(exp: Experiment, t: int, c: int, malicious: bool, update: Tensor) -> Tensor:
