@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flwbc import __version__
-from flwbc.config import ExperimentConfig, make_config
+from flwbc.config import ExperimentConfig, load_run_config, make_config
 from flwbc.engine import batched, sequential
 from flwbc.engine.sequential import RoundOutput
 from flwbc.errors import FlwbcError
@@ -38,7 +38,6 @@ from flwbc.runio import (
     atomic_write_json,
     load_extra,
     load_model,
-    read_json,
     read_jsonl,
     save_model,
 )
@@ -100,12 +99,7 @@ class _Session:
     def __init__(self, config: ExperimentConfig | dict[str, Any] | None, resume: str | Path | None):
         if resume is not None:
             run_dir = Path(resume)
-            cfg_path = run_dir / "config.json"
-            if not cfg_path.is_file():
-                raise FlwbcError(f"nothing to resume: {cfg_path} not found")
-            raw = read_json(cfg_path)
-            raw.pop("_meta", None)
-            cfg = make_config(raw)
+            cfg = load_run_config(run_dir, "nothing to resume")
         else:
             cfg = config if isinstance(config, ExperimentConfig) else make_config(config or {})
             run_dir = _new_run_dir(cfg)

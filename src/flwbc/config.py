@@ -312,3 +312,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             f"config file {p} must hold a mapping of sections, not {type(data).__name__}"
         )
     return data
+
+
+def load_run_config(run_dir: str | Path, what: str = "not a run directory") -> ExperimentConfig:
+    """The validated config a run directory was made with (its `config.json`, without the
+    `_meta` block); `what` starts the one-line error when there is none."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FlwbcError(f"{what}: {path} not found")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise FlwbcError(f"cannot parse {path}: {err}") from None
+    raw.pop("_meta", None)
+    return make_config(raw)

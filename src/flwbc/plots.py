@@ -50,6 +50,17 @@ def _save(fig, prefix: Path) -> list[Path]:  # type: ignore[no-untyped-def]
     return out
 
 
+def _finish(plt, fig, prefix: Path, title: str | None = None) -> list[Path]:  # type: ignore[no-untyped-def]
+    """Title, lay out, save (PNG and SVG) and close a figure."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        return _save(fig, prefix)
+    finally:
+        plt.close(fig)
+
+
 def _panels(res: SpecResults, axis: str) -> dict[str, list[Point]]:
     panels: dict[str, list[Point]] = defaultdict(list)
     for p in res.points:
@@ -111,12 +122,7 @@ def plot_curves(res: SpecResults, prefix: Path) -> list[Path]:
         ax.set_xlabel("round after the warm-up")
         ax.set_ylabel("misclassification confidence")
         ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle(_suptitle(res), fontsize=10)
-    fig.tight_layout()
-    try:
-        return _save(fig, prefix)
-    finally:
-        plt.close(fig)
+    return _finish(plt, fig, prefix, _suptitle(res))
 
 
 def plot_tradeoff(res: SpecResults, prefix: Path) -> list[Path]:
@@ -166,12 +172,7 @@ def plot_tradeoff(res: SpecResults, prefix: Path) -> list[Path]:
         ax.set_xlabel("attack mitigation rounds (hollow: more than)")
         ax.set_ylabel("benign accuracy (%)")
         ax.legend(fontsize=7)
-    fig.suptitle(_suptitle(res), fontsize=10)
-    fig.tight_layout()
-    try:
-        return _save(fig, prefix)
-    finally:
-        plt.close(fig)
+    return _finish(plt, fig, prefix, _suptitle(res))
 
 
 def _titles(res: SpecResults) -> dict[str, str]:
@@ -232,8 +233,4 @@ def plot_aep(runs: dict[str, list[dict]], prefix: Path) -> list[Path]:
     for ax in axes:
         ax.set_xlabel("round")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    try:
-        return _save(fig, prefix)
-    finally:
-        plt.close(fig)
+    return _finish(plt, fig, prefix)

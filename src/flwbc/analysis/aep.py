@@ -39,13 +39,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from flwbc.analysis.hessian import batch_loss, grad_and_hvp, hutchinson_diag, spectral_norm
-from flwbc.config import ExperimentConfig, make_config
+from flwbc.config import ExperimentConfig, load_run_config
 from flwbc.engine import batched, sequential
 from flwbc.engine.sequential import client_plan
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.rng import torch_generator
-from flwbc.runio import JsonlLog, atomic_write_json, load_model, read_json
+from flwbc.runio import JsonlLog, atomic_write_json, load_model
 from flwbc.server import build_aggregator
 
 NEAR_ZERO = (1e-4, 1e-3, 1e-2)
@@ -204,12 +204,7 @@ def analyze_run(
     """Analyse a run directory: write `analysis.jsonl` (a record per round, flushed as it
     goes), `analysis.json` (options and a summary) and `analysis.png|svg` into it."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise FlwbcError(f"not a run directory: {cfg_path} not found")
-    raw = read_json(cfg_path)
-    raw.pop("_meta", None)
-    cfg = make_config(raw)
+    cfg = load_run_config(run_dir)
     opts = opts or AEPOptions()
     path = run_dir / "analysis.jsonl"
     path.unlink(missing_ok=True)
