@@ -103,3 +103,18 @@ def test_analyze_run_writes_its_files(real_data_dir, tmp_path):
     assert summary["delta_norm_before_attack_max"] == 0.0
     for ext in ("png", "svg"):
         assert (result.run_dir / f"analysis.{ext}").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["nowhere"], "not a run directory"),
+        (["nowhere", "--hutchinson-samples", "0"], "--hutchinson-samples must be positive"),
+    ],
+)
+def test_analyze_bad_input_is_one_line(args, words, capsys):
+    from flwbc.cli import main
+
+    assert main(["analyze", *args]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
