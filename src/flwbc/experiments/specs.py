@@ -206,15 +206,19 @@ IDENTITY_EXCLUDED = ("output", "threads")
 
 
 def run_key(config: dict[str, Any], parent: str | None) -> str:
-    """A run's identity: a hash of its validated config (without output location, data
-    location and thread count, which do not change results) and of the run it starts from."""
-    cfg = make_config(config).to_dict()
+    """A run's identity: a hash of its validated config and of the run it starts from.
+
+    Only values that differ from the schema's defaults count, so a field added to the schema
+    later (with a default that keeps old behaviour) leaves existing runs' keys unchanged; the
+    output location, data location and thread count do not change results and do not count.
+    """
+    cfg = make_config(config).model_dump(mode="json", exclude_defaults=True)
     for k in IDENTITY_EXCLUDED:
         cfg.pop(k, None)
-    cfg["data"]["dir"] = None  # where the data lives does not change the run
-    cfg["init_model"] = parent
-    blob = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    cfg.get("data", {}).pop("dir", None)
+    cfg.pop("init_model", None)
+    blob = json.dumps({"config": cfg, "parent": parent}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def _read_yaml(path: Path | Any, what: str) -> dict[str, Any]:
