@@ -224,6 +224,11 @@ def plot_aep(runs: dict[str, list[dict]], prefix: Path) -> list[Path]:
         ]
         if ratio:
             axes[2].plot(*zip(*ratio, strict=True), "o-", color=color, ms=3, label=name)
+        rand = [
+            (r["round"], r["h_random_ratio"]) for r in recs if r.get("h_random_ratio") is not None
+        ]
+        if rand:
+            axes[2].plot(*zip(*rand, strict=True), ":", color=color, label=f"{name}: random δ")
         axes[3].plot(rounds, [r["fm_gap"] for r in recs], color=color, label=name)
     axes[0].set_yscale("symlog", linthresh=1e-6)
     axes[0].set_title("‖δ_t‖ (dashed: eq. 7)", fontsize=9)

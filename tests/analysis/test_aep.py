@@ -98,6 +98,7 @@ def test_analyze_run_writes_its_files(real_data_dir, tmp_path):
     assert [r["round"] for r in recs] == [1, 2, 3, 4]
     assert "estimate_rel_error" in recs[3] and "estimate_rel_error" not in recs[2]
     assert 0.0 <= recs[3]["h_delta_ratio"] <= 1.0 + 1e-9
+    assert 0.0 < recs[3]["h_random_ratio"] <= 1.0 + 1e-9
     summary = json.loads((result.run_dir / "analysis.json").read_text())["summary"]
     assert summary["first_attack"] == 3
     assert summary["delta_norm_before_attack_max"] == 0.0

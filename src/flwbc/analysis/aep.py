@@ -19,8 +19,9 @@ Per round it records:
   does; its relative error ‖δ̂_t − δ_t‖ / ‖δ_t‖ says how well it tracks;
 - Hessian evidence for up to `hessian_clients` benign clients of the round, on their local
   data at the new global model: ‖H δ_t‖ / (‖H‖₂ ‖δ_t‖) (0 when δ lies in H's kernel, 1 when
-  along its top eigenvector), and the fraction of Hessian-diagonal entries that are near zero
-  (Hutchinson's estimate; |h_jj| ≤ τ · max|h|) or exactly zero.
+  along its top eigenvector), the same for a random Gaussian direction as a baseline, and
+  the fraction of Hessian-diagonal entries that are near zero (Hutchinson's estimate;
+  |h_jj| ≤ τ · max|h|) or exactly zero.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def hessian_evidence(
     """‖Hδ‖/(‖H‖‖δ‖) and near-zero diagonal fractions for the round's first benign clients."""
     clients = [c for c, m in zip(plan.clients, plan.malicious, strict=True) if not m]
     clients = clients[: opts.hessian_clients]
-    ratios, zeros, exact = [], {tau: [] for tau in NEAR_ZERO}, []
+    ratios, random_ratios, zeros, exact = [], [], {tau: [] for tau in NEAR_ZERO}, []
     dnorm = float(delta.norm())
     for c in clients:
         x, y = exp.client_data(c)
@@ -118,6 +119,9 @@ def hessian_evidence(
         _, h_delta = grad_and_hvp(loss, w, delta)
         if dnorm > 0 and h_norm > 0:
             ratios.append(float(h_delta.norm()) / (h_norm * dnorm))
+            r = torch.randn(w.shape, generator=gen, device=w.device, dtype=w.dtype)
+            _, h_r = grad_and_hvp(loss, w, r)
+            random_ratios.append(float(h_r.norm()) / (h_norm * float(r.norm())))
         diag = hutchinson_diag(loss, w, opts.hutchinson_samples, gen).abs()
         top = float(diag.max())
         for tau in NEAR_ZERO:
@@ -126,6 +130,7 @@ def hessian_evidence(
     return {
         "hessian_clients": clients,
         "h_delta_ratio": statistics.fmean(ratios) if ratios else None,
+        "h_random_ratio": statistics.fmean(random_ratios) if random_ratios else None,
         "hdiag_near_zero": {f"{tau:g}": statistics.fmean(v) for tau, v in zeros.items() if v},
         "hdiag_exact_zero": statistics.fmean(exact) if exact else None,
     }
@@ -240,9 +245,10 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     if errs:
         out["estimate_rel_error_median"] = statistics.median(errs)
         out["estimate_rel_error_max"] = max(errs)
-    ratios = [r["h_delta_ratio"] for r in records if r.get("h_delta_ratio") is not None]
-    if ratios:
-        out["h_delta_ratio_median"] = statistics.median(ratios)
+    for key in ("h_delta_ratio", "h_random_ratio"):
+        vals = [r[key] for r in records if r.get(key) is not None]
+        if vals:
+            out[f"{key}_median"] = statistics.median(vals)
     for key in ("hdiag_exact_zero",):
         vals = [r[key] for r in records if r.get(key) is not None]
         if vals:
