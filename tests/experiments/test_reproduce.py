@@ -58,7 +58,7 @@ def test_reproduce_fig3_quick(real_data_dir: Path, tmp_path: Path, capsys):
         assert r["benign accuracy (%)"].startswith(f"{100 * mean_acc:.1f} ")
         assert r["accuracy cost (points)"].startswith(f"{100 * (warm_acc - mean_acc):.1f} ")
     report = (out / "REPORT.md").read_text()
-    assert "fig3/fig3.png" in report and "| fig3 |" in report and "not run" in report
+    assert "fig3/fig3.png" in report and "| fig3 | 5/5 |" in report and "not run" in report
     # a second call finds everything finished and only rewrites the outputs
     mtimes = {d: (d / "rounds.jsonl").stat().st_mtime_ns for d in dirs}
     assert main(argv) == 0

@@ -135,13 +135,23 @@ def report(results: list[SpecResults], out: Path, *, command: str, quick: bool, 
         "'>k' means not mitigated within the k rounds observed. Accuracy cost is the warm "
         "model's accuracy minus the mean accuracy over the branch, in points.",
         "",
-        "| result | claim | measured | verdict |",
-        "|---|---|---|---|",
+        "A verdict on a result whose runs have not all finished is marked *(partial)*: it "
+        "judges only the settings and seeds that have.",
+        "",
+        "| result | runs finished | claim | measured | verdict |",
+        "|---|---|---|---|---|",
     ]
     for res in results:
+        partial = res.runs_finished < res.runs_total
         for claim in res.spec.claims:
             v = judge(res, claim)
-            lines.append(f"| {res.spec.id} | {claim.text} | {v.measured} | **{v.verdict}** |")
+            verdict = f"**{v.verdict}**" + (
+                " (partial)" if partial and v.verdict != "not run" else ""
+            )
+            lines.append(
+                f"| {res.spec.id} | {res.runs_finished}/{res.runs_total} | {claim.text} "
+                f"| {v.measured} | {verdict} |"
+            )
     for res in results:
         sid = res.spec.id
         lines += [
