@@ -328,3 +328,31 @@ def test_laplace_noise_exactly_symmetric(monkeypatch):
     s = _laplace_over_uniform_grid(monkeypatch)
     asym = int((s != -s.flip(0)).sum())
     assert asym == 0, f"{asym} of 2**24 sorted samples differ from their mirror image"
+
+
+def test_wbc_step_rows_drawn_in_parallel_equal_serial_draws():
+    """Rows drawn by several threads at once give each client its own stream, as one thread."""
+    rows, n = 5, 1000
+    cfg = _cfg(hessian="update", s=0.4)
+    w = torch.randn(rows, n, generator=_gen(7))
+    p1 = torch.randn(rows, n, generator=_gen(8)) * 0.01
+    p2 = torch.randn(rows, n, generator=_gen(9)) * 0.01
+    outs = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            hook = WBCStep(
+                cfg,
+                0.1,
+                torch.ones(n, dtype=torch.bool),
+                [_gen(100 + r) for r in range(rows)],
+                [0.4, 0.0, 0.4, 0.8, 0.4],
+            )
+            hook(w.clone(), p1, p1)
+            outs.append(hook(w.clone(), p2, p2))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(outs[0][1], w[1]), "a row with s = 0 is never perturbed"
+    assert not torch.equal(outs[0][0], w[0])
