@@ -115,18 +115,26 @@ def run_sweep(
     running: dict[str, subprocess.Popen[bytes]] = {}
     total = sum(r.rounds for r in runs)
     started = time.time()
-    bar = tqdm(
-        total=total, disable=not progress, unit="round", desc=desc, file=sys.stderr, smoothing=0.05
-    )
     threads = 1 if jobs > 1 else None
+    # rounds that interrupted runs had already logged, so that resuming does not count as speed
+    earlier = {r.key: min(rounds_done(run_dir(store, r)), r.rounds) for r in pending}
 
     def count() -> int:
         n = sum(by_key[k].rounds for k in done)
+        n += sum(earlier[r.key] for r in pending)
         return n + sum(
             min(rounds_done(run_dir(store, by_key[k])), by_key[k].rounds) for k in running
         )
 
-    bar.update(count())
+    bar = tqdm(
+        total=total,
+        initial=count(),
+        disable=not progress,
+        unit="round",
+        desc=desc,
+        file=sys.stderr,
+        smoothing=0.05,
+    )
     previous = _interrupt_on_sigterm()
     try:
         while pending or running:
