@@ -30,13 +30,13 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _common import parse_with_allocator_flag
 from torch.utils.flop_counter import FlopCounterMode
 
 import flwbc
 from flwbc.engine import batched, sequential
 from flwbc.experiment import Experiment
 from flwbc.metrics import evaluate
-from flwbc.runtime import tune_allocator
 
 
 def matmul_peak(n: int = 2048, reps: int = 5) -> float:
@@ -129,14 +129,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--quick", action="store_true", help="only the paper's E=1/B=32 setting")
     ap.add_argument("--sweep", action="store_true", help="time a 10-run sweep instead")
-    ap.add_argument(
-        "--default-malloc",
-        action="store_true",
-        help="keep glibc's allocator thresholds (flwbc.runtime.tune_allocator is skipped)",
-    )
-    args = ap.parse_args()
-    if not args.default_malloc:
-        tune_allocator()
+    args = parse_with_allocator_flag(ap)
     if args.sweep:
         sweep(args.data_dir, args.rounds)
         return

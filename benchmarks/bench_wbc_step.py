@@ -23,12 +23,12 @@ import statistics
 import time
 
 import torch
+from _common import parse_with_allocator_flag
 
 from flwbc.client.local import sgd_step
 from flwbc.client.wbc import WBCStep, laplace_scale
 from flwbc.config import WBCConfig
 from flwbc.models import FlatModel, build_model
-from flwbc.runtime import tune_allocator
 
 STEPS = {"fmnist_cnn": 600, "cifar_cnn": 500}
 
@@ -49,14 +49,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument(
-        "--default-malloc",
-        action="store_true",
-        help="keep glibc's allocator thresholds (flwbc.runtime.tune_allocator is skipped)",
-    )
-    args = ap.parse_args()
-    if not args.default_malloc:
-        tune_allocator()
+    args = parse_with_allocator_flag(ap)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, G = 10 clients")
     print("| model | P | variant | ms/step | projected s/round (E=10/B=10) |")

@@ -3,10 +3,10 @@
 The engines allocate and free temporaries of a few MB at every local step ([G, P] parameter
 rows, activations). With glibc's defaults, a freed block at the top of the heap is returned to
 the OS (trim threshold 128 KB, adapted at run time) and large blocks are served by fresh
-`mmap`s, so the next step page-faults the same memory in again: elementwise ops on [10, 62006]
-floats measured 4-5x slower (`benchmarks/bench_wbc_step.py`), and timings jumped between
-processes as glibc's adaptive thresholds settled differently. Raising both thresholds once per
-process keeps that memory mapped and reused.
+`mmap`s, so the next step page-faults the same memory in again: the FL-WBC step on [10, 62006]
+floats measured 1.6x slower (`benchmarks/bench_wbc_step.py --default-malloc`), and timings
+jumped between processes as glibc's adaptive thresholds settled differently. Raising both
+thresholds once per process keeps that memory mapped and reused.
 """
 
 from __future__ import annotations

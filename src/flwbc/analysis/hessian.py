@@ -35,10 +35,7 @@ def batch_loss(model: FlatModel, x: Tensor, y: Tensor, batch_size: int = 1000) -
 
 def hvp(loss: Loss, w: Tensor, v: Tensor) -> Tensor:
     """H(w)·v, the Hessian of `loss` at `w` times v."""
-    w = w.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(loss(w), w, create_graph=True)
-    (hv,) = torch.autograd.grad(g, w, grad_outputs=v.detach())
-    return hv.detach()
+    return grad_and_hvp(loss, w, v)[1]
 
 
 def grad_and_hvp(loss: Loss, w: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:

@@ -66,6 +66,8 @@ class WBCStep:
         self.scales = [laplace_scale(x, cfg.noise) for x in s]
         device = weight_mask.device
         self.active = torch.tensor([sc != 0.0 for sc in self.scales], device=device)
+        # −η·b per row: η|Υ| = −η·b·log(1 − |u|)
+        self.lr_scales = torch.tensor(self.scales, device=device).mul_(-lr).unsqueeze(1)
         self.allowed = weight_mask if cfg.params == "weights" else None
         self.numel = weight_mask.numel()
         self.prev: Tensor | None = None
@@ -91,9 +93,7 @@ class WBCStep:
         g = len(self.generators)
         u = self._uniforms(w_hat.dtype, w_hat.device)
         # η|Υ| = −η·b·log(1 − |u|), with each row's own scale b
-        lr_scale = torch.tensor(self.scales, dtype=w_hat.dtype, device=w_hat.device)
-        lr_scale.mul_(-self.lr)
-        lr_noise = torch.log1p(u.abs().neg_()).mul_(lr_scale.unsqueeze(1))
+        lr_noise = torch.log1p(u.abs().neg_()).mul_(self.lr_scales.to(w_hat.dtype))
         diff = (proxy - prev).abs_().view(g, self.numel)
         if self.cfg.hessian == "gradient":
             diff.mul_(self.lr)
