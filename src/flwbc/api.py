@@ -93,8 +93,11 @@ class RunInterrupted(KeyboardInterrupt):
         self.run_dir = run_dir
 
 
-class _Session:
-    """One run's state between rounds: its experiment, weights, records and open log files."""
+class RunSession:
+    """One run's state between rounds: its experiment, weights, records and open log files.
+
+    Every engine drives it the same way: `record` after each round, `finish` at the end, so
+    every engine writes the same run directory."""
 
     def __init__(self, config: ExperimentConfig | dict[str, Any] | None, resume: str | Path | None):
         if resume is not None:
@@ -206,9 +209,8 @@ def run(
     `callback(record)` is called after every round; returning False stops the run after that
     round (it can be resumed later).
     """
-    sess = _Session(config, resume)
+    sess = RunSession(config, resume)
     cfg, exp = sess.cfg, sess.exp
-    train_round = batched.train_round if cfg.engine == "batched" else sequential.train_round
     bar = tqdm(
         total=cfg.federation.rounds,
         initial=sess.next_round - 1,
@@ -217,16 +219,26 @@ def run(
         desc=f"{cfg.data.name} {cfg.defense.client}/{cfg.server.aggregator}",
         file=sys.stderr,
     )
+
+    def after_round(record: dict[str, Any]) -> bool:
+        bar.set_postfix(_postfix(record, sess.last_acc), refresh=False)
+        bar.update(1)
+        return not (callback is not None and callback(record) is False)
+
     try:
-        while not sess.done:
-            tick = time.perf_counter()
-            plan = exp.round_plan(sess.next_round)
-            out = train_round(exp, plan, sess.w)
-            record = sess.record(plan, out, tick, time.perf_counter() - tick)
-            bar.set_postfix(_postfix(record, sess.last_acc), refresh=False)
-            bar.update(1)
-            if callback is not None and callback(record) is False:
-                break
+        if cfg.engine == "flower":
+            from flwbc.flower.simulation import run_session
+
+            run_session(sess, after_round)
+        else:
+            train_round = batched.train_round if cfg.engine == "batched" else sequential.train_round
+            while not sess.done:
+                tick = time.perf_counter()
+                plan = exp.round_plan(sess.next_round)
+                out = train_round(exp, plan, sess.w)
+                record = sess.record(plan, out, tick, time.perf_counter() - tick)
+                if not after_round(record):
+                    break
     except KeyboardInterrupt:
         raise RunInterrupted(sess.run_dir) from None
     finally:
@@ -243,7 +255,7 @@ def run_many(
     s, DP's σ, aggregators or seeds) advance as one batched computation; each keeps its own
     randomness, files and results, identical to running it alone with the batched engine.
     """
-    sessions = [_Session(c, None) for c in configs]
+    sessions = [RunSession(c, None) for c in configs]
     total = sum(s.cfg.federation.rounds for s in sessions)
     bar = tqdm(
         total=total,

@@ -83,6 +83,26 @@ def _parse_value(raw: str, ann: Any) -> Any:
         return raw
 
 
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    """--config, --set and one flag per config field (the config of `run` and its kin)."""
+    parser.add_argument("--config", help="YAML or JSON config file; flags override it")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config field, e.g. --set server.options.beta=0.2",
+    )
+    group = parser.add_argument_group("config fields (see the README for their meaning)")
+    aliases_by_path = {v: k for k, v in ALIASES.items()}
+    for dotted, _ann, help_text in _fields(ExperimentConfig):
+        names = [f"--{_flag_for(dotted)}"]
+        alias = aliases_by_path.get(dotted)
+        if alias is not None and f"--{alias}" not in names:
+            names.insert(0, f"--{alias}")
+        group.add_argument(*names, dest=f"cfg:{dotted}", default=None, metavar="V", help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flwbc",
@@ -96,24 +116,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one experiment",
         description="Run one federated experiment and write its run directory.",
     )
-    run.add_argument("--config", help="YAML or JSON config file; flags override it")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set any config field, e.g. --set server.options.beta=0.2",
-    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group = run.add_argument_group("config fields (see the README for their meaning)")
-    aliases_by_path = {v: k for k, v in ALIASES.items()}
-    for dotted, _ann, help_text in _fields(ExperimentConfig):
-        names = [f"--{_flag_for(dotted)}"]
-        alias = aliases_by_path.get(dotted)
-        if alias is not None and f"--{alias}" not in names:
-            names.insert(0, f"--{alias}")
-        group.add_argument(*names, dest=f"cfg:{dotted}", default=None, metavar="V", help=help_text)
+    _add_config_args(run)
+
+    flower = sub.add_parser(
+        "flower",
+        help="Flower deployment helpers (needs the [flower] extra)",
+        description="Prepare a real Flower deployment of an experiment "
+        "(docs/flower-deployment.md).",
+    )
+    fsub = flower.add_subparsers(dest="flower_command", required=True)
+    parts = fsub.add_parser(
+        "partitions",
+        help="write one data file per client, for the SuperNodes",
+        description="Write DIR/client-<c>.safetensors for every client of the experiment; "
+        "start SuperNode c with --node-config "
+        "'partition-id=c partition-file=DIR/client-<c>.safetensors'.",
+    )
+    parts.add_argument("dir", metavar="DIR")
+    _add_config_args(parts)
+    fapp = fsub.add_parser(
+        "app",
+        help="write a Flower app directory for 'flwr run'",
+        description="Write DIR/pyproject.toml: a Flower app whose ServerApp and ClientApp are "
+        "flwbc's (installed in the environment, so the app holds no code).",
+    )
+    fapp.add_argument("dir", metavar="DIR")
 
     summ = sub.add_parser("summary", help="print the summary of a run directory")
     summ.add_argument("run_dir")
@@ -326,6 +355,21 @@ def _reproduce(args: argparse.Namespace, argv: list[str] | None) -> None:
     print(report_path)
 
 
+def _flower(args: argparse.Namespace) -> None:
+    from flwbc.flower import require_flwr
+
+    require_flwr()
+    if args.flower_command == "partitions":
+        from flwbc.flower.partitions import export_partitions
+
+        paths = export_partitions(_config_from_args(args), args.dir)
+        print(f"wrote {len(paths)} partition files to {args.dir}")
+    else:
+        from flwbc.flower.appdir import write_app
+
+        print(write_app(args.dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -360,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             _analyze(args)
         elif args.command == "reproduce":
             _reproduce(args, argv)
+        elif args.command == "flower":
+            _flower(args)
         elif args.command == "fetch":
             from flwbc.data import resolve_dataset_dir
 

@@ -186,6 +186,21 @@ class OutputConfig(_Section):
     )
 
 
+class FlowerConfig(_Section):
+    """The Flower engine (`engine: flower`, needs the `[flower]` extra)."""
+
+    ldp: Literal["client", "mod"] = Field(
+        "client",
+        description="where local DP runs (defense.client=ldp): inside the client update, or as "
+        "a Flower mod on the finished update (same noise stream, same result)",
+    )
+    num_cpus: float = Field(1.0, gt=0, description="CPU cores Ray gives each ClientApp")
+    timeout: float = Field(3600.0, gt=0, description="seconds to wait for a round's replies")
+    node_wait: float = Field(
+        120.0, gt=0, description="seconds to wait for every client's SuperNode to connect"
+    )
+
+
 class ExperimentConfig(_Section):
     """A whole experiment: one seed determines every random choice in it."""
 
@@ -202,11 +217,13 @@ class ExperimentConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     init_model: str | None = Field(None, description="warm start from a saved model file")
-    engine: Literal["sequential", "batched"] = Field(
+    engine: Literal["sequential", "batched", "flower"] = Field(
         "batched",
         description="batched: clients with the same schedule train in lock-step (fast); "
-        "sequential: one client after another (the reference)",
+        "sequential: one client after another (the reference); flower: Flower's simulation "
+        "engine (Ray), each client a ClientApp",
     )
+    flower: FlowerConfig = Field(default_factory=FlowerConfig)
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = Field(
         "float32", description="float64 for numerical checks (engine equivalence); slower"

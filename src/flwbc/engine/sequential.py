@@ -54,11 +54,12 @@ def client_plan(exp: Experiment, t: int, c: int, malicious: bool) -> tuple[int, 
 
 
 def client_update(
-    exp: Experiment, t: int, c: int, malicious: bool, w: Tensor
+    exp: Experiment, t: int, c: int, malicious: bool, w: Tensor, *, local_dp: bool = True
 ) -> tuple[Tensor, float, float | None]:
     """Train client c in round t from global weights w; return (update, mean loss, WBC share).
 
-    FL-WBC noise comes from the stream (seed, "wbc", t, c).
+    FL-WBC noise comes from the stream (seed, "wbc", t, c). `local_dp=False` leaves local DP
+    to the caller (the Flower mod applies `apply_local_dp` to the finished update).
     """
     cfg, loc = exp.cfg, exp.cfg.local
     _, plan = client_plan(exp, t, c, malicious)
@@ -74,7 +75,7 @@ def client_update(
     res = local_sgd(
         exp.model, w, plan, lr=loc.lr, momentum=loc.momentum, hook=hook, extra_grad=extra
     )
-    update = finish_update(exp, t, c, malicious, res.weights - w)
+    update = finish_update(exp, t, c, malicious, res.weights - w, local_dp=local_dp)
     return update, res.mean_loss, (hook.perturbed_fraction() if hook is not None else None)
 
 
@@ -92,22 +93,31 @@ def kernel_penalty(exp: Experiment, t: int, c: int, w: Tensor) -> Callable[[Tens
     return kernel_penalty_grad(loss, w.detach(), att.kernel_reg)
 
 
-def finish_update(exp: Experiment, t: int, c: int, malicious: bool, update: Tensor) -> Tensor:
+def finish_update(
+    exp: Experiment, t: int, c: int, malicious: bool, update: Tensor, *, local_dp: bool = True
+) -> Tensor:
     """What client c sends: attackers may boost their update (explicit boosting), benign
-    clients under local DP clip it and add noise from the stream (seed, "ldp", t, c)."""
+    clients under local DP clip it and add noise (`apply_local_dp`)."""
     cfg = exp.cfg
     if malicious and cfg.attack.mode == "boost":
         update = update * cfg.attack.boost
-    if not malicious and cfg.defense.client == "ldp":
-        ldp = cfg.defense.ldp
-        update = clip_by_norm(update, ldp.clip)[0]
-        update += noise(
-            tuple(update.shape),
-            ldp.noise,
-            ldp.sigma,
-            torch_generator(cfg.seed, "ldp", t, c, device=exp.device),
-            exp.device,
-        )
+    if local_dp and not malicious and cfg.defense.client == "ldp":
+        update = apply_local_dp(exp, t, c, update)
+    return update
+
+
+def apply_local_dp(exp: Experiment, t: int, c: int, update: Tensor) -> Tensor:
+    """Local DP (paper §7.1): clip client c's round-t update to L2 norm C, then add noise of
+    std σ_dp from the stream (seed, "ldp", t, c)."""
+    ldp = exp.cfg.defense.ldp
+    update = clip_by_norm(update, ldp.clip)[0]
+    update += noise(
+        tuple(update.shape),
+        ldp.noise,
+        ldp.sigma,
+        torch_generator(exp.cfg.seed, "ldp", t, c, device=exp.device),
+        exp.device,
+    )
     return update
 
 

@@ -1,0 +1,59 @@
+"""The ClientApp: each node is one client of the experiment, chosen by its partition id.
+
+Its train function is the project's client update (`engine.sequential.client_update`): benign
+training, FL-WBC's perturbation, an attacker's eq. 3, with the same random streams as the native
+engines, so a Flower run matches a native run of the same config.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from flwbc.engine.sequential import client_update
+from flwbc.errors import FlwbcError
+from flwbc.flower.common import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    PARTITION_ID,
+    node_experiment,
+    pack,
+    partition_id,
+    read_train_config,
+    unpack,
+)
+from flwbc.flower.mods import ldp_mod
+from flwbc.runtime import tune_allocator
+
+app = ClientApp(mods=[ldp_mod])
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Tell the server which client id this node plays."""
+    return Message(
+        RecordDict({CONFIG: ConfigRecord({PARTITION_ID: partition_id(context)})}), reply_to=msg
+    )
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Client c's round-t update from the global model in the message (eq. 3 for attackers,
+    eq. 8-10 under FL-WBC); local DP is left to `ldp_mod` when the config says `flower.ldp:
+    mod`."""
+    tune_allocator()
+    t, c, cfg_json = read_train_config(msg)
+    pid = partition_id(context)
+    if c != pid:
+        raise FlwbcError(f"the server sent client {c}'s work to the node of client {pid}")
+    exp = node_experiment(cfg_json, dict(context.node_config))
+    w = unpack(msg.content[ARRAYS], exp.device, exp.dtype)
+    n = len(exp.client_indices[c])
+    update, loss, share = client_update(
+        exp, t, c, c in exp.malicious_ids, w, local_dp=exp.cfg.flower.ldp == "client"
+    )
+    metrics: dict[str, float | int] = {"num-examples": n, "train-loss": loss}
+    if share is not None:
+        metrics["wbc-perturbed"] = share
+    return Message(RecordDict({ARRAYS: pack(update), METRICS: MetricRecord(metrics)}), reply_to=msg)

@@ -1,0 +1,170 @@
+"""End-to-end: a real local Flower deployment (SuperLink + 2 SuperNodes, TLS + node auth)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwbc.errors import FlwbcError  # noqa: E402
+from flwbc.flower.deploy import (  # noqa: E402
+    LocalDeployment,
+    format_node_config,
+    make_node_keys,
+    make_tls,
+)
+
+TOY_APP = Path(__file__).resolve().parent / "toy_app"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _processes_mentioning(needles: list[str]) -> list[str]:
+    """Command lines of live (non-zombie) processes that mention any of ``needles``."""
+    found: list[str] = []
+    if not Path("/proc").is_dir():  # not Linux: rely on LocalDeployment.alive_pids()
+        return found
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if stat[stat.rfind(")") + 2] in "ZXx":
+            continue
+        if any(n in cmdline for n in needles):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def test_make_tls_and_keys_are_loadable(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (
+        load_pem_private_key,
+        load_ssh_private_key,
+        load_ssh_public_key,
+    )
+
+    tls = make_tls(tmp_path / "tls")
+    ca = x509.load_pem_x509_certificate(tls.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(tls.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca)
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert "127.0.0.1" in {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    load_pem_private_key(tls.server_key.read_bytes(), None)
+
+    keys = make_node_keys(tmp_path / "keys", "node-a")
+    private = load_ssh_private_key(keys.private_key.read_bytes(), None)
+    public = load_ssh_public_key(keys.public_key.read_bytes())
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    assert public.curve.name == "secp384r1"
+    assert private.public_key().public_numbers() == public.public_numbers()
+    assert keys.private_key.stat().st_mode & 0o077 == 0
+
+
+def test_node_config_formatting() -> None:
+    text = format_node_config({"partition-id": 1, "frac": 0.5, "ok": True, "f": "/a b/p.json"})
+    assert text == 'partition-id=1 frac=0.5 ok=true f="/a b/p.json"'
+    with pytest.raises(FlwbcError):
+        format_node_config({"bad key": 1})
+    with pytest.raises(FlwbcError):
+        format_node_config({"f": 'quote"inside'})
+    with pytest.raises(FlwbcError):
+        LocalDeployment(Path("/nonexistent"), 2, [{"partition-id": 0}])
+
+
+@pytest.mark.slow
+def test_local_deployment_tls_auth_two_rounds(tmp_path: Path) -> None:
+    values = [1.5, 4.0]
+    partitions = []
+    for i, value in enumerate(values):
+        part = tmp_path / "data" / f"partition-{i}.txt"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_text(f"{value}\n")
+        partitions.append(part)
+    node_configs = [
+        {"partition-id": i, "num-partitions": len(values), "partition-file": str(p)}
+        for i, p in enumerate(partitions)
+    ]
+    result_file = tmp_path / "out" / "result.json"
+    work = tmp_path / "deploy"
+
+    with LocalDeployment(work, 2, node_configs, startup_timeout=45.0) as dep:
+        ports = [dep.superlink_port, *dep.supernode_ports]
+        assert all(_listening(p) for p in ports)
+        # The connection file lives in the private FLWR_HOME, never in ~/.flwr.
+        assert (work / "flwr_home" / "config.toml").is_file()
+        assert len(set(dep.node_ids)) == 2
+
+        result = dep.run(TOY_APP, {"result-file": str(result_file)}, timeout=40.0)
+        assert result.ok, (result.status, result.details, result.logs)
+        assert result.logs["run"].is_file()
+        assert all(path.is_file() for path in result.logs.values())
+
+        outcome = dep.start_unregistered_supernode(timeout=20.0)
+        assert outcome.exit_code not in (None, 0)
+        assert outcome.refused, outcome.log_text
+        assert sorted(outcome.registered_node_ids) == sorted(dep.node_ids)
+        superlink_log = dep.logs["superlink"].read_text(errors="replace")
+        assert f"Uvicorn running on https://127.0.0.1:{dep.superlink_port}" in superlink_log
+        assert "No SuperNode found with the given public key" in superlink_log
+
+        tracked = dep.tracked_pids()
+        assert len(tracked) >= 1 + 2 + 1  # SuperLink, SuperNodes, their SuperExecs, ...
+
+    # After the context: nothing it started is alive, the ports are free.
+    assert dep.alive_pids() == []
+    needles = [str(work), *(f"127.0.0.1:{p}" for p in ports)]
+    assert _processes_mentioning(needles) == []
+    assert not any(_listening(p) for p in ports)
+
+    payload = json.loads(result_file.read_text())
+    assert payload["num_rounds"] == 2
+    # Both nodes took part in both rounds.
+    assert payload["participants"] == [[0, 1], [0, 1]]
+    assert sorted(payload["node_ids"]) == sorted(dep.node_ids)
+    # Each round adds the mean partition value: 2 * mean(1.5, 4.0) = 5.5.
+    assert payload["final_weight"] == pytest.approx(2 * sum(values) / len(values))
+
+
+@pytest.mark.slow
+def test_local_deployment_retries_taken_port_and_stops_when_body_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flwbc.flower.deploy as deploy
+
+    # Someone else grabs the first "free" port before the SuperLink binds it.
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real_free_port = deploy._free_port
+    handed_out = iter([taken])
+    monkeypatch.setattr(deploy, "_free_port", lambda: next(handed_out, None) or real_free_port())
+
+    work = tmp_path / "deploy"
+    dep = LocalDeployment(work, 1, [{"partition-id": 0}], grace_period=3.0)
+    try:
+        with pytest.raises(RuntimeError, match="boom"), dep:
+            assert dep.superlink_port != taken
+            assert "address already in use" in dep.logs["superlink"].read_text()
+            assert len(dep.node_ids) == 1
+            assert dep.alive_pids()
+            raise RuntimeError("boom")
+    finally:
+        squatter.close()
+    assert dep.alive_pids() == []
+    assert _processes_mentioning([str(work)]) == []

@@ -1,0 +1,193 @@
+"""The Flower apps against the native engines: in-process (a Grid that calls the ClientApp
+directly) and on Flower's real simulation engine (Ray)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip("flwr")
+
+from flwr.app import Context, Message, RecordDict  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+import flwbc  # noqa: E402
+from flwbc.api import RunSession  # noqa: E402
+from flwbc.engine.sequential import client_update  # noqa: E402
+from flwbc.errors import FlwbcError  # noqa: E402
+from flwbc.experiment import Experiment  # noqa: E402
+from flwbc.flower.client_app import app as client_app  # noqa: E402
+from flwbc.flower.partitions import export_partitions, partition_experiment  # noqa: E402
+from flwbc.flower.server_app import serve  # noqa: E402
+from flwbc.runio import read_jsonl  # noqa: E402
+
+ROUND_KEYS = ("round", "adversarial", "clients", "malicious")
+VALUE_KEYS = ("train_loss", "test_acc", "test_loss", "target_conf", "target_acc", "wbc_perturbed")
+
+
+def tiny(data_dir: Path, out: Path, name: str, **over: Any) -> flwbc.ExperimentConfig:
+    """Five clients of 150 images (three a round), one attacker in round 2, float64."""
+    base = {
+        "seed": 5,
+        "data": {"dir": str(data_dir), "train_fraction": 0.025},
+        "federation": {"num_clients": 5, "clients_per_round": 3, "rounds": 2},
+        "local": {"epochs": 1, "batch_size": 32},
+        "attack": {"num_malicious": 1, "num_images": 2, "rounds": [2], "epochs": 2},
+        "defense": {"client": "wbc"},
+        "output": {"dir": str(out), "name": name},
+        "dtype": "float64",
+    }
+    return flwbc.make_config(base, **over)
+
+
+class LocalGrid:
+    """A Grid whose nodes are ClientApp calls in this process (node id = 100 + client id)."""
+
+    def __init__(self, node_configs: list[dict[str, Any]]) -> None:
+        # what Flower's runtime sets for a ServerApp's process before messages are made
+        TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+        self.configs = {100 + i: cfg for i, cfg in enumerate(node_configs)}
+        self.sampled: list[list[int]] = []
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.configs)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
+        msgs = list(messages)
+        if msgs and msgs[0].metadata.message_type == "train":
+            self.sampled.append([m.metadata.dst_node_id - 100 for m in msgs])
+        replies = []
+        for m in msgs:
+            nid = m.metadata.dst_node_id
+            ctx = Context(1, nid, dict(self.configs[nid]), RecordDict(), {})
+            replies.append(client_app(m, ctx))
+        return replies
+
+
+def run_local(cfg: flwbc.ExperimentConfig, node_configs: list[dict[str, Any]]) -> Any:
+    sess = RunSession(cfg, None)
+    grid = LocalGrid(node_configs)
+    serve(grid, sess)  # type: ignore[arg-type]
+    return sess.finish(), grid
+
+
+def assert_same_run(a: Any, b: Any, atol: float = 1e-12) -> None:
+    assert len(a.records) == len(b.records) == a.summary["rounds_done"]
+    for ra, rb in zip(a.records, b.records, strict=True):
+        for k in ROUND_KEYS:
+            assert ra[k] == rb[k], k
+        for k in VALUE_KEYS:
+            if ra.get(k) is None:
+                assert rb.get(k) is None, k
+            else:
+                assert ra[k] == pytest.approx(rb[k], abs=atol), k
+    assert torch.allclose(a.weights, b.weights, rtol=0, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def native(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    out = tmp_path_factory.mktemp("native")
+    return flwbc.run(tiny(real_data_dir, out, "seq", engine="sequential"), progress=False)
+
+
+def test_strategy_and_client_app_equal_the_sequential_engine(
+    real_data_dir: Path, tmp_path: Path, native: Any
+) -> None:
+    nodes = [{"partition-id": c} for c in range(5)]
+    res, grid = run_local(tiny(real_data_dir, tmp_path, "flower", engine="flower"), nodes)
+    assert_same_run(res, native)
+    # the seeded plan, not Flower's sampler: exactly K clients, the attacker in round 2
+    assert grid.sampled == [r["clients"] for r in native.records]
+    assert all(len(s) == 3 for s in grid.sampled)
+    assert native.records[1]["malicious"] and native.records[1]["malicious"][0] in grid.sampled[1]
+    files = {p.name for p in res.run_dir.iterdir()}
+    assert {"config.json", "rounds.jsonl", "summary.json", "model.safetensors"} <= files
+    assert read_jsonl(res.run_dir / "rounds.jsonl") == res.records
+
+
+def test_nodes_holding_only_their_partition_file_give_the_same_run(
+    real_data_dir: Path, tmp_path: Path, native: Any
+) -> None:
+    cfg = tiny(real_data_dir, tmp_path, "parts", engine="flower")
+    paths = export_partitions(cfg, tmp_path / "parts")
+    assert [p.name for p in paths] == [f"client-{c}.safetensors" for c in range(5)]
+    nodes = [{"partition-id": c, "partition-file": str(p)} for c, p in enumerate(paths)]
+    res, _ = run_local(cfg, nodes)
+    assert_same_run(res, native)
+
+
+def test_partition_file_holds_exactly_the_clients_data(real_data_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny(real_data_dir, tmp_path, "x")
+    full = Experiment.prepare(cfg)
+    paths = export_partitions(cfg, tmp_path / "parts")
+    w = full.initial_weights()
+    for c in (full.malicious_ids[0], int(full.benign_ids[0])):
+        part = partition_experiment(cfg, paths[c])
+        xa, ya = part.client_data(c)
+        xb, yb = full.client_data(c)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        mal = c in full.malicious_ids
+        ua = client_update(part, 2, c, mal, w)[0]
+        ub = client_update(full, 2, c, mal, w)[0]
+        assert torch.equal(ua, ub)
+    with pytest.raises(FlwbcError, match="holds client 0's data, but this node plays client 1"):
+        partition_experiment(cfg, paths[0], 1)
+    other = tiny(real_data_dir, tmp_path, "x", seed=6)
+    with pytest.raises(FlwbcError, match="another experiment"):
+        partition_experiment(other, paths[0])
+
+
+def test_ldp_as_a_flower_mod_equals_the_client_option(real_data_dir: Path, tmp_path: Path) -> None:
+    over = {"defense.client": "ldp", "defense.ldp.clip": 1.0, "defense.ldp.sigma": 0.01}
+    ref = flwbc.run(
+        tiny(real_data_dir, tmp_path, "seq", engine="sequential", **over), progress=False
+    )
+    nodes = [{"partition-id": c} for c in range(5)]
+    for where in ("client", "mod"):
+        cfg = tiny(real_data_dir, tmp_path, where, engine="flower", **over, **{"flower.ldp": where})
+        res, _ = run_local(cfg, nodes)
+        assert_same_run(res, ref)
+    # and the noise is really there: without it the run differs
+    plain = flwbc.run(tiny(real_data_dir, tmp_path, "plain", engine="sequential"), progress=False)
+    assert not torch.allclose(plain.weights, ref.weights)
+
+
+def test_missing_or_misconfigured_nodes_give_one_line_errors(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
+    cfg = tiny(real_data_dir, tmp_path, "a", engine="flower", **{"flower.node_wait": 0.1})
+    with pytest.raises(FlwbcError, match=r"4 of 5 clients connected .* missing client ids \[4\]"):
+        run_local(cfg, [{"partition-id": c} for c in range(4)])
+    cfg = tiny(real_data_dir, tmp_path, "b", engine="flower")
+    with pytest.raises(FlwbcError, match="two nodes play client 1"):
+        run_local(cfg, [{"partition-id": c} for c in (0, 1, 1, 2, 3)])
+    cfg = tiny(real_data_dir, tmp_path, "c", engine="flower")
+    with pytest.raises(FlwbcError, match="no 'partition-id'"):
+        run_local(cfg, [{} for _ in range(5)])
+
+
+@pytest.mark.slow
+def test_flower_simulation_engine_three_clients_two_rounds(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
+    """`engine: flower` on Flower's Ray simulation: 3 clients, 2 a round, an attacker in round 2,
+    FL-WBC and central DP; same run directory and model as the sequential engine."""
+    over = {
+        "federation.num_clients": 3,
+        "federation.clients_per_round": 2,
+        "server.aggregator": "cdp",
+        "server.options": {"clip": 5.0, "sigma": 0.001},
+    }
+    ref = flwbc.run(
+        tiny(real_data_dir, tmp_path, "seq", engine="sequential", **over), progress=False
+    )
+    res = flwbc.run(tiny(real_data_dir, tmp_path, "ray", engine="flower", **over), progress=False)
+    assert_same_run(res, ref, atol=1e-10)
+    assert res.summary["complete"]
+    summary = json.loads((res.run_dir / "summary.json").read_text())
+    assert summary["adversarial_rounds"] == [2]

@@ -1,0 +1,1 @@
+"""Toy Flower app for the deployment test: one scalar weight, deterministic updates."""
