@@ -10,7 +10,7 @@ confidence and the largest difference of the final model from the sequential eng
 Flower runs every ClientApp in a Ray actor with `--flower-cpus` cores each (1: one actor per
 core), so its per-round time is the client updates spread over the actors plus Flower's messaging.
 
-usage: python benchmarks/bench_flower.py [--rounds 6] [--data-dir DIR]
+usage: python benchmarks/bench_flower.py [--rounds 6] [--data-dir DIR] [--train-fraction F]
 """
 
 from __future__ import annotations
@@ -34,11 +34,18 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--flower-cpus", type=float, default=1.0)
+    ap.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        help="share of each client's data used; 0.01 leaves ~6 images a client, so the round "
+        "time is mostly the engine's own overhead",
+    )
     args = parse_with_allocator_flag(ap)
     out = Path(tempfile.mkdtemp(prefix="bench-flower-"))
     base = {
         "seed": 0,
-        "data": {"dir": args.data_dir},
+        "data": {"dir": args.data_dir, "train_fraction": args.train_fraction},
         "federation": {"num_clients": 100, "clients_per_round": 10, "rounds": args.rounds},
         "local": {"epochs": 1, "batch_size": 32},
         "attack": {"rounds": [2]},

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${1:-dev}
+EXTRAS=${1:-dev,flower}
 [ -d .venv ] || "$PY" -m venv .venv
 . .venv/bin/activate
 if ! python -c "import torch" >/dev/null 2>&1; then

@@ -228,7 +228,12 @@ class ExperimentConfig(_Section):
     dtype: Literal["float32", "float64"] = Field(
         "float32", description="float64 for numerical checks (engine equivalence); slower"
     )
-    threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads; default: torch's choice (engine=flower: the server's; each "
+        "ClientApp gets flower.num_cpus)",
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:

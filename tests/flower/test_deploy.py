@@ -7,18 +7,22 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("flwr")
 
+import flwbc  # noqa: E402
 from flwbc.errors import FlwbcError  # noqa: E402
+from flwbc.flower.appdir import write_app  # noqa: E402
 from flwbc.flower.deploy import (  # noqa: E402
     LocalDeployment,
     format_node_config,
     make_node_keys,
     make_tls,
 )
-
-TOY_APP = Path(__file__).resolve().parent / "toy_app"
+from flwbc.flower.partitions import export_partitions  # noqa: E402
+from flwbc.models import FlatModel, build_model  # noqa: E402
+from flwbc.runio import load_model, read_jsonl  # noqa: E402
 
 
 def _listening(port: int) -> bool:
@@ -87,19 +91,29 @@ def test_node_config_formatting() -> None:
 
 
 @pytest.mark.slow
-def test_local_deployment_tls_auth_two_rounds(tmp_path: Path) -> None:
-    values = [1.5, 4.0]
-    partitions = []
-    for i, value in enumerate(values):
-        part = tmp_path / "data" / f"partition-{i}.txt"
-        part.parent.mkdir(parents=True, exist_ok=True)
-        part.write_text(f"{value}\n")
-        partitions.append(part)
-    node_configs = [
-        {"partition-id": i, "num-partitions": len(values), "partition-file": str(p)}
-        for i, p in enumerate(partitions)
-    ]
-    result_file = tmp_path / "out" / "result.json"
+def test_experiment_on_a_local_deployment_with_tls_and_node_auth(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
+    """flwbc's apps on SuperLink + 2 SuperNodes (TLS, node auth), each node holding only its own
+    partition file: the run directory equals the sequential engine's run of the same config."""
+    base = {
+        "seed": 2,
+        "data": {"dir": str(real_data_dir), "train_fraction": 0.005},
+        "federation": {"num_clients": 2, "clients_per_round": 2, "rounds": 2},
+        "local": {"epochs": 1, "batch_size": 32},
+        "attack": {"enabled": False},
+        "defense": {"client": "wbc"},
+        "eval": {"every": 2},
+        "output": {"name": "deployed"},
+        "dtype": "float64",
+    }
+    cfg = flwbc.make_config(base, engine="flower")
+    cfg_file = tmp_path / "experiment.json"
+    cfg_file.write_text(json.dumps(cfg.to_dict()))
+    paths = export_partitions(cfg, tmp_path / "partitions")
+    node_configs = [{"partition-id": c, "partition-file": str(p)} for c, p in enumerate(paths)]
+    app = write_app(tmp_path / "app").parent
+    out = tmp_path / "out"
     work = tmp_path / "deploy"
 
     with LocalDeployment(work, 2, node_configs, startup_timeout=45.0) as dep:
@@ -109,10 +123,8 @@ def test_local_deployment_tls_auth_two_rounds(tmp_path: Path) -> None:
         assert (work / "flwr_home" / "config.toml").is_file()
         assert len(set(dep.node_ids)) == 2
 
-        result = dep.run(TOY_APP, {"result-file": str(result_file)}, timeout=40.0)
+        result = dep.run(app, {"config": str(cfg_file), "out": str(out)}, timeout=90.0)
         assert result.ok, (result.status, result.details, result.logs)
-        assert result.logs["run"].is_file()
-        assert all(path.is_file() for path in result.logs.values())
 
         outcome = dep.start_unregistered_supernode(timeout=20.0)
         assert outcome.exit_code not in (None, 0)
@@ -122,22 +134,28 @@ def test_local_deployment_tls_auth_two_rounds(tmp_path: Path) -> None:
         assert f"Uvicorn running on https://127.0.0.1:{dep.superlink_port}" in superlink_log
         assert "No SuperNode found with the given public key" in superlink_log
 
-        tracked = dep.tracked_pids()
-        assert len(tracked) >= 1 + 2 + 1  # SuperLink, SuperNodes, their SuperExecs, ...
-
     # After the context: nothing it started is alive, the ports are free.
     assert dep.alive_pids() == []
     needles = [str(work), *(f"127.0.0.1:{p}" for p in ports)]
     assert _processes_mentioning(needles) == []
     assert not any(_listening(p) for p in ports)
 
-    payload = json.loads(result_file.read_text())
-    assert payload["num_rounds"] == 2
-    # Both nodes took part in both rounds.
-    assert payload["participants"] == [[0, 1], [0, 1]]
-    assert sorted(payload["node_ids"]) == sorted(dep.node_ids)
-    # Each round adds the mean partition value: 2 * mean(1.5, 4.0) = 5.5.
-    assert payload["final_weight"] == pytest.approx(2 * sum(values) / len(values))
+    run_dir = out / "deployed"
+    records = read_jsonl(run_dir / "rounds.jsonl")
+    assert [r["clients"] for r in records] == [[0, 1], [0, 1]]
+    assert json.loads((run_dir / "summary.json").read_text())["complete"]
+    ref = flwbc.run(
+        flwbc.make_config(base, engine="sequential", **{"output.dir": str(tmp_path / "ref")}),
+        progress=False,
+    )
+    for a, b in zip(records, ref.records, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-12)
+        assert a["wbc_perturbed"] == pytest.approx(b["wbc_perturbed"], abs=1e-12)
+    assert records[-1]["test_acc"] == pytest.approx(ref.records[-1]["test_acc"], abs=1e-12)
+    model = FlatModel(build_model(cfg.model_name, 1, 28, 10).double())
+    w, meta = load_model(run_dir / "model.safetensors", model)
+    assert meta["round"] == 2
+    assert torch.allclose(w, ref.weights, rtol=0, atol=1e-12)
 
 
 @pytest.mark.slow

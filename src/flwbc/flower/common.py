@@ -89,9 +89,9 @@ def node_experiment(cfg_json: str, node_config: dict[str, Any]) -> Experiment:
 def _experiment(
     cfg_json: str, partition_file: str | None, data_dir: str | None, client: int | None
 ) -> Experiment:
+    # `threads` is the server's; a ClientApp keeps the threads its runtime gives it (Ray: its
+    # `flower.num_cpus`), since several ClientApps share the machine's cores
     cfg = make_config(json.loads(cfg_json))
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
     if partition_file is not None:
         from flwbc.flower.partitions import partition_experiment
 

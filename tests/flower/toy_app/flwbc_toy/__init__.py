@@ -1,1 +1,0 @@
-"""Toy Flower app for the deployment test: one scalar weight, deterministic updates."""
