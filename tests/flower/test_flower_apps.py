@@ -123,6 +123,19 @@ def test_nodes_holding_only_their_partition_file_give_the_same_run(
     assert_same_run(res, native)
 
 
+def test_flower_run_stopped_after_a_round_resumes_to_the_same_result(
+    real_data_dir: Path, tmp_path: Path, native: Any
+) -> None:
+    nodes = [{"partition-id": c} for c in range(5)]
+    sess = RunSession(tiny(real_data_dir, tmp_path, "cut", engine="flower"), None)
+    serve(LocalGrid(nodes), sess, on_round=lambda record: False)  # type: ignore[arg-type]
+    first = sess.finish()
+    assert [r["round"] for r in first.records] == [1] and not first.summary["complete"]
+    sess = RunSession(None, first.run_dir)
+    serve(LocalGrid(nodes), sess)  # type: ignore[arg-type]
+    assert_same_run(sess.finish(), native)
+
+
 def test_partition_file_holds_exactly_the_clients_data(real_data_dir: Path, tmp_path: Path) -> None:
     cfg = tiny(real_data_dir, tmp_path, "x")
     full = Experiment.prepare(cfg)
