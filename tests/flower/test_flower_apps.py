@@ -203,3 +203,28 @@ def test_flower_simulation_engine_three_clients_two_rounds(
     assert res.summary["complete"]
     summary = json.loads((res.run_dir / "summary.json").read_text())
     assert summary["adversarial_rounds"] == [2]
+
+
+def test_cli_writes_the_app_and_the_partitions(
+    real_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tomllib
+
+    from flwbc.cli import main
+
+    assert main(["flower", "app", str(tmp_path / "app")]) == 0
+    app = tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())
+    assert app["tool"]["flwr"]["app"]["components"] == {
+        "serverapp": "flwbc.flower.server_app:app",
+        "clientapp": "flwbc.flower.client_app:app",
+    }
+    assert set(app["tool"]["flwr"]["app"]["config"]) == {"config", "out", "resume"}
+    cfg = tiny(real_data_dir, tmp_path, "x")
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    argv = ["flower", "partitions", str(tmp_path / "parts"), "--config", str(tmp_path / "cfg.json")]
+    assert main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == [
+        f"client-{c}.safetensors" for c in range(5)
+    ]
+    assert main(["flower", "partitions", str(tmp_path / "p2"), "--config", "nope.yaml"]) == 2
+    assert "config file not found: nope.yaml" in capsys.readouterr().err
