@@ -34,7 +34,10 @@ def run_session(session: RunSession, on_round: RoundHook | None = None) -> None:
     def _main(grid: Grid, context: Context) -> None:
         serve(grid, session, on_round)
 
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    # the progress bar reports the rounds; flwr's own warnings here are about its API's future
+    # (run_simulation is deprecated in favour of `flwr run`, which the deployment path uses)
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     cpus = os.cpu_count() or 1
     run_simulation(
         server_app=server_app,
