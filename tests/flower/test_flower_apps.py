@@ -228,3 +228,29 @@ def test_cli_writes_the_app_and_the_partitions(
     ]
     assert main(["flower", "partitions", str(tmp_path / "p2"), "--config", "nope.yaml"]) == 2
     assert "config file not found: nope.yaml" in capsys.readouterr().err
+
+
+def test_server_app_entry_point_runs_the_config_file(
+    real_data_dir: Path, tmp_path: Path, native: Any
+) -> None:
+    """What `flwr run` calls: the run config names the experiment file and an absolute `out`."""
+    from flwbc.flower.server_app import main as server_main
+
+    cfg = tiny(real_data_dir, tmp_path, "deployed")
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    grid = LocalGrid([{"partition-id": c} for c in range(5)])
+
+    def context(**run_config: str) -> Context:
+        return Context(1, 0, {}, RecordDict(), run_config)
+
+    with pytest.raises(FlwbcError, match="needs 'config'"):
+        server_main(grid, context())  # type: ignore[arg-type]
+    with pytest.raises(FlwbcError, match="is relative"):
+        server_main(grid, context(config=str(tmp_path / "cfg.json"), out="runs"))  # type: ignore[arg-type]
+    out = tmp_path / "served"
+    server_main(grid, context(config=str(tmp_path / "cfg.json"), out=str(out)))  # type: ignore[arg-type]
+    records = read_jsonl(out / "deployed" / "rounds.jsonl")
+    assert [r["clients"] for r in records] == [r["clients"] for r in native.records]
+    assert records[-1]["test_acc"] == pytest.approx(native.records[-1]["test_acc"], abs=1e-12)
+    saved = json.loads((out / "deployed" / "config.json").read_text())
+    assert saved["engine"] == "flower"

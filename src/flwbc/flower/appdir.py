@@ -3,7 +3,8 @@
 The ServerApp and ClientApp are imported from the installed flwbc (so SuperLink and SuperNodes
 need `pip install flwbc[flower]`); the FAB that `flwr run` builds holds only this pyproject.
 Its run config: `config` (the experiment file, as the ServerApp's machine sees it), `out`
-(where the run directory goes) and `resume` (a run directory to continue instead).
+(an absolute directory for the run directory; default: the config's output.dir, which must
+then be absolute) and `resume` (a run directory to continue instead).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ clientapp = "flwbc.flower.client_app:app"
 
 [tool.flwr.app.config]
 config = ""
-out = "runs"
+out = ""
 resume = ""
 """
 

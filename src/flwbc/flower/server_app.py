@@ -8,6 +8,7 @@ directory it writes is the native engines' format.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flwr.app import Context
@@ -54,6 +55,11 @@ def main(grid: Grid, context: Context) -> None:
         if rc.get("out"):
             overrides["output.dir"] = str(rc["out"])
         cfg = make_config(load_config_file(path), **overrides)
+        if not Path(cfg.output.dir).is_absolute():
+            raise FlwbcError(
+                f"the output directory '{cfg.output.dir}' is relative, but the ServerApp runs in "
+                "a directory of flwr's choosing: give an absolute 'out' in the run config"
+            )
     session = RunSession(cfg, resume)
     try:
         serve(grid, session)
