@@ -95,13 +95,14 @@ def test_experiment_on_a_local_deployment_with_tls_and_node_auth(
     real_data_dir: Path, tmp_path: Path
 ) -> None:
     """flwbc's apps on SuperLink + 2 SuperNodes (TLS, node auth), each node holding only its own
-    partition file: the run directory equals the sequential engine's run of the same config."""
+    partition file: one round of the benign client under FL-WBC, then one of the attacker
+    (whose file carries D_M); the run directory equals the sequential engine's run."""
     base = {
         "seed": 2,
         "data": {"dir": str(real_data_dir), "train_fraction": 0.005},
-        "federation": {"num_clients": 2, "clients_per_round": 2, "rounds": 2},
+        "federation": {"num_clients": 2, "clients_per_round": 1, "rounds": 2},
         "local": {"epochs": 1, "batch_size": 32},
-        "attack": {"enabled": False},
+        "attack": {"num_malicious": 1, "num_images": 2, "rounds": [2], "epochs": 2},
         "defense": {"client": "wbc"},
         "eval": {"every": 2},
         "output": {"name": "deployed"},
@@ -142,15 +143,19 @@ def test_experiment_on_a_local_deployment_with_tls_and_node_auth(
 
     run_dir = out / "deployed"
     records = read_jsonl(run_dir / "rounds.jsonl")
-    assert [r["clients"] for r in records] == [[0, 1], [0, 1]]
     assert json.loads((run_dir / "summary.json").read_text())["complete"]
     ref = flwbc.run(
         flwbc.make_config(base, engine="sequential", **{"output.dir": str(tmp_path / "ref")}),
         progress=False,
     )
+    (attacker,) = ref.summary["malicious_clients"]
+    # both nodes took part: the benign one in round 1, the attacker in round 2
+    assert [r["clients"] for r in records] == [[1 - attacker], [attacker]]
+    assert [r["malicious"] for r in records] == [[], [attacker]]
     for a, b in zip(records, ref.records, strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-12)
-        assert a["wbc_perturbed"] == pytest.approx(b["wbc_perturbed"], abs=1e-12)
+        for key in ("train_loss", "target_conf"):
+            assert a[key] == pytest.approx(b[key], abs=1e-12)
+    assert records[0]["wbc_perturbed"] == pytest.approx(ref.records[0]["wbc_perturbed"], abs=1e-12)
     assert records[-1]["test_acc"] == pytest.approx(ref.records[-1]["test_acc"], abs=1e-12)
     model = FlatModel(build_model(cfg.model_name, 1, 28, 10).double())
     w, meta = load_model(run_dir / "model.safetensors", model)

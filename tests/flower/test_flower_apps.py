@@ -4,7 +4,9 @@ directly) and on Flower's real simulation engine (Ray)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import torch
 
 pytest.importorskip("flwr")
 
-from flwr.app import Context, Message, RecordDict  # noqa: E402
+from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 import flwbc  # noqa: E402
@@ -22,8 +24,11 @@ from flwbc.engine.sequential import client_update  # noqa: E402
 from flwbc.errors import FlwbcError  # noqa: E402
 from flwbc.experiment import Experiment  # noqa: E402
 from flwbc.flower.client_app import app as client_app  # noqa: E402
+from flwbc.flower.common import ARRAYS, pack  # noqa: E402
 from flwbc.flower.partitions import export_partitions, partition_experiment  # noqa: E402
 from flwbc.flower.server_app import serve  # noqa: E402
+from flwbc.flower.simulation import StoppableGrid  # noqa: E402
+from flwbc.flower.strategy import StopRun  # noqa: E402
 from flwbc.runio import read_jsonl  # noqa: E402
 
 ROUND_KEYS = ("round", "adversarial", "clients", "malicious")
@@ -48,12 +53,21 @@ def tiny(data_dir: Path, out: Path, name: str, **over: Any) -> flwbc.ExperimentC
 
 
 class LocalGrid:
-    """A Grid whose nodes are ClientApp calls in this process (node id = 100 + client id)."""
+    """A Grid whose nodes are ClientApp calls in this process (node id = 100 + client id).
 
-    def __init__(self, node_configs: list[dict[str, Any]]) -> None:
+    As in Flower, an exception in a ClientApp comes back as an error reply. `fail` makes chosen
+    clients' train calls fail; `tamper` may rewrite a train reply."""
+
+    def __init__(
+        self,
+        node_configs: list[dict[str, Any]],
+        fail: set[int] | None = None,
+        tamper: Callable[[Message], None] | None = None,
+    ) -> None:
         # what Flower's runtime sets for a ServerApp's process before messages are made
         TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
         self.configs = {100 + i: cfg for i, cfg in enumerate(node_configs)}
+        self.fail, self.tamper = fail or set(), tamper
         self.sampled: list[list[int]] = []
 
     def get_node_ids(self) -> Iterable[int]:
@@ -61,19 +75,30 @@ class LocalGrid:
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
         msgs = list(messages)
-        if msgs and msgs[0].metadata.message_type == "train":
+        train = bool(msgs) and msgs[0].metadata.message_type == "train"
+        if train:
             self.sampled.append([m.metadata.dst_node_id - 100 for m in msgs])
         replies = []
         for m in msgs:
             nid = m.metadata.dst_node_id
             ctx = Context(1, nid, dict(self.configs[nid]), RecordDict(), {})
-            replies.append(client_app(m, ctx))
+            try:
+                if train and nid - 100 in self.fail:
+                    raise RuntimeError("out of memory")
+                reply = client_app(m, ctx)
+            except Exception as err:
+                reply = Message(Error(0, f"Traceback ...\n{type(err).__name__}: {err}"), reply_to=m)
+            if train and self.tamper is not None and not reply.has_error():
+                self.tamper(reply)
+            replies.append(reply)
         return replies
 
 
-def run_local(cfg: flwbc.ExperimentConfig, node_configs: list[dict[str, Any]]) -> Any:
+def run_local(
+    cfg: flwbc.ExperimentConfig, node_configs: list[dict[str, Any]], **grid_options: Any
+) -> Any:
     sess = RunSession(cfg, None)
-    grid = LocalGrid(node_configs)
+    grid = LocalGrid(node_configs, **grid_options)
     serve(grid, sess)  # type: ignore[arg-type]
     return sess.finish(), grid
 
@@ -172,15 +197,88 @@ def test_ldp_as_a_flower_mod_equals_the_client_option(real_data_dir: Path, tmp_p
 def test_missing_or_misconfigured_nodes_give_one_line_errors(
     real_data_dir: Path, tmp_path: Path
 ) -> None:
+    nodes = [{"partition-id": c} for c in range(5)]
     cfg = tiny(real_data_dir, tmp_path, "a", engine="flower", **{"flower.node_wait": 0.1})
     with pytest.raises(FlwbcError, match=r"4 of 5 clients connected .* missing client ids \[4\]"):
-        run_local(cfg, [{"partition-id": c} for c in range(4)])
+        run_local(cfg, nodes[:4])
     cfg = tiny(real_data_dir, tmp_path, "b", engine="flower")
     with pytest.raises(FlwbcError, match="two nodes play client 1"):
         run_local(cfg, [{"partition-id": c} for c in (0, 1, 1, 2, 3)])
     cfg = tiny(real_data_dir, tmp_path, "c", engine="flower")
-    with pytest.raises(FlwbcError, match="no 'partition-id'"):
+    with pytest.raises(FlwbcError, match="node 100 cannot take part: .*no 'partition-id'"):
         run_local(cfg, [{} for _ in range(5)])
+    # another client's partition file is refused when the node connects, not in its first round
+    paths = export_partitions(cfg, tmp_path / "parts")
+    swapped = [{"partition-id": c, "partition-file": str(paths[(c + 1) % 5])} for c in range(5)]
+    cfg = tiny(real_data_dir, tmp_path, "d", engine="flower")
+    with pytest.raises(FlwbcError, match="cannot take part: .*holds client 1's data, but this"):
+        run_local(cfg, swapped)
+
+
+def test_failed_or_malformed_replies_stop_the_run_with_one_line(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
+    nodes = [{"partition-id": c} for c in range(5)]
+    cfg = tiny(real_data_dir, tmp_path, "fail", engine="flower", dtype="float32")
+    plan = Experiment.prepare(cfg).round_plan(1)
+    victim = plan.clients[1]
+    with pytest.raises(FlwbcError, match=f"round 1: client {victim} failed: .*out of memory"):
+        run_local(cfg, nodes, fail={victim})
+
+    def short(reply: Message) -> None:
+        reply.content[ARRAYS] = pack(torch.zeros(3))
+
+    cfg = tiny(real_data_dir, tmp_path, "short", engine="flower", dtype="float32")
+    with pytest.raises(FlwbcError, match=r"round 1: client \d sent \(3,\) values, expected"):
+        run_local(cfg, nodes, tamper=short)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"attack.mode": "emulate"},
+        {
+            "attack.mode": "boost",
+            "attack.boost": 3.0,
+            "server.aggregator": "fltrust",
+            "server.options": {"root_size": 20},
+        },
+    ],
+    ids=["emulate", "boost-fltrust"],
+)
+def test_attack_modes_and_server_side_reference_match_the_sequential_engine(
+    real_data_dir: Path, tmp_path: Path, over: dict[str, Any]
+) -> None:
+    base = {"dtype": "float32", "attack.num_malicious": 2, **over}
+    ref = flwbc.run(
+        tiny(real_data_dir, tmp_path, "seq", engine="sequential", **base), progress=False
+    )
+    res, grid = run_local(
+        tiny(real_data_dir, tmp_path, "flower", engine="flower", **base),
+        [{"partition-id": c} for c in range(5)],
+    )
+    assert_same_run(res, ref, atol=0.0)  # same process, same threads: bit for bit
+    assert grid.sampled[1][: len(ref.records[1]["malicious"])] == ref.records[1]["malicious"]
+
+
+def test_stoppable_grid_gives_up_when_the_runtime_ends() -> None:
+    """flwr never stops the simulation's ServerApp thread; the grid must notice instead."""
+
+    class SilentGrid:
+        def push_messages(self, messages: Iterable[Message]) -> list[str]:
+            return ["m1", "m2"]
+
+        def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+            return []
+
+    stop = threading.Event()
+    grid = StoppableGrid(SilentGrid(), stop)
+    assert grid.send_and_receive([], timeout=0.2) == []  # a timeout still ends the wait
+    threading.Timer(0.2, stop.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(StopRun):
+        grid.send_and_receive([], timeout=3600)
+    assert time.monotonic() - t0 < 5
 
 
 @pytest.mark.slow

@@ -10,12 +10,13 @@ import os
 
 from flwbc.errors import FlwbcError
 
-# flwr may otherwise install a FAB's dependencies at run time (which could pull a CUDA torch)
+# for flwr processes started from this one (the deployment harness passes it explicitly too);
+# a SuperLink started elsewhere needs --disable-runtime-dependency-installation
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 
 
 def require_flwr() -> None:
-    """Raise a one-line FlwbcError when flwr (or its simulation extra) is not installed."""
+    """Raise a one-line FlwbcError when flwr is not installed."""
     try:
         import flwr  # noqa: F401
     except ImportError:

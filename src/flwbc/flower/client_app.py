@@ -15,6 +15,7 @@ from flwbc.errors import FlwbcError
 from flwbc.flower.common import (
     ARRAYS,
     CONFIG,
+    EXPERIMENT,
     METRICS,
     PARTITION_ID,
     node_experiment,
@@ -31,10 +32,13 @@ app = ClientApp(mods=[ldp_mod])
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Tell the server which client id this node plays."""
-    return Message(
-        RecordDict({CONFIG: ConfigRecord({PARTITION_ID: partition_id(context)})}), reply_to=msg
-    )
+    """Tell the server which client id this node plays, after checking (and loading) the data
+    it would train on: a wrong or stale partition file fails here, before the first round."""
+    pid = partition_id(context)
+    cfg_json = msg.content[CONFIG].get(EXPERIMENT)
+    if cfg_json:
+        node_experiment(str(cfg_json), dict(context.node_config))
+    return Message(RecordDict({CONFIG: ConfigRecord({PARTITION_ID: pid})}), reply_to=msg)
 
 
 @app.train()

@@ -62,6 +62,12 @@ def read_train_config(msg: Message) -> tuple[int, int, str]:
     return int(rec[ROUND]), int(rec[CLIENT]), str(rec[EXPERIMENT])
 
 
+def error_reason(msg: Message) -> str:
+    """The last line of an error reply's reason (Flower puts the whole traceback there)."""
+    lines = [ln for ln in (msg.error.reason or "").strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else f"error code {msg.error.code}"
+
+
 def partition_id(context: Context) -> int:
     """The client id this node plays: its node config's `partition-id` (Flower's simulation
     sets it; a SuperNode gets it with `--node-config "partition-id=3"`)."""

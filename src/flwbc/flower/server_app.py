@@ -26,12 +26,12 @@ def serve(grid: Grid, session: RunSession, on_round: RoundHook | None = None) ->
     """Run the session's remaining rounds on `grid` (each round recorded as it ends); a hook
     returning False stops after that round."""
     cfg = session.cfg
-    strategy = FlwbcStrategy(session, on_round)
-    strategy.connect(grid, cfg.flower.node_wait)
     remaining = cfg.federation.rounds - session.next_round + 1
     if remaining <= 0:
         return
+    strategy = FlwbcStrategy(session, on_round)
     with contextlib.suppress(StopRun):
+        strategy.connect(grid, cfg.flower.node_wait)
         strategy.start(grid, pack(session.w), num_rounds=remaining, timeout=cfg.flower.timeout)
 
 
@@ -47,6 +47,11 @@ def main(grid: Grid, context: Context) -> None:
     rc = context.run_config
     resume = str(rc.get("resume") or "") or None
     cfg = None
+    if resume is not None and not Path(resume).is_absolute():
+        raise FlwbcError(
+            f"the run directory to resume, '{resume}', is relative, but the ServerApp runs in a "
+            "directory of flwr's choosing: give an absolute path"
+        )
     if resume is None:
         path = str(rc.get("config") or "")
         if not path:

@@ -23,9 +23,11 @@ from flwbc.experiment import RoundPlan
 from flwbc.flower.common import (
     ARRAYS,
     CONFIG,
+    EXPERIMENT,
     METRICS,
     PARTITION_ID,
     config_json,
+    error_reason,
     pack,
     train_content,
     unpack,
@@ -38,7 +40,8 @@ RoundHook = Callable[[dict[str, Any]], bool]
 
 
 class StopRun(Exception):
-    """Raised by the strategy when the round hook asks to stop; the run stays resumable."""
+    """Stops a run between rounds (the round hook asked, or the runtime ended); the run
+    directory stays resumable."""
 
 
 class FlwbcStrategy(FedAvg):
@@ -67,15 +70,17 @@ class FlwbcStrategy(FedAvg):
         while True:
             fresh = [nid for nid in grid.get_node_ids() if nid not in self.nodes.values()]
             if fresh:
-                msgs = [
-                    Message(RecordDict({CONFIG: ConfigRecord()}), nid, MessageType.QUERY)
-                    for nid in fresh
-                ]
+                # the config lets a node check its data (and load it) before the first round
+                query = RecordDict({CONFIG: ConfigRecord({EXPERIMENT: self.cfg_json})})
+                msgs = [Message(query, nid, MessageType.QUERY) for nid in fresh]
                 for reply in grid.send_and_receive(
                     msgs, timeout=max(deadline - time.monotonic(), 1)
                 ):
                     if reply.has_error():
-                        continue
+                        raise FlwbcError(
+                            f"node {reply.metadata.src_node_id} cannot take part: "
+                            f"{error_reason(reply)}"
+                        )
                     c = int(reply.content[CONFIG][PARTITION_ID])
                     if not 0 <= c < n:
                         raise FlwbcError(f"a node plays client {c}, outside 0..{n - 1}")
@@ -105,6 +110,21 @@ class FlwbcStrategy(FedAvg):
             for c in plan.clients
         ]
 
+    def _update(self, content: RecordDict, c: int, t: int) -> torch.Tensor:
+        """Client c's update from its reply, checked against the model it should fit."""
+        exp = self.session.exp
+        if ARRAYS not in content or METRICS not in content:
+            raise FlwbcError(f"round {t}: client {c}'s reply lacks '{ARRAYS}' or '{METRICS}'")
+        if "train-loss" not in content[METRICS]:
+            raise FlwbcError(f"round {t}: client {c}'s reply lacks its 'train-loss'")
+        vec = unpack(content[ARRAYS], exp.device, exp.dtype)
+        if vec.shape != self.session.w.shape:
+            raise FlwbcError(
+                f"round {t}: client {c} sent {tuple(vec.shape)} values, expected "
+                f"{tuple(self.session.w.shape)} (another model or flwbc version on that node?)"
+            )
+        return vec
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -112,11 +132,15 @@ class FlwbcStrategy(FedAvg):
         assert self._round is not None
         plan, tick = self._round
         # attackers and benign clients report different metrics (FL-WBC's share), so Flower's
-        # same-keys check does not apply; `unpack` checks each reply's vector
+        # same-keys check does not apply; `_update` checks each reply
         valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
-        if errors:
-            raise FlwbcError(f"round {plan.round}: a client failed: {errors[0].error.reason}")
         client_of = {nid: c for c, nid in self.nodes.items()}
+        if errors:
+            bad = errors[0]
+            raise FlwbcError(
+                f"round {plan.round}: client {client_of.get(bad.metadata.src_node_id)} failed: "
+                f"{error_reason(bad)}"
+            )
         by_client = {client_of[m.metadata.src_node_id]: m.content for m in valid}
         if sorted(by_client) != sorted(plan.clients):
             raise FlwbcError(
@@ -125,9 +149,7 @@ class FlwbcStrategy(FedAvg):
             )
         sess = self.session
         exp = sess.exp
-        updates = torch.stack(
-            [unpack(by_client[c][ARRAYS], exp.device, exp.dtype) for c in plan.clients]
-        )
+        updates = torch.stack([self._update(by_client[c], c, plan.round) for c in plan.clients])
         metrics = [by_client[c][METRICS] for c in plan.clients]
         losses = [float(m["train-loss"]) for m in metrics]
         shares = [float(m["wbc-perturbed"]) for m in metrics if "wbc-perturbed" in m]
