@@ -191,3 +191,28 @@ def test_local_deployment_retries_taken_port_and_stops_when_body_raises(
         squatter.close()
     assert dep.alive_pids() == []
     assert _processes_mentioning([str(work)]) == []
+
+
+def test_a_reused_session_id_is_not_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a session leader exits, its id may lead an unrelated session: stop() must not
+    signal that session's processes."""
+    import flwbc.flower.deploy as deploy
+
+    Info = deploy._ProcInfo
+    dep = LocalDeployment(tmp_path, 0, [])
+    dep._sessions = {500: 111}  # our leader 500 started at tick 111 and has exited
+    # our session ended; pid 500 was reused by an unrelated session leader with a child
+    table = {
+        500: Info(ppid=1, pgid=500, sid=500, state="S", start=999),
+        700: Info(ppid=500, pgid=500, sid=500, state="S", start=1000),
+    }
+    monkeypatch.setattr(deploy, "_proc_table", lambda: table)
+    dep._refresh_tree()
+    assert dep.tracked_pids() == []
+    # whereas a process left in our session after its leader exited is ours
+    table.clear()
+    table[600] = Info(ppid=1, pgid=500, sid=500, state="S", start=112)
+    dep._refresh_tree()
+    assert dep.tracked_pids() == [600]

@@ -499,7 +499,9 @@ class LocalDeployment:
         self.node_ids: list[int] = []
         self._procs: list[_Managed] = []
         self._seen: dict[int, int | None] = {}  # pid -> start time (None where unknown)
-        self._sessions: set[int] = set()
+        # session id -> start time of its leader (None where unknown): a session counts as ours
+        # only while its leader is that process or gone, never after the sid was reused
+        self._sessions: dict[int, int | None] = {}
         self._started = False
         self._stopped = False
         self._run_counter = 0
@@ -556,9 +558,9 @@ class LocalDeployment:
             raise
         managed = _Managed(name, popen, log, handle, offset)
         self._procs.append(managed)
-        self._sessions.add(popen.pid)
         info = _read_stat(popen.pid)
         self._seen[popen.pid] = info.start if info else None
+        self._sessions[popen.pid] = self._seen[popen.pid]
         return managed
 
     def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -909,16 +911,25 @@ class LocalDeployment:
             for pid, start in self._seen.items()
             if pid in table and (start is None or table[pid].start == start)
         }
+
+        def ours(sid: int) -> bool:
+            if sid not in self._sessions:
+                return False
+            leader, start = table.get(sid), self._sessions[sid]
+            return leader is None or start is None or leader.start == start
+
         changed = True
         while changed:
             changed = False
             for pid, info in table.items():
                 if pid in known:
                     continue
-                if info.ppid in known or info.sid in self._sessions:
+                if info.ppid in known or ours(info.sid):
                     known.add(pid)
                     self._seen.setdefault(pid, info.start)
-                    self._sessions.add(info.sid)
+                    if info.sid not in self._sessions:
+                        leader = table.get(info.sid)
+                        self._sessions[info.sid] = leader.start if leader is not None else None
                     changed = True
 
     def tracked_pids(self) -> list[int]:
