@@ -59,7 +59,8 @@ def export_partitions(cfg: ExperimentConfig, out: str | Path) -> list[Path]:
     }
     paths = []
     for c, idx in enumerate(exp.client_indices):
-        tensors = {"x": ds.train_x[torch.from_numpy(idx)].contiguous(), "y": ds.train_y[idx]}
+        rows = torch.from_numpy(idx)
+        tensors = {"x": ds.train_x[rows].contiguous(), "y": ds.train_y[rows]}
         if c in exp.malicious_ids and exp.x_mal is not None and exp.y_mal is not None:
             tensors["x_mal"] = exp.x_mal.detach().cpu().float().contiguous()
             tensors["y_mal"] = exp.y_mal.detach().cpu().contiguous()

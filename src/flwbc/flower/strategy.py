@@ -100,13 +100,15 @@ class FlwbcStrategy(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Send the global model to exactly the clients of the experiment's round plan."""
+        """Send the global model to exactly the clients of the experiment's round plan.
+
+        `arrays` is the packed global model (`serve`'s initial one, then `aggregate_train`'s),
+        so it is serialised once a round."""
         t = self.offset + server_round
         plan = self.session.exp.round_plan(t)
         self._round = (plan, time.perf_counter())
-        vector = pack(self.session.w)
         return [
-            Message(train_content(vector, t, c, self.cfg_json), self.nodes[c], MessageType.TRAIN)
+            Message(train_content(arrays, t, c, self.cfg_json), self.nodes[c], MessageType.TRAIN)
             for c in plan.clients
         ]
 
