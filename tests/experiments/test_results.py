@@ -236,3 +236,17 @@ def test_figures_written(toy, tmp_path):
         assert sorted(f.suffix for f in files) == [".png", ".svg"]
         assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert b"<svg" in files[1].read_bytes()[:2000]
+
+
+def test_report_compute_counts_shared_runs_once(toy):
+    from flwbc.experiments.reproduce import _compute_line
+
+    spec, runs, store = toy
+    branch = next(r for r in runs if r.role == "branch")
+    (run_dir(store, branch) / "model.safetensors").unlink()
+    res = collect(spec, runs, store)
+    # The same runs reached through two results (as Fig. 3 and Fig. 6 share theirs).
+    line = _compute_line([res, res])
+    rounds = 2 * 2 * 1 + 2 * 2 * 3 * 6 - 6  # warm-ups' and branches' rounds, one branch unfinished
+    assert line.startswith(f"Runs: {len(runs) - 1} of {len(runs)} distinct runs finished")
+    assert f"{1.5 * rounds / 60:.1f} min of compute" in line

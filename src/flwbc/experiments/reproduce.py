@@ -115,6 +115,21 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
+def _compute_line(results: list[SpecResults]) -> str:
+    """The whole report's run count and compute, each run counted once however many results
+    share it."""
+    finished: dict[str, float] = {}
+    keys: set[str] = set()
+    for res in results:
+        finished.update(res.run_seconds)
+        keys.update(res.run_keys)
+    return (
+        f"Runs: {len(finished)} of {len(keys)} distinct runs finished (warm-ups and branches "
+        f"shared between results counted once), {_hours(sum(finished.values()))} of compute "
+        "(the sum of the runs' own times; runs in parallel share the wall clock)."
+    )
+
+
 def report(results: list[SpecResults], out: Path, *, command: str, quick: bool, store: Path) -> str:
     """REPORT.md: per result, its figure, table and each claim with the measured value and a
     verdict."""
@@ -137,6 +152,8 @@ def report(results: list[SpecResults], out: Path, *, command: str, quick: bool, 
         "",
         "A verdict on a result whose runs have not all finished is marked *(partial)*: it "
         "judges only the settings and seeds that have.",
+        "",
+        _compute_line(results),
         "",
         "| result | runs finished | claim | measured | verdict |",
         "|---|---|---|---|---|",

@@ -127,6 +127,10 @@ class SpecResults:
     runs_finished: int
     seconds: float
     seeds: list[int]
+    run_keys: set[str] = field(default_factory=set)
+    run_seconds: dict[str, float] = field(default_factory=dict)
+    """Compute seconds of each finished run, by run key (runs shared between specs have the
+    same key, so a total over several specs counts each once)."""
 
     def axes(self) -> list[str]:
         return ["setting", *self.spec.axes]
@@ -151,12 +155,12 @@ def collect(spec: Spec, runs: list[RunSpec], store: Path) -> SpecResults:
     by_key = {r.key: r for r in runs}
     points: dict[tuple[Any, ...], Point] = {}
     axes = ["setting", *spec.axes]
-    finished, seconds, seeds = 0, 0.0, set()
+    run_seconds: dict[str, float] = {}
+    seeds = set()
     for run in runs:
         path = run_dir(store, run)
         if is_finished(path):
-            finished += 1
-            seconds += _timing_seconds(path)
+            run_seconds[run.key] = _timing_seconds(path)
         if run.role != "branch":
             continue
         ident = tuple(run.coords[a] for a in axes)
@@ -165,7 +169,16 @@ def collect(spec: Spec, runs: list[RunSpec], store: Path) -> SpecResults:
         if res is not None:
             point.runs.append(res)
             seeds.add(run.coords["seed"])
-    return SpecResults(spec, list(points.values()), len(runs), finished, seconds, sorted(seeds))
+    return SpecResults(
+        spec,
+        list(points.values()),
+        runs_total=len(runs),
+        runs_finished=len(run_seconds),
+        seconds=sum(run_seconds.values()),
+        seeds=sorted(seeds),
+        run_keys={r.key for r in runs},
+        run_seconds=run_seconds,
+    )
 
 
 def _fmt(stat: tuple[float, float] | None, scale: float = 1.0, digits: int = 1) -> str:
