@@ -80,3 +80,24 @@ def test_bad_input_is_one_line(args, words, tmp_path, capsys):
     assert code == 2
     assert words in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def _report_sections(report: str) -> list[str]:
+    return [line[3:] for line in report.splitlines() if line.startswith("## ")]
+
+
+def test_report_covers_named_spec_files(tmp_path: Path, capsys):
+    spec = Path(__file__).parents[2] / "examples" / "specs" / "fig2-random-schedule.yaml"
+    common = ["--runs", str(tmp_path / "s"), "--no-run", "--no-progress"]
+    # a user's spec alone: its report has only that spec
+    assert main(["reproduce", str(spec), "--out", str(tmp_path / "a"), *common]) == 0
+    sections = _report_sections((tmp_path / "a" / "REPORT.md").read_text())
+    assert len(sections) == 1 and sections[0].startswith("Supplementary: Fig. 2")
+    # beside a paper result: every paper result (they share one report), then the spec
+    assert main(["reproduce", "fig2", str(spec), "--out", str(tmp_path / "b"), *common]) == 0
+    sections = _report_sections((tmp_path / "b" / "REPORT.md").read_text())
+    assert len(sections) == 7 and sections[0].startswith("Fig. 2:")
+    assert sections[-1].startswith("Supplementary")
+    assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.is_dir()) == sorted(
+        ["fig2", "fig3", "fig4", "fig5", "fig6", "table1", "fig2-random-schedule"]
+    )

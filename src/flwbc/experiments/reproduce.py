@@ -207,8 +207,10 @@ def reproduce(
     progress: bool = True,
     command: str | None = None,
 ) -> tuple[SweepReport | None, Path]:
-    """Run the named results (`fig3`, ..., `all`), then write every result that has runs in
-    the store, and REPORT.md. With `run=False` only the outputs are (re)written."""
+    """Run the named results (`fig3`, ..., `all`, or spec files), then write their figures,
+    tables and REPORT.md: every paper result from the store's runs when any is named (so
+    results reproduced one at a time share a report), and the named spec files. With
+    `run=False` only the outputs are (re)written."""
     from flwbc.plots import require_matplotlib
 
     require_matplotlib()
@@ -223,7 +225,11 @@ def reproduce(
             progress=progress,
             desc="reproduce " + " ".join(s.id for s in todo.specs),
         )
-    everything = plan(["all"], settings, quick=quick, seeds=seeds, data_dir=data_dir)
+    # The paper's results share one REPORT.md, so reproducing them one by one into the same
+    # folder builds it up; a user's spec files are reported beside them, or alone.
+    user_specs = [n for n in targets(names) if n not in RESULTS]
+    bundled = ["all"] if len(user_specs) < len(targets(names)) else []
+    everything = plan(bundled + user_specs, settings, quick=quick, seeds=seeds, data_dir=data_dir)
     results = []
     for spec in everything.specs:
         res = collect(spec, everything.runs[spec.id], store)
