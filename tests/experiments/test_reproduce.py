@@ -86,13 +86,18 @@ def _report_sections(report: str) -> list[str]:
     return [line[3:] for line in report.splitlines() if line.startswith("## ")]
 
 
-def test_report_covers_named_spec_files(tmp_path: Path, capsys):
+def test_report_covers_named_spec_files_and_links_findings(tmp_path: Path, capsys):
     spec = Path(__file__).parents[2] / "examples" / "specs" / "fig2-random-schedule.yaml"
     common = ["--runs", str(tmp_path / "s"), "--no-run", "--no-progress"]
     # a user's spec alone: its report has only that spec
     assert main(["reproduce", str(spec), "--out", str(tmp_path / "a"), *common]) == 0
     sections = _report_sections((tmp_path / "a" / "REPORT.md").read_text())
     assert len(sections) == 1 and sections[0].startswith("Supplementary: Fig. 2")
+    assert "FINDINGS.md" not in (tmp_path / "a" / "REPORT.md").read_text()
+    # a hand-written FINDINGS.md beside the report is linked from it
+    (tmp_path / "a" / "FINDINGS.md").write_text("why\n")
+    assert main(["reproduce", str(spec), "--out", str(tmp_path / "a"), *common]) == 0
+    assert "[FINDINGS.md](FINDINGS.md)" in (tmp_path / "a" / "REPORT.md").read_text()
     # beside a paper result: every paper result (they share one report), then the spec
     assert main(["reproduce", "fig2", str(spec), "--out", str(tmp_path / "b"), *common]) == 0
     sections = _report_sections((tmp_path / "b" / "REPORT.md").read_text())

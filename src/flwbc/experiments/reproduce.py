@@ -155,6 +155,15 @@ def report(results: list[SpecResults], out: Path, *, command: str, quick: bool, 
         "",
         _compute_line(results),
         "",
+        *(
+            [
+                "Why the verdicts come out as they do, with the evidence for each claim that "
+                "did not reproduce: [FINDINGS.md](FINDINGS.md) (written by hand).",
+                "",
+            ]
+            if (out / "FINDINGS.md").exists()
+            else []
+        ),
         "| result | runs finished | claim | measured | verdict |",
         "|---|---|---|---|---|",
     ]
