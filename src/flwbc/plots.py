@@ -13,9 +13,10 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from flwbc.errors import FlwbcError
-from flwbc.experiments.results import Point, SpecResults
+from flwbc.experiments.results import BranchResult, Point, SpecResults
 from flwbc.experiments.specs import series_of
 from flwbc.runio import atomic_write_bytes
 
@@ -79,6 +80,34 @@ def _grid(plt, n: int, width: float = 3.6, height: float = 3.0):  # type: ignore
     return fig, flat
 
 
+def _adversarial(records: list[dict[str, Any]]) -> tuple[int, ...]:
+    return tuple(rec["round"] for rec in records if rec["adversarial"])
+
+
+def _curve(
+    ax: Any, runs: list[BranchResult], label: str, color: str, *, band: bool, ls: str = "-"
+) -> None:
+    """The mean confidence of runs that share an attack schedule, their min-max band, and the
+    adversarial rounds circled."""
+    per_round = list(zip(*[[rec["target_conf"] for rec in r.records] for r in runs], strict=False))
+    mean = [statistics.fmean(v) for v in per_round]
+    rounds = [rec["round"] for rec in runs[0].records][: len(mean)]
+    ax.plot(rounds, mean, lw=1.5, ls=ls, color=color, label=label)
+    if band and len(runs) > 1:
+        lo, hi = [min(v) for v in per_round], [max(v) for v in per_round]
+        ax.fill_between(rounds, lo, hi, color=color, alpha=0.15, lw=0)
+    adv = [i for i, rec in enumerate(runs[0].records[: len(mean)]) if rec["adversarial"]]
+    ax.plot(
+        [rounds[i] for i in adv],
+        [mean[i] for i in adv],
+        "o",
+        mfc="none",
+        mec="black",
+        ms=7,
+        zorder=5,
+    )
+
+
 def plot_curves(res: SpecResults, prefix: Path) -> list[Path]:
     """Misclassification confidence per round; returns the files written."""
     plt = _pyplot()
@@ -90,32 +119,27 @@ def plot_curves(res: SpecResults, prefix: Path) -> list[Path]:
     fig, axes = _grid(plt, len(panels))
     titles = _titles(res)
     for ax, (name, pts) in zip(axes, panels.items(), strict=False):
-        for p in pts:
-            rounds = [rec["round"] for rec in p.runs[0].records]
-            per_round = list(
-                zip(*[[rec["target_conf"] for rec in r.records] for r in p.runs], strict=False)
-            )
-            mean = [statistics.fmean(v) for v in per_round]
-            lo, hi = [min(v) for v in per_round], [max(v) for v in per_round]
-            rounds = rounds[: len(mean)]
+        for k, p in enumerate(pts):
             label = " / ".join(
                 str(p.coords[a])
                 for a in res.axes()
                 if a not in (panel_axis, "setting") or a == series_axis
             )
-            line = ax.plot(rounds, mean, lw=1.5, label=label)[0]
-            if len(p.runs) > 1:
-                ax.fill_between(rounds, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
-            adv = [i for i, rec in enumerate(p.runs[0].records[: len(mean)]) if rec["adversarial"]]
-            ax.plot(
-                [rounds[i] for i in adv],
-                [mean[i] for i in adv],
-                "o",
-                mfc="none",
-                mec="black",
-                ms=7,
-                zorder=5,
-            )
+            schedules = {_adversarial(r.records) for r in p.runs}
+            if len(schedules) == 1:
+                _curve(ax, p.runs, label, f"C{k}", band=True)
+            else:
+                # Seeds attacked in different rounds (a random schedule): their mean would blur
+                # every attack, so each seed is drawn with its own adversarial rounds.
+                for j, r in enumerate(p.runs):
+                    _curve(
+                        ax,
+                        [r],
+                        f"{label}, seed {r.coords['seed']}",
+                        f"C{k}",
+                        band=False,
+                        ls=("-", "--", ":", "-.")[j % 4],
+                    )
         ax.axhline(0.5, color="0.5", ls=":", lw=1)
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(titles.get(name, str(name)), fontsize=10)

@@ -250,3 +250,45 @@ def test_report_compute_counts_shared_runs_once(toy):
     rounds = 2 * 2 * 1 + 2 * 2 * 3 * 6 - 6  # warm-ups' and branches' rounds, one branch unfinished
     assert line.startswith(f"Runs: {len(runs) - 1} of {len(runs)} distinct runs finished")
     assert f"{1.5 * rounds / 60:.1f} min of compute" in line
+
+
+def _captured_axes(monkeypatch, res, tmp_path):
+    """plot_curves' axes, captured before the figure is closed."""
+    import flwbc.plots as plots
+
+    seen = []
+
+    def save(fig, prefix):
+        seen.extend(fig.axes)
+        return []
+
+    monkeypatch.setattr(plots, "_save", save)
+    plots.plot_curves(res, tmp_path / "c")
+    return seen
+
+
+def test_curves_mean_seeds_with_one_schedule(toy, monkeypatch, tmp_path):
+    spec, runs, store = toy
+    res = collect(spec, runs, store)
+    ax = _captured_axes(monkeypatch, res, tmp_path)[0]  # panel: setting a
+    lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    assert sorted(lines) == ["W s=1", "W s=2", "none"]
+    # both seeds have the same trace per point, so the mean is that trace
+    assert list(lines["none"].get_ydata()) == pytest.approx(CONF[("a", "none")])
+
+
+def test_curves_draw_each_seed_when_schedules_differ(toy, monkeypatch, tmp_path):
+    spec, runs, store = toy
+    for r in runs:  # seed 1 attacked in rounds 2 and 5 instead of 1 and 4
+        if r.role == "branch" and r.coords["seed"] == 1:
+            path = run_dir(store, r) / "rounds.jsonl"
+            recs = [json.loads(x) for x in path.read_text().splitlines()]
+            for rec in recs:
+                rec["adversarial"] = rec["round"] in (2, 5)
+            path.write_text("".join(json.dumps(x) + "\n" for x in recs))
+    res = collect(spec, runs, store)
+    ax = _captured_axes(monkeypatch, res, tmp_path)[0]
+    labels = [ln.get_label() for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    assert "none, seed 0" in labels and "none, seed 1" in labels and "none" not in labels
+    circles = [sorted(ln.get_xdata()) for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert [1, 4] in circles and [2, 5] in circles
