@@ -123,14 +123,23 @@ def load_branch(store: Path, run: RunSpec, parent: RunSpec | None) -> BranchResu
 class SpecResults:
     spec: Spec
     points: list[Point]
-    runs_total: int
-    runs_finished: int
-    seconds: float
     seeds: list[int]
-    run_keys: set[str] = field(default_factory=set)
-    run_seconds: dict[str, float] = field(default_factory=dict)
+    run_keys: set[str]
+    run_seconds: dict[str, float]
     """Compute seconds of each finished run, by run key (runs shared between specs have the
     same key, so a total over several specs counts each once)."""
+
+    @property
+    def runs_total(self) -> int:
+        return len(self.run_keys)
+
+    @property
+    def runs_finished(self) -> int:
+        return len(self.run_seconds)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.run_seconds.values())
 
     def axes(self) -> list[str]:
         return ["setting", *self.spec.axes]
@@ -172,9 +181,6 @@ def collect(spec: Spec, runs: list[RunSpec], store: Path) -> SpecResults:
     return SpecResults(
         spec,
         list(points.values()),
-        runs_total=len(runs),
-        runs_finished=len(run_seconds),
-        seconds=sum(run_seconds.values()),
         seeds=sorted(seeds),
         run_keys={r.key for r in runs},
         run_seconds=run_seconds,
