@@ -207,7 +207,7 @@ def _titles(res: SpecResults) -> dict[str, str]:
 
 def _suptitle(res: SpecResults) -> str:
     seeds = ", ".join(str(s) for s in res.seeds)
-    return f"{res.spec.title} (seeds {seeds})"
+    return f"{res.spec.title} (seed{'s' if len(res.seeds) > 1 else ''} {seeds})"
 
 
 def plot_spec(res: SpecResults, prefix: Path) -> list[Path]:
