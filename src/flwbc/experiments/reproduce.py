@@ -236,8 +236,9 @@ def reproduce(
         )
     # The paper's results share one REPORT.md, so reproducing them one by one into the same
     # folder builds it up; a user's spec files are reported beside them, or alone.
-    user_specs = [n for n in targets(names) if n not in RESULTS]
-    bundled = ["all"] if len(user_specs) < len(targets(names)) else []
+    named = targets(names)
+    user_specs = [n for n in named if n not in RESULTS]
+    bundled = ["all"] if len(user_specs) < len(named) else []
     everything = plan(bundled + user_specs, settings, quick=quick, seeds=seeds, data_dir=data_dir)
     results = []
     for spec in everything.specs:
