@@ -93,6 +93,9 @@ def test_report_covers_named_spec_files_and_links_findings(tmp_path: Path, capsy
     assert main(["reproduce", str(spec), "--out", str(tmp_path / "a"), *common]) == 0
     sections = _report_sections((tmp_path / "a" / "REPORT.md").read_text())
     assert len(sections) == 1 and sections[0].startswith("Supplementary: Fig. 2")
+    # its command names the file: the spec's id is not a result `reproduce` knows
+    bodies = (tmp_path / "a" / "REPORT.md").read_text().split("\n## ")[1:]
+    assert f"Command: `flwbc reproduce {spec}`." in bodies[0]
     assert "FINDINGS.md" not in (tmp_path / "a" / "REPORT.md").read_text()
     # a hand-written FINDINGS.md beside the report is linked from it
     (tmp_path / "a" / "FINDINGS.md").write_text("why\n")
@@ -103,6 +106,9 @@ def test_report_covers_named_spec_files_and_links_findings(tmp_path: Path, capsy
     sections = _report_sections((tmp_path / "b" / "REPORT.md").read_text())
     assert len(sections) == 7 and sections[0].startswith("Fig. 2:")
     assert sections[-1].startswith("Supplementary")
+    bodies = (tmp_path / "b" / "REPORT.md").read_text().split("\n## ")[1:]
+    assert "Command: `flwbc reproduce fig2`." in bodies[0]
+    assert f"Command: `flwbc reproduce {spec}`." in bodies[-1]
     assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.is_dir()) == sorted(
         ["fig2", "fig3", "fig4", "fig5", "fig6", "table1", "fig2-random-schedule"]
     )

@@ -130,9 +130,19 @@ def _compute_line(results: list[SpecResults]) -> str:
     )
 
 
-def report(results: list[SpecResults], out: Path, *, command: str, quick: bool, store: Path) -> str:
+def report(
+    results: list[SpecResults],
+    out: Path,
+    *,
+    command: str,
+    quick: bool,
+    store: Path,
+    spec_files: dict[str, str] | None = None,
+) -> str:
     """REPORT.md: per result, its figure, table and each claim with the measured value and a
-    verdict."""
+    verdict. `spec_files` maps the id of a result loaded from a user's spec file to that file, so
+    its command names the file."""
+    spec_files = spec_files or {}
     lines = [
         "# FL-WBC reproduction report",
         "",
@@ -142,7 +152,9 @@ def report(results: list[SpecResults], out: Path, *, command: str, quick: bool, 
         "",
         f"Command: `{command}` (runs stored in `{store}`; rerun the same command to continue an "
         "interrupted reproduction). Every run's config, seed and version are in its "
-        "`config.json`; specs are in `src/flwbc/experiments/specs/`.",
+        "`config.json`. Specs: `src/flwbc/experiments/specs/` (the paper's)"
+        + "".join(f", `{f}`" for f in spec_files.values())
+        + ".",
         "",
         "Verdicts: *reproduced* when every check of a claim passes, *partly* when at least half "
         "do, *not reproduced* otherwise. Mitigation rounds follow §7.1 (rounds after an "
@@ -190,7 +202,8 @@ def report(results: list[SpecResults], out: Path, *, command: str, quick: bool, 
             f"(seeds with results: {', '.join(map(str, res.seeds)) or 'none'}; "
             f"spec seeds: {', '.join(map(str, res.spec.seeds))}). "
             f"Compute time of its finished runs (warm-ups included): {_hours(res.seconds)}. "
-            f"Command: `flwbc reproduce {sid}{' --quick' if quick else ''}`.",
+            f"Command: `flwbc reproduce {shlex.quote(spec_files.get(sid, sid))}"
+            f"{' --quick' if quick else ''}`.",
             "",
         ]
         if (out / sid / f"{sid}.png").exists():
@@ -246,5 +259,6 @@ def reproduce(
         write_result(res, out)
         results.append(res)
     cmd = command or "flwbc reproduce " + " ".join(shlex.quote(n) for n in names)
-    report(results, out, command=cmd, quick=quick, store=store)
+    spec_files = {load_spec(n, settings).id: n for n in user_specs}
+    report(results, out, command=cmd, quick=quick, store=store, spec_files=spec_files)
     return sweep, out / "REPORT.md"
