@@ -259,6 +259,11 @@ def reproduce(
         write_result(res, out)
         results.append(res)
     cmd = command or "flwbc reproduce " + " ".join(shlex.quote(n) for n in names)
-    spec_files = {load_spec(n, settings).id: n for n in user_specs}
+    # plan() loads one spec per target, in order: pair each with the name it came from
+    spec_files = {
+        spec.id: name
+        for spec, name in zip(everything.specs, targets(bundled + user_specs), strict=True)
+        if name not in RESULTS
+    }
     report(results, out, command=cmd, quick=quick, store=store, spec_files=spec_files)
     return sweep, out / "REPORT.md"
