@@ -213,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--jobs", type=int, default=None, help="runs in parallel (default: the number of cores)"
     )
+    rep.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per run (default: the cores shared out among the jobs, at least 1)",
+    )
     rep.add_argument("--seeds", default=None, help="comma-separated seeds instead of the spec's")
     rep.add_argument("--data-dir", default=None)
     rep.add_argument(
@@ -317,8 +323,10 @@ def _analyze(args: argparse.Namespace) -> None:
 def _reproduce(args: argparse.Namespace, argv: list[str] | None) -> None:
     from flwbc.experiments.reproduce import reproduce
 
-    if args.jobs is not None and args.jobs < 1:
-        raise FlwbcError(f"--jobs must be at least 1, got {args.jobs}")
+    for name in ("jobs", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise FlwbcError(f"--{name} must be at least 1, got {value}")
     seeds = None
     if args.seeds:
         try:
@@ -336,6 +344,7 @@ def _reproduce(args: argparse.Namespace, argv: list[str] | None) -> None:
             store=store,
             quick=args.quick,
             jobs=args.jobs,
+            threads=args.threads,
             seeds=seeds,
             data_dir=args.data_dir,
             run=not args.no_run,

@@ -7,12 +7,16 @@ the OS (trim threshold 128 KB, adapted at run time) and large blocks are served 
 floats measured 1.6x slower (`benchmarks/bench_wbc_step.py --default-malloc`), and timings
 jumped between processes as glibc's adaptive thresholds settled differently. Raising both
 thresholds once per process keeps that memory mapped and reused.
+
+`usable_cpus` counts the cores this process may run on (its CPU affinity, which a container or
+`taskset` can narrow below `os.cpu_count()`), for sizing worker pools and thread counts.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 M_TRIM_THRESHOLD = -1
@@ -38,3 +42,10 @@ def tune_allocator(trim_threshold: int = 1 << 30, mmap_threshold: int = 32 << 20
     )
     _done = ok
     return ok
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on: its CPU affinity where the OS reports one."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1

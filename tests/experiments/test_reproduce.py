@@ -28,6 +28,8 @@ def test_reproduce_fig3_quick(real_data_dir: Path, tmp_path: Path, capsys):
         "--no-progress",
         "--jobs",
         "2",
+        "--threads",
+        "1",
     ]
     assert main(argv) == 0
     assert capsys.readouterr().out.strip() == str(out / "REPORT.md")
@@ -38,6 +40,7 @@ def test_reproduce_fig3_quick(real_data_dir: Path, tmp_path: Path, capsys):
     warm = [d for d in dirs if d.name.startswith("warmup-")]
     branches = [d for d in dirs if not d.name.startswith("warmup-")]
     assert len(warm) == 1 and len(branches) == 4
+    assert {json.loads((d / "config.json").read_text())["threads"] for d in dirs} == {1}
     warm_model = str(warm[0] / "model.safetensors")
     for d in branches:
         cfg = json.loads((d / "config.json").read_text())
@@ -70,6 +73,7 @@ def test_reproduce_fig3_quick(real_data_dir: Path, tmp_path: Path, capsys):
     [
         (["fig9"], "unknown result 'fig9'"),
         (["fig3", "--jobs", "0"], "--jobs must be at least 1"),
+        (["fig3", "--threads", "0"], "--threads must be at least 1"),
         (["fig3", "--seeds", "1,x"], "--seeds takes comma-separated integers"),
         (["missing.yaml"], "spec not found"),
     ],

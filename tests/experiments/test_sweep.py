@@ -20,11 +20,12 @@ from safetensors.torch import load_file
 
 import flwbc
 from flwbc.experiments.specs import RunSpec, expand, load_settings, load_spec
-from flwbc.experiments.sweep import is_finished, run_sweep
+from flwbc.experiments.sweep import is_finished, run_sweep, threads_per_worker
+from flwbc.runtime import usable_cpus
 
 pytestmark = pytest.mark.slow
 
-JOBS = 2  # the same in every sweep whose results are compared (one torch thread per worker)
+JOBS = 2  # the same in every sweep whose results are compared (so the same threads per worker)
 
 
 def tiny_runs(
@@ -124,6 +125,7 @@ def test_sweep_runs_everything(done_sweep):
         assert_complete(paths[r.key], r.rounds)
         cfg = json.loads((paths[r.key] / "config.json").read_text())
         assert cfg["seed"] == 0 and cfg["federation"]["rounds"] == r.rounds
+        assert cfg["threads"] == max(1, usable_cpus() // JOBS)
         if r.role == "warmup":
             assert cfg["init_model"] is None
             assert all(not rec["adversarial"] for rec in lines(paths[r.key] / "rounds.jsonl"))
@@ -137,6 +139,13 @@ def test_sweep_runs_everything(done_sweep):
             recs = lines(paths[r.key] / "rounds.jsonl")
             assert [rec["adversarial"] for rec in recs] == [True, False]  # attack round 1
     assert not list(store.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("jobs", "cpus", "threads"), [(1, 2, 2), (2, 2, 1), (3, 2, 1), (4, 16, 4), (5, 16, 3)]
+)
+def test_workers_share_the_cores(jobs, cpus, threads):
+    assert threads_per_worker(jobs, cpus) == threads
 
 
 def test_branch_continues_the_warm_model(done_sweep):

@@ -352,3 +352,15 @@ def test_server_app_entry_point_runs_the_config_file(
     assert records[-1]["test_acc"] == pytest.approx(native.records[-1]["test_acc"], abs=1e-12)
     saved = json.loads((out / "deployed" / "config.json").read_text())
     assert saved["engine"] == "flower"
+
+
+def test_simulation_asking_more_cores_than_usable_is_one_error(
+    real_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("ray")
+    import flwbc.flower.simulation as simulation
+
+    monkeypatch.setattr(simulation, "usable_cpus", lambda: 1)
+    cfg = tiny(real_data_dir, tmp_path, "cores", engine="flower", **{"flower.num_cpus": 2.0})
+    with pytest.raises(FlwbcError, match=r"flower.num_cpus \(2\) is more than the 1 cores"):
+        flwbc.run(cfg, progress=False)

@@ -223,6 +223,7 @@ def reproduce(
     store: Path,
     quick: bool = False,
     jobs: int | None = None,
+    threads: int | None = None,
     seeds: list[int] | None = None,
     data_dir: str | None = None,
     run: bool = True,
@@ -244,6 +245,7 @@ def reproduce(
             todo.ordered_runs(),
             store,
             jobs=jobs,
+            threads=threads,
             progress=progress,
             desc="reproduce " + " ".join(s.id for s in todo.specs),
         )

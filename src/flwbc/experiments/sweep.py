@@ -7,9 +7,10 @@ since every random stream is keyed by (seed, round, client) the result is the sa
 uninterrupted run. Every file is written atomically, so a kill at any moment leaves no
 half-written result.
 
-Workers are separate processes (`python -m flwbc.experiments.worker RUN_DIR`), one torch
-thread each when several run at once (two one-thread processes share a 2-core machine better
-than one two-thread process), and die with the sweep (PR_SET_PDEATHSIG). A lock file keeps two
+Workers are separate processes (`python -m flwbc.experiments.worker RUN_DIR`) that share the
+cores: each gets `cores // jobs` torch threads unless told otherwise (two one-thread processes
+share a 2-core machine better than one two-thread process), and they die with the sweep
+(PR_SET_PDEATHSIG). A lock file keeps two
 sweeps from running the same run at once.
 
 Branches start from their warm-up's saved model, so they wait for it; everything else runs in
@@ -19,7 +20,6 @@ the order given, as many at a time as `jobs`.
 from __future__ import annotations
 
 import ctypes
-import os
 import signal
 import subprocess
 import sys
@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from flwbc.errors import FlwbcError
 from flwbc.experiments.specs import RunSpec, deep_merge
 from flwbc.runio import atomic_write_json, read_json
+from flwbc.runtime import usable_cpus
 
 REQUEST = "request.json"
 
@@ -85,6 +86,15 @@ def _interrupt_on_sigterm() -> signal.Handlers | None:
         return None
 
 
+def threads_per_worker(jobs: int, cpus: int) -> int:
+    """Torch threads for each of `jobs` workers on `cpus` cores: an equal share, at least one.
+
+    Sharing out the cores keeps workers from oversubscribing them (here two two-thread
+    processes on two cores ran a quarter as fast as two one-thread ones) while a machine with
+    more cores than jobs still uses them all."""
+    return max(1, cpus // max(1, jobs))
+
+
 @dataclass
 class SweepReport:
     finished: list[str]
@@ -97,15 +107,18 @@ def run_sweep(
     store: Path,
     *,
     jobs: int | None = None,
+    threads: int | None = None,
     progress: bool = True,
     desc: str = "sweep",
 ) -> SweepReport:
-    """Run every unfinished run of `runs`, `jobs` at a time; return which finished or failed.
+    """Run every unfinished run of `runs`, `jobs` at a time (default: one per core), each with
+    `threads` torch threads (default: `threads_per_worker`); return which finished or failed.
 
     A failed run (its log is `<run dir>/worker.log`) does not stop the others, but its
     branches are skipped.
     """
-    jobs = jobs or min(len(runs), os.cpu_count() or 1) or 1
+    jobs = jobs or min(len(runs), usable_cpus()) or 1
+    threads = threads or threads_per_worker(jobs, usable_cpus())
     store = store.resolve()
     store.mkdir(parents=True, exist_ok=True)
     by_key = {r.key: r for r in runs}
@@ -115,7 +128,6 @@ def run_sweep(
     running: dict[str, subprocess.Popen[bytes]] = {}
     total = sum(r.rounds for r in runs)
     started = time.time()
-    threads = 1 if jobs > 1 else None
     # rounds that interrupted runs had already logged, so that resuming does not count as speed
     earlier = {r.key: min(rounds_done(run_dir(store, r)), r.rounds) for r in pending}
 
@@ -184,7 +196,7 @@ def run_sweep(
 
 
 def _launch(
-    store: Path, run: RunSpec, by_key: dict[str, RunSpec], threads: int | None
+    store: Path, run: RunSpec, by_key: dict[str, RunSpec], threads: int
 ) -> subprocess.Popen[bytes]:
     path = run_dir(store, run)
     path.mkdir(parents=True, exist_ok=True)

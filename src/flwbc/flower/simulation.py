@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from flwbc.errors import FlwbcError
 from flwbc.flower import require_flwr
+from flwbc.runtime import usable_cpus
 
 if TYPE_CHECKING:
     from flwr.app import Message
@@ -71,8 +72,7 @@ def run_session(session: RunSession, on_round: RoundHook | None = None) -> None:
     from flwbc.flower.server_app import serve
 
     cfg = session.cfg
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpus = cpus or 1
+    cpus = usable_cpus()
     if cfg.flower.num_cpus > cpus:
         raise FlwbcError(
             f"flower.num_cpus ({cfg.flower.num_cpus:g}) is more than the {cpus} cores this "
