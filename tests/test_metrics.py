@@ -166,6 +166,7 @@ def test_mitigated_after_one_round():
         "by_confidence": 1,
         "by_accuracy": 2,
         "rounds": 1,
+        "sustained": 1,
         "observed": 3,
     }
 
@@ -230,9 +231,27 @@ def test_two_adversarial_rounds_windows():
         "by_confidence": None,
         "by_accuracy": None,
         "rounds": None,
+        "sustained": None,
         "observed": 2,
     }
     assert second["round"] == 5 and second["rounds"] == 0 and second["observed"] == 2
+
+
+def test_sustained_counts_from_the_last_return_of_the_attack():
+    # confidence per round after the attack at round 1 (r = 0 is round 1)
+    confs = [0.9, 0.3, 0.8, 0.4, 0.2, 0.6, 0.1, 0.1]
+    records = [rec(1 + r, adv=r == 0, conf=c) for r, c in enumerate(confs)]
+    (m,) = mitigation_rounds(records)
+    # first crossing at r = 1; the attack is back at r = 2 and r = 5; below 0.5 for good from r = 6
+    assert (m["rounds"], m["sustained"]) == (1, 6)
+    # the accuracy criterion counts too: r = 5 meets it, so the last return is r = 2
+    records[5]["target_acc"] = 0.1  # < 1 - 0.8
+    (m,) = mitigation_rounds(records)
+    assert (m["rounds"], m["sustained"]) == (1, 3)
+    # back above both at the window's end: not mitigated for good within the window
+    records[-1].update(target_conf=0.7, target_acc=1.0)
+    (m,) = mitigation_rounds(records)
+    assert (m["rounds"], m["sustained"]) == (1, None)
 
 
 def test_consecutive_adversarial_rounds():

@@ -59,6 +59,11 @@ def mitigation_rounds(
     metric, `rounds`, is the earlier of the two. r = 0 means the attack never took hold. A
     criterion not met in the window is None, with `observed` saying how many rounds after t_a were
     seen (the true value is then more than that).
+
+    The paper's metric counts the first round that meets either criterion, even if the attack
+    comes back later without a new attack. `sustained` is the first r from which every round to
+    the end of the window meets one (None if the window's last round does not), so
+    `sustained != rounds` marks an attack that was mitigated and then returned.
     """
     out = []
     adv_pos = [i for i, r in enumerate(records) if r["adversarial"]]
@@ -67,15 +72,22 @@ def mitigation_rounds(
         by_conf = by_acc = None
         known = [r["test_acc"] for r in records[:start] if r.get("test_acc") is not None]
         last_acc = known[-1] if known else None
+        sustained: int | None = None
         for i in range(start, end):
             rec = records[i]
             if rec.get("test_acc") is not None:
                 last_acc = rec["test_acc"]
             r = i - start
-            if by_conf is None and rec["target_conf"] < threshold:
+            low_conf = rec["target_conf"] < threshold
+            low_acc = last_acc is not None and rec["target_acc"] < 1.0 - last_acc
+            if by_conf is None and low_conf:
                 by_conf = r
-            if by_acc is None and last_acc is not None and rec["target_acc"] < 1.0 - last_acc:
+            if by_acc is None and low_acc:
                 by_acc = r
+            if not (low_conf or low_acc):
+                sustained = None
+            elif sustained is None:
+                sustained = r
         met = [v for v in (by_conf, by_acc) if v is not None]
         out.append(
             {
@@ -83,6 +95,7 @@ def mitigation_rounds(
                 "by_confidence": by_conf,
                 "by_accuracy": by_acc,
                 "rounds": min(met) if met else None,
+                "sustained": sustained,
                 "observed": end - start - 1,
             }
         )

@@ -67,7 +67,7 @@ SPEC = {
 # Per (setting, defense): the confidence trace after the warm-up (rounds 1..6, attacks at 1, 4).
 CONF = {
     ("a", "none"): [1.0, 0.9, 0.4, 1.0, 0.3, 0.2],  # mitigated after 2, then 1 round
-    ("a", "W s=1"): [1.0, 0.2, 0.1, 1.0, 0.4, 0.1],  # 1, 1
+    ("a", "W s=1"): [1.0, 0.2, 0.7, 1.0, 0.4, 0.1],  # 1 (then back above 0.5), 1
     ("a", "W s=2"): [0.4, 0.1, 0.1, 0.3, 0.1, 0.1],  # 0, 0
     ("b", "none"): [1.0, 0.9, 0.9, 1.0, 0.9, 0.9],  # >2, >2 (censored)
     ("b", "W s=1"): [1.0, 0.9, 0.2, 1.0, 0.2, 0.1],  # 2, 1
@@ -141,6 +141,10 @@ def test_metrics_and_aggregates(toy):
     # windows are rounds 1-3 and 4-6: two rounds observed after each attack, never mitigated
     assert [(e.rounds, e.censored) for e in b.events] == [(3, True)] * 4
     assert [str(e) for e in b.events] == [">2"] * 4
+    # mitigated after 1 round, back in the next: still 1 round by §7.1, marked as returned
+    w1 = _point(res, "a", "W s=1")
+    assert [str(e) for e in w1.events] == ["1†", "1"] * 2
+    assert w1.mitigation() == (1.0, False)
     w = _point(res, "a", "W s=2")
     cost_mean, cost_sd = w.cost()
     assert cost_mean == pytest.approx(5.0)
@@ -292,3 +296,16 @@ def test_curves_draw_each_seed_when_schedules_differ(toy, monkeypatch, tmp_path)
     assert "none, seed 0" in labels and "none, seed 1" in labels and "none" not in labels
     circles = [sorted(ln.get_xdata()) for ln in ax.get_lines() if ln.get_marker() == "o"]
     assert [1, 4] in circles and [2, 5] in circles
+
+
+def test_report_counts_attacks_that_came_back(toy, tmp_path):
+    from flwbc.experiments.reproduce import report, write_result
+
+    spec, runs, store = toy
+    res = collect(spec, runs, store)
+    out = tmp_path / "out"
+    write_result(res, out)
+    text = report([res], out, command="flwbc reproduce toy", quick=False, store=store)
+    # 6 points x 2 seeds x 2 attacks; only ("a", "W s=1")'s first attack came back, in both seeds
+    assert "Attacks mitigated and then back without a new attack (†): 2 of 24." in text
+    assert "| a | W s=1 | 2 | 1† 1 1† 1 |" in text

@@ -24,6 +24,7 @@ import torch
 
 from flwbc import __version__
 from flwbc.experiments.results import (
+    RETURNED,
     SpecResults,
     collect,
     curves_csv,
@@ -159,7 +160,9 @@ def report(
         "Verdicts: *reproduced* when every check of a claim passes, *partly* when at least half "
         "do, *not reproduced* otherwise. Mitigation rounds follow §7.1 (rounds after an "
         "adversarial round until confidence < 50% or misclassification accuracy < benign error); "
-        "'>k' means not mitigated within the k rounds observed. Accuracy cost is the warm "
+        f"'>k' means not mitigated within the k rounds observed; 'k{RETURNED}' means mitigated "
+        "after k rounds, then back above both thresholds later in the window without a new "
+        "attack (k is still §7.1's count, which the verdicts use). Accuracy cost is the warm "
         "model's accuracy minus the mean accuracy over the branch, in points.",
         "",
         "A verdict on a result whose runs have not all finished is marked *(partial)*: it "
@@ -211,6 +214,14 @@ def report(
         if res.spec.table is not None and (out / sid / "table.md").exists():
             lines += [(out / sid / "table.md").read_text(), ""]
         lines += [(out / sid / "points.md").read_text()]
+        events = [e for p in res.points for e in p.events]
+        if events:
+            back = sum(e.returned for e in events)
+            lines += [
+                f"Attacks mitigated and then back without a new attack ({RETURNED}): {back} of "
+                f"{len(events)}.",
+                "",
+            ]
     text = "\n".join(lines) + "\n"
     atomic_write_bytes(out / "REPORT.md", text.encode())
     return text

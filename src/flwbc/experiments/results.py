@@ -29,16 +29,24 @@ from flwbc.experiments.sweep import is_finished, run_dir
 from flwbc.metrics import mitigation_rounds
 from flwbc.runio import read_json, read_jsonl
 
+RETURNED = "†"
+"""Marks an attack that was mitigated (§7.1) and later came back in the same window."""
+
 
 @dataclass
 class Event:
-    """One adversarial round's mitigation: `rounds`, or a lower bound when `censored`."""
+    """One adversarial round's mitigation: `rounds`, or a lower bound when `censored`;
+    `returned` when the attack rose above both thresholds again after `rounds`, without a new
+    attack (`flwbc.metrics.mitigation_rounds`' `sustained`)."""
 
     rounds: int
     censored: bool
+    returned: bool = False
 
     def __str__(self) -> str:
-        return f">{self.rounds - 1}" if self.censored else str(self.rounds)
+        if self.censored:
+            return f">{self.rounds - 1}"
+        return f"{self.rounds}{RETURNED if self.returned else ''}"
 
 
 @dataclass
@@ -105,7 +113,9 @@ def load_branch(store: Path, run: RunSpec, parent: RunSpec | None) -> BranchResu
     if parent is not None and is_finished(run_dir(store, parent)):
         warm_acc = read_json(run_dir(store, parent) / "summary.json").get("final_test_acc")
     events = [
-        Event(m["rounds"], False) if m["rounds"] is not None else Event(m["observed"] + 1, True)
+        Event(m["rounds"], False, m["sustained"] != m["rounds"])
+        if m["rounds"] is not None
+        else Event(m["observed"] + 1, True)
         for m in mitigation_rounds(records)
     ]
     accs = [r["test_acc"] for r in records if r.get("test_acc") is not None]
