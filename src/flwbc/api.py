@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from flwbc import __version__
 from flwbc.config import ExperimentConfig, load_run_config, make_config
-from flwbc.engine import batched, sequential
+from flwbc.engine import batched, engine_of
 from flwbc.engine.sequential import RoundOutput
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment, RoundPlan
@@ -231,7 +231,7 @@ def run(
 
             run_session(sess, after_round)
         else:
-            train_round = batched.train_round if cfg.engine == "batched" else sequential.train_round
+            train_round = engine_of(cfg.engine).train_round
             while not sess.done:
                 tick = time.perf_counter()
                 plan = exp.round_plan(sess.next_round)

@@ -184,6 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ana.add_argument("--no-progress", action="store_true")
 
+    rules = sub.add_parser(
+        "compare-rules",
+        help="what other aggregation rules would have made of a run's own client updates",
+        description="Replay the run along its own trajectory; in every round apply each RULE to "
+        "the same client updates and score the model it would make (D_M confidence and "
+        "accuracy, test accuracy). Writes rules.jsonl, rules.md and rules.png|svg into the run "
+        "directory and prints the table.",
+    )
+    rules.add_argument("run_dir", metavar="RUN_DIR")
+    rules.add_argument(
+        "--rule",
+        action="append",
+        required=True,
+        metavar="RULE",
+        help="an aggregator, NAME or NAME:KEY=VALUE,... (e.g. fedavg, trimmed_mean:beta=0.1); "
+        "repeat for several",
+    )
+    rules.add_argument("--rounds", type=int, default=None, help="only the first N rounds")
+    rules.add_argument("--no-test", action="store_true", help="skip the test-set accuracy")
+    rules.add_argument("--no-progress", action="store_true")
+
     rep = sub.add_parser(
         "reproduce",
         help="reproduce the paper's figures and tables, with a REPORT.md",
@@ -320,6 +341,21 @@ def _analyze(args: argparse.Namespace) -> None:
             print(f)
 
 
+def _compare_rules(args: argparse.Namespace) -> None:
+    from flwbc.analysis.rules import Rule, compare_rules_run
+
+    if args.rounds is not None and args.rounds < 1:
+        raise FlwbcError(f"--rounds must be positive, got {args.rounds}")
+    rules = [Rule.parse(text) for text in args.rule]
+    progress = not args.no_progress
+    written = compare_rules_run(
+        args.run_dir, rules, rounds=args.rounds, test=not args.no_test, progress=progress
+    )
+    print(written[1].read_text())
+    for path in written:
+        print(path)
+
+
 def _reproduce(args: argparse.Namespace, argv: list[str] | None) -> None:
     from flwbc.experiments.reproduce import reproduce
 
@@ -411,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
             print(compare_table([Path(d) for d in args.run_dirs]))
         elif args.command == "analyze":
             _analyze(args)
+        elif args.command == "compare-rules":
+            _compare_rules(args)
         elif args.command == "reproduce":
             _reproduce(args, argv)
         elif args.command == "flower":

@@ -263,3 +263,33 @@ def plot_aep(runs: dict[str, list[dict]], prefix: Path) -> list[Path]:
         ax.set_xlabel("round")
         ax.legend(fontsize=6)
     return _finish(plt, fig, prefix)
+
+
+def plot_rules(records: list[dict[str, Any]], prefix: Path) -> list[Path]:
+    """`flwbc compare-rules`: per round, the D_M confidence of the model each rule makes from
+    the run's client updates (and its test accuracy where measured); adversarial rounds
+    shaded."""
+    plt = _pyplot()
+    labels = list(dict.fromkeys(r["rule"] for r in records))
+    with_acc = any(r["test_acc"] is not None for r in records)
+    fig, axes = plt.subplots(1, 2 if with_acc else 1, figsize=(11 if with_acc else 5.5, 3.4))
+    axes = list(axes) if with_acc else [axes]
+    for k, label in enumerate(labels):
+        mine = [r for r in records if r["rule"] == label]
+        rounds = [r["round"] for r in mine]
+        style = {"color": "black", "lw": 2.0} if k == 0 else {"color": f"C{k - 1}", "lw": 1.2}
+        axes[0].plot(rounds, [r["target_conf"] for r in mine], "o-", ms=3, label=label, **style)
+        if with_acc:
+            accs = [100 * r["test_acc"] for r in mine]
+            axes[1].plot(rounds, accs, "o-", ms=3, label=label, **style)
+    for t in _adversarial([r for r in records if r["rule"] == labels[0]]):
+        for ax in axes:
+            ax.axvspan(t - 0.5, t + 0.5, color="red", alpha=0.1, lw=0)
+    axes[0].axhline(0.5, color="grey", ls=":", lw=1)
+    axes[0].set_ylabel("misclassification confidence")
+    if with_acc:
+        axes[1].set_ylabel("test accuracy (%)")
+    for ax in axes:
+        ax.set_xlabel("round")
+        ax.legend(fontsize=7)
+    return _finish(plt, fig, prefix, "the same client updates, aggregated by each rule")

@@ -40,13 +40,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from flwbc.analysis.hessian import batch_loss, grad_and_hvp, hutchinson_diag, spectral_norm
+from flwbc.analysis.replay import replay_start
 from flwbc.config import ExperimentConfig, load_run_config
-from flwbc.engine import batched, sequential
+from flwbc.engine import engine_of
 from flwbc.engine.sequential import client_plan
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.rng import torch_generator
-from flwbc.runio import JsonlLog, atomic_write_json, load_model
+from flwbc.runio import JsonlLog, atomic_write_json
 from flwbc.server import build_aggregator
 
 NEAR_ZERO = (1e-4, 1e-3, 1e-2)
@@ -146,18 +147,13 @@ def analyze(
     """Replay the run of `cfg` (from its `init_model`, as the run did) with its counterfactual
     and return one record per round (see the module docstring)."""
     opts = opts or AEPOptions()
-    exp = Experiment.prepare(cfg)
+    exp, w = replay_start(cfg)
     if exp.x_mal is None:
         raise FlwbcError("this run has no attack (attack.enabled is false): there is no AEP")
     exp_cf = dataclasses.replace(
         exp, aggregator=build_aggregator(cfg.server.aggregator, cfg.server.options)
     )
-    train_round = batched.train_round if cfg.engine == "batched" else sequential.train_round
-    if cfg.init_model is not None:
-        w, _ = load_model(cfg.init_model, exp.model)
-    else:
-        w = exp.initial_weights()
-    w = w.to(exp.device, exp.dtype)
+    train_round = engine_of(cfg.engine).train_round
     w_cf = w.clone()
     delta_prev = torch.zeros_like(w)
     delta_hat: Tensor | None = None

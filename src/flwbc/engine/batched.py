@@ -27,6 +27,7 @@ from flwbc.client.local import Epoch, sgd_step
 from flwbc.client.wbc import WBCStep
 from flwbc.engine.sequential import (
     RoundOutput,
+    RoundUpdates,
     aggregate_round,
     client_plan,
     finish_update,
@@ -250,21 +251,23 @@ def train_rows(
 def train_rounds(items: list[tuple[Experiment, RoundPlan, Tensor]]) -> list[RoundOutput]:
     """One round of several runs at once: all their clients train together where they can,
     then each run aggregates its own updates. Each run's result equals running it alone."""
-    rows = [
-        Row(exp, plan.round, c, m, w)
-        for exp, plan, w in items
-        for c, m in zip(plan.clients, plan.malicious, strict=True)
-    ]
-    results = train_rows(rows)
+    results = train_rows([row for item in items for row in _rows(*item)])
     outs, pos = [], 0
     for exp, plan, w in items:
-        mine = results[pos : pos + len(plan.clients)]
+        u = RoundUpdates.of(results[pos : pos + len(plan.clients)])
         pos += len(plan.clients)
-        shares = [s for _, _, s in mine if s is not None]
-        mean_loss = sum(loss for _, loss, _ in mine) / len(mine)
-        stacked = torch.stack([u for u, _, _ in mine])
-        outs.append(aggregate_round(exp, plan, w, stacked, mean_loss, shares))
+        outs.append(aggregate_round(exp, plan, w, u.updates, u.mean_loss, u.wbc_shares))
     return outs
+
+
+def round_updates(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundUpdates:
+    """Every participant of the round trains from `w`, those of the same schedule together."""
+    return RoundUpdates.of(train_rows(_rows(exp, plan, w)))
+
+
+def _rows(exp: Experiment, plan: RoundPlan, w: Tensor) -> list[Row]:
+    pairs = zip(plan.clients, plan.malicious, strict=True)
+    return [Row(exp, plan.round, c, m, w) for c, m in pairs]
 
 
 def train_round(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundOutput:

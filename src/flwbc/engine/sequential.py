@@ -148,13 +148,36 @@ def aggregate_round(
     return RoundOutput(w + agg.update, mean_loss, info)
 
 
+@dataclass
+class RoundUpdates:
+    """A round's client updates [K, P] (rows in `plan.clients` order) before aggregation, the
+    mean local training loss and the FL-WBC clients' perturbed shares."""
+
+    updates: Tensor
+    mean_loss: float
+    wbc_shares: list[float]
+
+    @classmethod
+    def of(cls, results: list[tuple[Tensor, float, float | None]]) -> RoundUpdates:
+        """From per-client (update, loss, FL-WBC share) in `plan.clients` order."""
+        return cls(
+            torch.stack([u for u, _, _ in results]),
+            sum(loss for _, loss, _ in results) / len(results),
+            [s for _, _, s in results if s is not None],
+        )
+
+
+def round_updates(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundUpdates:
+    """Every participant of the round trains from `w`, one after another."""
+    return RoundUpdates.of(
+        [
+            client_update(exp, plan.round, c, mal, w)
+            for c, mal in zip(plan.clients, plan.malicious, strict=True)
+        ]
+    )
+
+
 def train_round(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundOutput:
     """One FedAvg round: every participant trains, the aggregator combines their updates."""
-    updates, losses, shares = [], [], []
-    for c, mal in zip(plan.clients, plan.malicious, strict=True):
-        upd, loss, share = client_update(exp, plan.round, c, mal, w)
-        updates.append(upd)
-        losses.append(loss)
-        if share is not None:
-            shares.append(share)
-    return aggregate_round(exp, plan, w, torch.stack(updates), sum(losses) / len(losses), shares)
+    u = round_updates(exp, plan, w)
+    return aggregate_round(exp, plan, w, u.updates, u.mean_loss, u.wbc_shares)
