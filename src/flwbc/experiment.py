@@ -103,7 +103,7 @@ class Experiment:
             y_mal = torch.from_numpy(mset.targets).to(device)
 
         aggregator = build_aggregator(cfg.server.aggregator, cfg.server.options)
-        _check_aggregator(cfg, aggregator)
+        check_aggregator(cfg, aggregator)
         root = None
         root_size = getattr(aggregator, "root_size", None)
         if root_size is not None:
@@ -180,8 +180,9 @@ class Experiment:
         return x, self.dataset.train_y[idx].to(self.device)
 
 
-def _check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator) -> None:
-    """Reject combinations that would silently mean something else."""
+def check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator) -> None:
+    """Reject an aggregator whose combination with the config's attack would silently mean
+    something else, or that cannot work with the round's number of updates."""
     att, k = cfg.attack, cfg.federation.clients_per_round
     emulating = att.enabled and att.mode == "emulate"
     if emulating and aggregator.rank_based:

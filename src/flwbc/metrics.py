@@ -63,7 +63,9 @@ def mitigation_rounds(
     The paper's metric counts the first round that meets either criterion, even if the attack
     comes back later without a new attack. `sustained` is the first r from which every round to
     the end of the window meets one (None if the window's last round does not), so
-    `sustained != rounds` marks an attack that was mitigated and then returned.
+    `sustained != rounds` marks an attack that was mitigated and then returned. A NaN
+    confidence (a diverged model) is never below the threshold; the accuracy criterion still
+    applies to it.
     """
     out = []
     adv_pos = [i for i, r in enumerate(records) if r["adversarial"]]

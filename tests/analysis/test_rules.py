@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from flwbc.analysis.rules import RUN, Rule, compare_rules
 from flwbc.api import run
@@ -67,10 +68,19 @@ def test_rules_on_the_same_updates(real_data_dir, tmp_path, engine):
     assert by[(1, "fedavg")]["target_conf"] != by[(1, "median")]["target_conf"]
 
 
-def test_cli_writes_files_and_rejects_bad_rules(real_data_dir, tmp_path, capsys):
-    cfg = _cfg(real_data_dir, tmp_path, "r", **{"federation.rounds": 2})
+@pytest.fixture()
+def keep_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_cli_writes_files_and_rejects_bad_rules(real_data_dir, tmp_path, capsys, keep_threads):
+    cfg = _cfg(real_data_dir, tmp_path, "r", **{"federation.rounds": 2, "threads": 1})
     run_dir = run(cfg, progress=False).run_dir
+    torch.set_num_threads(2)
     assert main(["compare-rules", str(run_dir), "--rule", "fedavg", "--no-progress"]) == 0
+    assert torch.get_num_threads() == 1  # the replay runs on the run's thread count
     out = capsys.readouterr().out
     assert "| round | adversarial | run | fedavg |" in out
     lines = [json.loads(x) for x in (run_dir / "rules.jsonl").read_text().splitlines()]
@@ -82,15 +92,31 @@ def test_cli_writes_files_and_rejects_bad_rules(real_data_dir, tmp_path, capsys)
     ]
     for suffix in ("md", "png", "svg"):
         assert (run_dir / f"rules.{suffix}").stat().st_size > 0
-    for rule, words in [
-        ("nope", "unknown aggregator 'nope'"),
-        ("trimmed_mean:beta", "rule options are KEY=VALUE"),
-        ("trimmed_mean:gamma=1", "has no option gamma"),
-        ("trimmed_mean:beta=0.7", "beta must be a number in [0, 0.5)"),
+    before = (run_dir / "rules.jsonl").read_bytes()
+    for args, words in [
+        (["--rule", "nope"], "unknown aggregator 'nope'"),
+        (["--rule", "trimmed_mean:beta"], "rule options are KEY=VALUE"),
+        (["--rule", "trimmed_mean:gamma=1"], "has no option gamma"),
+        (["--rule", "trimmed_mean:beta=0.7"], "beta must be a number in [0, 0.5)"),
+        (["--rule", "krum:f=[1"], "is not a value"),
+        (["--rule", "fltrust"], "needs the run's root set of 100 images"),
+        (["--rule", "fedavg", "--rounds", "3"], "rounds must be 1..2"),
     ]:
-        assert main(["compare-rules", str(run_dir), "--rule", rule]) == 2
+        assert main(["compare-rules", str(run_dir), *args]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1
+    # a failed call leaves the earlier result, and nothing half-written
+    assert (run_dir / "rules.jsonl").read_bytes() == before
+    assert not (run_dir / "rules.jsonl.partial").exists()
+
+
+def test_rules_get_the_runs_checks(real_data_dir, tmp_path):
+    # an emulated attacker carries the weight of several: rank-based rules would ignore it
+    cfg = _cfg(
+        real_data_dir, tmp_path, "e", **{"attack.mode": "emulate", "server.aggregator": "fedavg"}
+    )
+    with pytest.raises(FlwbcError, match="rank-based aggregator 'median'"):
+        compare_rules(cfg, [Rule.parse("median")], progress=False)
 
 
 def test_labels_must_be_distinct(real_data_dir, tmp_path):

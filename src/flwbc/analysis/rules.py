@@ -8,12 +8,17 @@ optionally, on the test set. With the updates held fixed, a difference between t
 rules' alone: e.g. whether trimming discards the part of the benign updates that undoes an
 attack (results/FINDINGS.md, Table 1).
 
-A rule with state (a momentum, say) keeps it along the run's trajectory, not its own.
+A rule with state (centered clipping's previous aggregate, say) evolves it from its own
+aggregates of the run's updates. A rule must suit the run as the run's own aggregator would
+(`Experiment.prepare`'s checks); FLTrust as a rule needs a run that drew its root set (an FLTrust
+run), and uses that run's root set. A run on the Flower engine is replayed with the sequential
+engine, which computes the same rounds up to float32 rounding.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from flwbc.config import ExperimentConfig, load_run_config
 from flwbc.engine import engine_of
 from flwbc.engine.sequential import aggregate_round
 from flwbc.errors import FlwbcError
+from flwbc.experiment import check_aggregator
 from flwbc.metrics import evaluate, target_metrics
 from flwbc.runio import JsonlLog, atomic_write_bytes
 from flwbc.server import build_aggregator
@@ -52,7 +58,10 @@ class Rule:
             key, eq, value = item.partition("=")
             if not eq or not key.strip():
                 raise FlwbcError(f"rule options are KEY=VALUE, got '{item}' in '{text}'")
-            options[key.strip()] = yaml.safe_load(value)
+            try:
+                options[key.strip()] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise FlwbcError(f"rule option '{item}' in '{text}' is not a value") from None
         build_aggregator(name.strip(), options)  # unknown names or options: one error line
         return cls(text, name.strip(), options)
 
@@ -72,15 +81,27 @@ def compare_rules(
     (None with `test=False`)."""
     if len({r.label for r in rules}) < len(rules) or any(r.label == RUN for r in rules):
         raise FlwbcError(f"rule labels must be distinct and not '{RUN}'")
-    exp, w = replay_start(cfg)
-    if exp.x_mal is None:
+    total = rounds or cfg.federation.rounds
+    if not 1 <= total <= cfg.federation.rounds:
+        raise FlwbcError(f"rounds must be 1..{cfg.federation.rounds} (the run's), got {total}")
+    if not cfg.attack.enabled:
         raise FlwbcError("this run has no attack (attack.enabled is false): nothing to score")
+    aggregators = {r.label: build_aggregator(r.name, r.options) for r in rules}
+    exp, w = replay_start(cfg)
+    for label, agg in aggregators.items():
+        check_aggregator(cfg, agg)
+        root_size = getattr(agg, "root_size", None)
+        if root_size is not None and (
+            exp.root_indices is None or root_size != len(exp.root_indices)
+        ):
+            raise FlwbcError(
+                f"rule '{label}' needs the run's root set of {root_size} images; only an FLTrust "
+                "run with the same root_size has one"
+            )
     engine = engine_of(cfg.engine)
     variants = {RUN: exp} | {
-        r.label: dataclasses.replace(exp, aggregator=build_aggregator(r.name, r.options))
-        for r in rules
+        label: dataclasses.replace(exp, aggregator=agg) for label, agg in aggregators.items()
     }
-    total = rounds or cfg.federation.rounds
     records: list[dict[str, Any]] = []
     for t in tqdm(range(1, total + 1), disable=not progress, desc="rules", unit="round"):
         plan = exp.round_plan(t)
@@ -137,17 +158,24 @@ def compare_rules_run(
     test: bool = True,
     progress: bool = True,
 ) -> list[Path]:
-    """Compare rules on a run directory: write `rules.jsonl` (a record per round and rule,
-    flushed as it goes), `rules.md` (the table) and `rules.png|svg` into it."""
+    """Compare rules on a run directory: write `rules.jsonl` (a record per round and rule;
+    `rules.jsonl.partial` while it runs, flushed as it goes), `rules.md` (the table) and
+    `rules.png|svg` into it. A failed or interrupted call leaves earlier results in place."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     path = run_dir / "rules.jsonl"
-    path.unlink(missing_ok=True)
-    log = JsonlLog(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    log = JsonlLog(partial)
     try:
         records = compare_rules(cfg, rules, rounds=rounds, test=test, log=log, progress=progress)
+    except BaseException:
+        if partial.stat().st_size == 0:
+            partial.unlink()
+        raise
     finally:
         log.close()
+    os.replace(partial, path)
     caption = (
         f"Misclassification confidence on D_M of the model each rule makes from the same client "
         f"updates, along the run's own trajectory ('{RUN}': {cfg.server.aggregator}); test "

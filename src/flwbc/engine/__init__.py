@@ -7,8 +7,12 @@ from types import ModuleType
 
 
 def engine_of(engine: str) -> ModuleType:
-    """The module whose `train_round` and `round_updates` run a config's `engine` in process (a
-    Flower run equals the sequential engine's)."""
+    """The module whose `train_round` and `round_updates` run a config's `engine` in process.
+    A Flower run computes what the sequential engine does, equal to it within float32 rounding
+    (its ClientApps may run on other thread counts), so `flower` maps to `sequential`."""
     from flwbc.engine import batched, sequential
 
-    return batched if engine == "batched" else sequential
+    modules = {"sequential": sequential, "batched": batched, "flower": sequential}
+    if engine not in modules:
+        raise ValueError(f"unknown engine '{engine}'")
+    return modules[engine]

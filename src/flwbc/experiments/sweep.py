@@ -117,14 +117,14 @@ def run_sweep(
     A failed run (its log is `<run dir>/worker.log`) does not stop the others, but its
     branches are skipped.
     """
-    jobs = jobs or min(len(runs), usable_cpus()) or 1
-    threads = threads or threads_per_worker(jobs, usable_cpus())
     store = store.resolve()
     store.mkdir(parents=True, exist_ok=True)
     by_key = {r.key: r for r in runs}
     done = {r.key for r in runs if is_finished(run_dir(store, r))}
     failed: dict[str, str] = {}
     pending = [r for r in runs if r.key not in done]
+    jobs = jobs or min(len(pending), usable_cpus()) or 1
+    threads = threads or threads_per_worker(jobs, usable_cpus())
     running: dict[str, subprocess.Popen[bytes]] = {}
     total = sum(r.rounds for r in runs)
     started = time.time()
