@@ -125,7 +125,7 @@ def test_sweep_runs_everything(done_sweep):
         assert_complete(paths[r.key], r.rounds)
         cfg = json.loads((paths[r.key] / "config.json").read_text())
         assert cfg["seed"] == 0 and cfg["federation"]["rounds"] == r.rounds
-        assert cfg["threads"] == max(1, usable_cpus() // JOBS)
+        assert cfg["threads"] == threads_per_worker(JOBS, usable_cpus())
         if r.role == "warmup":
             assert cfg["init_model"] is None
             assert all(not rec["adversarial"] for rec in lines(paths[r.key] / "rounds.jsonl"))
