@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The headline experiment: Fashion-MNIST IID, a trained model, one forced adversarial round
 # (5 of 10 clients malicious, one image in D_M), run without defense and with FL-WBC (s = 0.4)
-# from the same saved model with the same clients and data order. About 9 minutes on 2 cores
-# (estimated from the benchmark's 8.2 s per batched E=10/B=10 round).
+# from the same saved model with the same clients and data order. About 8 minutes on 2 cores
+# (estimated from the benchmark's 7.3 s per batched E=10/B=10 round).
 set -euo pipefail
 SEED=${SEED:-0}
 OUT=${OUT:-runs/headline}
