@@ -1,4 +1,4 @@
-"""The paper's models (architecture in NOTES.md) and the flat-parameter view."""
+"""The paper's models (architectures of the authors' code) and the flat-parameter view."""
 
 from __future__ import annotations
 
