@@ -169,3 +169,40 @@ def test_ctrl_c_names_the_run_to_resume(
     ]
     assert main(argv) == 130
     assert f"flwbc run --resume {tmp_path / 'x'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "options"),
+    [
+        (["--server-options", "beta=0.2"], {"beta": 0.2}),
+        (["--server-options", "beta=0.2, f=1"], {"beta": 0.2, "f": 1}),
+        (["--server-options", '{"beta": 0.3}'], {"beta": 0.3}),
+        (["--server-options", "{beta: 0.3, f: 2}"], {"beta": 0.3, "f": 2}),
+        (["--set", "server.options.sigma=1e38"], {"sigma": 1e38}),
+        (["--set", "server.options.beta=.5"], {"beta": 0.5}),
+    ],
+)
+def test_server_options_take_pairs_or_json(argv: list[str], options: dict) -> None:
+    assert parse(*argv).server.options == options
+
+
+def test_attack_rounds_take_a_list_with_or_without_brackets() -> None:
+    assert parse("--attack-rounds", "[1,16]").attack.rounds == [1, 16]
+    assert parse("--attack-rounds", "1, 16").attack.rounds == [1, 16]
+
+
+@pytest.mark.parametrize("bad", ["beta", "{beta", "=3"])
+def test_bad_server_options_are_one_line(tmp_path: Path, capsys, bad: str) -> None:
+    assert main(["run", "--out", str(tmp_path), "--server-options", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flwbc: error: ") and err.count("\n") == 1 and "KEY=VALUE" in err
+
+
+def test_help_lists_aggregators_and_formats(capsys) -> None:
+    from flwbc.server import AGGREGATORS
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one of " + ", ".join(sorted(AGGREGATORS)) in text
+    assert "comma-separated, e.g. 1,16" in text and "KEY=VALUE,... or a JSON mapping" in text

@@ -294,3 +294,33 @@ def test_test_acc_every_k_rounds_uses_accuracy_from_before_the_attack():
     (m,) = mitigation_rounds(records)
     assert m["by_accuracy"] == 1, m
     assert m["rounds"] == 1
+
+
+def test_mitigation_treats_null_confidence_as_not_finite() -> None:
+    """A diverged model's confidence is null in strict-JSON files and NaN in older ones; both
+    are never below the threshold, while the accuracy criterion still applies."""
+    from flwbc.metrics import mitigation_rounds
+
+    def recs(conf):
+        return [
+            {"round": 1, "adversarial": True, "test_acc": 0.9, "target_conf": 1.0, "target_acc": 1},
+            {
+                "round": 2,
+                "adversarial": False,
+                "test_acc": 0.9,
+                "target_conf": conf,
+                "target_acc": 1,
+            },
+            {
+                "round": 3,
+                "adversarial": False,
+                "test_acc": 0.9,
+                "target_conf": conf,
+                "target_acc": 0,
+            },
+        ]
+
+    by_null, by_nan = mitigation_rounds(recs(None)), mitigation_rounds(recs(float("nan")))
+    assert by_null == by_nan
+    assert by_null[0]["by_confidence"] is None and by_null[0]["by_accuracy"] == 2
+    assert by_null[0]["rounds"] == 2

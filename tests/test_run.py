@@ -187,3 +187,52 @@ def test_random_adversarial_rounds_follow_probability(real_data_dir: Path, tmp_p
     assert not any(flags[:4])
     share = sum(flags[4:]) / len(flags[4:])
     assert abs(share - 0.1) < 3 * (0.1 * 0.9 / 1996) ** 0.5
+
+
+def test_a_run_that_never_finished_a_round_does_not_block_a_new_one(
+    real_data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("FLWBC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FLWBC_MIRROR", "http://127.0.0.1:9/")  # no download: fails at once
+    one = {"federation.rounds": 1, "attack.rounds": [1]}
+    bad = small_config(real_data_dir, tmp_path, "again", **one, **{"data.dir": str(tmp_path)})
+    with pytest.raises(flwbc.errors.FlwbcError, match="not found"):
+        flwbc.run(bad, progress=False)
+    assert (tmp_path / "again" / "config.json").is_file()  # what the first attempt left
+    res = flwbc.run(small_config(real_data_dir, tmp_path, "again", **one), progress=False)
+    assert res.summary["complete"]
+    cfg = json.loads((res.run_dir / "config.json").read_text())
+    assert cfg["data"]["dir"] == str(real_data_dir)  # the new run's config, not the failed one's
+    # a directory with a finished round is still never overwritten
+    with pytest.raises(flwbc.errors.FlwbcError, match="already holds a run"):
+        flwbc.run(small_config(real_data_dir, tmp_path, "again", **one), progress=False)
+
+
+def test_two_processes_never_write_one_run_directory(real_data_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "busy"
+    run_dir.mkdir()
+    one = {"federation.rounds": 1, "attack.rounds": [1]}
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.lockf(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+            str(run_dir / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(flwbc.errors.FlwbcError, match="being run by another process"):
+            flwbc.run(small_config(real_data_dir, tmp_path, "busy", **one), progress=False)
+        assert not (run_dir / "config.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    res = flwbc.run(small_config(real_data_dir, tmp_path, "busy", **one), progress=False)
+    assert res.summary["complete"]

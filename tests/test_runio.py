@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import stat
@@ -243,3 +244,47 @@ def test_created_file_modes_follow_umask(tmp_path, writer, name, umask, mode):
     finally:
         os.umask(old)
     assert oct(_mode(tmp_path / name)) == oct(mode)
+
+
+# --------------------------------------------------------------------------- strict JSON
+
+
+def _strict_loads(text: str):
+    """Python's json with NaN/Infinity refused, as jq and JavaScript's JSON.parse do."""
+
+    def refuse(name: str):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_values_are_written_as_null_and_named(tmp_path):
+    p = tmp_path / "rounds.jsonl"
+    with JsonlLog(p) as log:
+        log.write({"round": 1, "target_conf": float("nan"), "test_loss": float("inf"), "ok": 1.5})
+        log.write({"round": 2, "target_conf": 0.25, "info": {"norms": [1.0, -float("inf")]}})
+        log.write({"round": 3, "target_conf": 0.5})
+    lines = [_strict_loads(line) for line in p.read_text().splitlines()]
+    assert lines[0] == {
+        "round": 1,
+        "target_conf": None,
+        "test_loss": None,
+        "ok": 1.5,
+        "nonfinite": ["target_conf", "test_loss"],
+    }
+    assert lines[1] == {
+        "round": 2,
+        "target_conf": 0.25,
+        "info": {"norms": [1.0, None]},
+        "nonfinite": ["info.norms[1]"],
+    }
+    assert lines[2] == {"round": 3, "target_conf": 0.5}  # finite records are unchanged
+    atomic_write_json(tmp_path / "s.json", {"final_target_conf": float("nan"), "n": 2})
+    assert _strict_loads((tmp_path / "s.json").read_text()) == {"final_target_conf": None, "n": 2}
+
+
+def test_old_files_with_nan_still_read(tmp_path):
+    p = tmp_path / "rounds.jsonl"
+    p.write_text('{"round": 1, "target_conf": NaN, "target_acc": 0.0}\n')
+    [rec] = read_jsonl(p)
+    assert rec["round"] == 1 and math.isnan(rec["target_conf"])

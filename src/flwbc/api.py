@@ -12,7 +12,8 @@ A run directory holds:
 
 from __future__ import annotations
 
-import json
+import fcntl
+import os
 import platform
 import sys
 import time
@@ -32,10 +33,12 @@ from flwbc.engine.sequential import RoundOutput
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.metrics import evaluate, mitigation_rounds, target_metrics
+from flwbc.provenance import current_source
 from flwbc.runio import (
     JsonlLog,
     atomic_write_bytes,
     atomic_write_json,
+    jsonl_line,
     load_extra,
     load_model,
     read_jsonl,
@@ -58,30 +61,53 @@ class RunResult:
 def _meta() -> dict[str, Any]:
     return {
         "flwbc_version": __version__,
+        "source": current_source(),
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "created": datetime.now().isoformat(timespec="seconds"),
     }
 
 
-def _new_run_dir(cfg: ExperimentConfig) -> Path:
+RUN_FILES = ("config.json", "rounds.jsonl", "timings.jsonl", "summary.json")
+
+
+def _lock_run_dir(run_dir: Path) -> int:
+    """Hold `run_dir/.lock` (a POSIX record lock, released when the process ends) so that two
+    processes never write one run directory; returns the lock's file descriptor."""
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise FlwbcError(f"run directory {run_dir} is being run by another process") from None
+    return fd
+
+
+def _new_run_dir(cfg: ExperimentConfig) -> tuple[Path, int]:
+    """A fresh run directory, locked. One that holds a finished round is kept (resume it or
+    choose another name); one that an attempt left without any finished round (it failed or
+    was stopped during round 1) is started afresh."""
     name = cfg.output.name
     if name is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         name = f"{stamp}-{cfg.data.name}-{cfg.defense.client}-{cfg.server.aggregator}-s{cfg.seed}"
     run_dir = Path(cfg.output.dir) / name
-    if (run_dir / "rounds.jsonl").exists() or (run_dir / "config.json").exists():
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_run_dir(run_dir)
+    if read_jsonl(run_dir / "rounds.jsonl") or (run_dir / "checkpoint.safetensors").exists():
+        os.close(lock)
         raise FlwbcError(
             f"run directory {run_dir} already holds a run; resume it with --resume {run_dir} "
             "or choose another --name"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    for f in RUN_FILES:
+        (run_dir / f).unlink(missing_ok=True)
+    return run_dir, lock
 
 
 def _truncate_jsonl(path: Path, last_round: int) -> list[dict[str, Any]]:
     kept = [r for r in read_jsonl(path) if r["round"] <= last_round]
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+    atomic_write_bytes(path, "".join(jsonl_line(r) for r in kept).encode())
     return kept
 
 
@@ -103,10 +129,19 @@ class RunSession:
         if resume is not None:
             run_dir = Path(resume)
             cfg = load_run_config(run_dir, "nothing to resume")
+            self._lock = _lock_run_dir(run_dir)
         else:
             cfg = config if isinstance(config, ExperimentConfig) else make_config(config or {})
-            run_dir = _new_run_dir(cfg)
-            atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "_meta": _meta()})
+            run_dir, self._lock = _new_run_dir(cfg)
+        try:
+            if resume is None:
+                atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "_meta": _meta()})
+            self._open(cfg, run_dir, resume)
+        except BaseException:
+            os.close(self._lock)
+            raise
+
+    def _open(self, cfg: ExperimentConfig, run_dir: Path, resume: str | Path | None) -> None:
         self.cfg, self.run_dir = cfg, run_dir
         tune_allocator()
         if cfg.threads is not None:
@@ -184,9 +219,16 @@ class RunSession:
         self.next_round = t + 1
         return record
 
-    def finish(self) -> RunResult:
+    def close(self) -> None:
+        """Close the log files and release the run directory (idempotent)."""
         self.log.close()
         self.tlog.close()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
+    def finish(self) -> RunResult:
+        self.close()
         complete = self.done
         seconds = time.perf_counter() - self.started
         summary = _summary(self.cfg, self.exp, self.records, seconds, complete=complete)
@@ -240,7 +282,11 @@ def run(
                 if not after_round(record):
                     break
     except KeyboardInterrupt:
+        sess.close()
         raise RunInterrupted(sess.run_dir) from None
+    except BaseException:
+        sess.close()
+        raise
     finally:
         bar.close()
     return sess.finish()
@@ -278,6 +324,10 @@ def run_many(
             for s, p, o in zip(active, plans, outs, strict=True):
                 s.record(p, o, tick, train_s)
             bar.update(len(active))
+    except BaseException:
+        for s in sessions:
+            s.close()
+        raise
     finally:
         bar.close()
     return [s.finish() for s in sessions]
@@ -311,6 +361,7 @@ def _summary(
         "seconds_this_session": seconds,
         "seed": cfg.seed,
         "flwbc_version": __version__,
+        "source": current_source(),
         "malicious_clients": exp.malicious_ids,
         "malicious_set": exp.malicious_set.to_dict() if exp.malicious_set is not None else None,
     }

@@ -157,7 +157,10 @@ class ServerConfig(_Section):
     """Aggregation rule, looked up by name in `flwbc.server.aggregators`."""
 
     aggregator: str = "fedavg"
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the aggregator's options, e.g. beta for trimmed_mean, f for krum",
+    )
 
     @field_validator("aggregator")
     @classmethod

@@ -64,8 +64,8 @@ def mitigation_rounds(
     comes back later without a new attack. `sustained` is the first r from which every round to
     the end of the window meets one (None if the window's last round does not), so
     `sustained != rounds` marks an attack that was mitigated and then returned. A NaN
-    confidence (a diverged model) is never below the threshold; the accuracy criterion still
-    applies to it.
+    confidence (a diverged model; null in files written since records are strict JSON) is never
+    below the threshold; the accuracy criterion still applies to it.
     """
     out = []
     adv_pos = [i for i, r in enumerate(records) if r["adversarial"]]
@@ -80,8 +80,9 @@ def mitigation_rounds(
             if rec.get("test_acc") is not None:
                 last_acc = rec["test_acc"]
             r = i - start
-            low_conf = rec["target_conf"] < threshold
-            low_acc = last_acc is not None and rec["target_acc"] < 1.0 - last_acc
+            conf, mis_acc = rec["target_conf"], rec["target_acc"]
+            low_conf = conf is not None and conf < threshold
+            low_acc = last_acc is not None and mis_acc is not None and mis_acc < 1.0 - last_acc
             if by_conf is None and low_conf:
                 by_conf = r
             if by_acc is None and low_acc:

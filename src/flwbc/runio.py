@@ -7,6 +7,7 @@ metadata; reading them never unpickles anything.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -51,8 +52,33 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def strict_json(obj: Any, path: str = "") -> tuple[Any, list[str]]:
+    """`obj` with every non-finite float (NaN, ±Infinity, which strict JSON readers reject)
+    replaced by None, and the dotted paths of those values. In a run's files a null metric
+    that is listed in a record's `nonfinite` means the value was not finite (e.g. a model that
+    diverged under DP noise)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None, [path]
+    if isinstance(obj, dict):
+        out, bad = {}, []
+        for k, v in obj.items():
+            out[k], sub = strict_json(v, f"{path}.{k}" if path else str(k))
+            bad += sub
+        return out, bad
+    if isinstance(obj, list | tuple):
+        items = [strict_json(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+        return [v for v, _ in items], [p for _, sub in items for p in sub]
+    return obj, []
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """JSON text that every reader accepts: non-finite floats become null (`strict_json`)."""
+    return json.dumps(strict_json(obj)[0], allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """Write `obj` as indented strict JSON, atomically; non-finite floats become null."""
+    atomic_write_bytes(path, (dumps_strict(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def read_json(path: str | Path) -> Any:
@@ -64,15 +90,26 @@ def read_json(path: str | Path) -> Any:
         raise FlwbcError(f"{path} is not valid JSON: {err}") from None
 
 
+def jsonl_line(record: dict[str, Any]) -> str:
+    """One strict-JSON line for a record: non-finite values become null, named in the record's
+    `nonfinite` list."""
+    clean, bad = strict_json(record)
+    if bad:
+        clean["nonfinite"] = sorted({*clean.get("nonfinite", []), *bad})
+    return json.dumps(clean, allow_nan=False) + "\n"
+
+
 class JsonlLog:
-    """Append-only JSON-lines file, flushed and fsynced after every record."""
+    """Append-only JSON-lines file, flushed and fsynced after every record. Records are strict
+    JSON: a non-finite value is written as null and its field named in the record's
+    `nonfinite` list."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps(record) + "\n")
+        self._f.write(jsonl_line(record))
         self._f.flush()
         os.fsync(self._f.fileno())
 
@@ -87,7 +124,8 @@ class JsonlLog:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; a torn last line (crash mid-write) is ignored."""
+    """Records of a JSON-lines file; a torn last line (crash mid-write) is ignored. Files
+    written before records were strict JSON may hold NaN, which reads as float('nan')."""
     p = Path(path)
     if not p.exists():
         return []

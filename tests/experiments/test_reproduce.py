@@ -116,3 +116,56 @@ def test_report_covers_named_spec_files_and_links_findings(tmp_path: Path, capsy
     assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.is_dir()) == sorted(
         ["fig2", "fig3", "fig4", "fig5", "fig6", "table1", "fig2-random-schedule"]
     )
+
+
+def test_default_output_is_beside_the_store(tmp_path: Path, monkeypatch, capsys):
+    """No default command writes into a checkout's committed results/: the outputs go beside
+    the run store."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "fig2", "--no-run", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == str(Path("runs/reproduce/results/REPORT.md"))
+    assert (tmp_path / "runs" / "reproduce" / "results" / "fig2" / "points.md").is_file()
+    assert not (tmp_path / "results").exists()
+    assert main(["reproduce", "fig2", "--no-run", "--runs", "store", "--no-progress"]) == 0
+    assert (tmp_path / "store" / "results" / "REPORT.md").is_file()
+
+
+def test_a_report_with_more_finished_runs_is_kept(tmp_path: Path, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    committed = "# report\n\nRuns: 549 of 549 distinct runs finished (warm-ups ...).\n"
+    (out / "REPORT.md").write_text(committed)
+    (out / "fig2").mkdir()
+    (out / "fig2" / "points.md").write_text("committed\n")
+    argv = ["reproduce", "fig2", "--no-run", "--out", str(out), "--runs", str(tmp_path / "s")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "549 finished runs" in err and "--overwrite" in err
+    assert (out / "REPORT.md").read_text() == committed
+    assert (out / "fig2" / "points.md").read_text() == "committed\n"
+    # it refuses before running anything too: 549 runs can't come from a one-seed quick plan
+    assert main([*argv[:2], "--quick", *argv[3:]]) == 2
+    assert not (tmp_path / "s").exists()
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 0
+    assert "Runs: 0 of " in (out / "REPORT.md").read_text()
+
+
+def test_failed_runs_give_a_nonzero_exit_with_their_error(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("FLWBC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FLWBC_MIRROR", "http://127.0.0.1:9/")  # refused at once: no download
+    store = tmp_path / "store"
+    argv = ["reproduce", "fig3", "--quick", "--runs", str(store), "--no-progress"]
+    argv += ["--data-dir", str(tmp_path / "nodata"), "--jobs", "1", "--threads", "1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "0 runs finished, 5 failed" in err
+    [warm] = [d for d in store.iterdir() if d.name.startswith("warmup-")]
+    log = warm / "worker.log"
+    lines = [ln for ln in err.splitlines() if ln.strip().startswith("failed ")]
+    assert len(lines) == 5
+    [warm_line] = [
+        ln for ln in lines if ln.strip().startswith(f"failed {warm.name.split('--')[-1]}:")
+    ]
+    assert "dataset 'fmnist' not found" in warm_line and f"log: {log}" in warm_line
+    assert sum("its warm-up" in ln for ln in lines) == 4

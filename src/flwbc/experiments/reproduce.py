@@ -9,12 +9,15 @@ Layout of the output directory:
 - `REPORT.md`: every result, finished or not, with its claims and verdicts.
 
 Runs live in a separate store (default `runs/reproduce`), shared by all results, so warm-ups
-are trained once and an interrupted reproduction continues where it stopped.
+are trained once and an interrupted reproduction continues where it stopped. The output
+directory defaults to `<store>/results`, beside the runs it describes, never the committed
+`results/`; a report covering more finished runs is never replaced without `overwrite`.
 """
 
 from __future__ import annotations
 
 import platform
+import re
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +26,7 @@ from pathlib import Path
 import torch
 
 from flwbc import __version__
+from flwbc.errors import FlwbcError
 from flwbc.experiments.results import (
     RETURNED,
     SpecResults,
@@ -116,14 +120,46 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def _compute_line(results: list[SpecResults]) -> str:
-    """The whole report's run count and compute, each run counted once however many results
-    share it."""
+def _distinct_runs(results: list[SpecResults]) -> tuple[dict[str, float], set[str]]:
+    """Compute seconds of every finished run, and every run key, each counted once however many
+    results share it."""
     finished: dict[str, float] = {}
     keys: set[str] = set()
     for res in results:
         finished.update(res.run_seconds)
         keys.update(res.run_keys)
+    return finished, keys
+
+
+_RUNS_LINE = re.compile(r"^Runs: (\d+) of (\d+) distinct runs finished", re.MULTILINE)
+
+
+def finished_in_report(path: Path) -> int | None:
+    """How many finished runs an existing REPORT.md covers (None: no report, or not ours)."""
+    try:
+        found = _RUNS_LINE.search(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return int(found.group(1)) if found else None
+
+
+def guard_report(out: Path, finished: int, *, overwrite: bool) -> None:
+    """Refuse to replace a REPORT.md that covers more finished runs than `finished`, so that no
+    command silently swaps a finished reproduction for a thinner one (`overwrite` allows it)."""
+    existing = finished_in_report(out / "REPORT.md")
+    if overwrite or existing is None or existing <= finished:
+        return
+    raise FlwbcError(
+        f"{out / 'REPORT.md'} covers {existing} finished runs and this would replace it with "
+        f"{finished}; choose another --out, point --runs at the store that holds its runs, "
+        "or pass --overwrite"
+    )
+
+
+def _compute_line(results: list[SpecResults]) -> str:
+    """The whole report's run count and compute, each run counted once however many results
+    share it."""
+    finished, keys = _distinct_runs(results)
     return (
         f"Runs: {len(finished)} of {len(keys)} distinct runs finished (warm-ups and branches "
         f"shared between results counted once), {_hours(sum(finished.values()))} of compute "
@@ -240,16 +276,29 @@ def reproduce(
     run: bool = True,
     progress: bool = True,
     command: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[SweepReport | None, Path]:
     """Run the named results (`fig3`, ..., `all`, or spec files), then write their figures,
     tables and REPORT.md: every paper result from the store's runs when any is named (so
     results reproduced one at a time share a report), and the named spec files. With
-    `run=False` only the outputs are (re)written."""
+    `run=False` only the outputs are (re)written.
+
+    An existing `out/REPORT.md` that covers more finished runs than the new one is kept (a
+    `FlwbcError`, before any run starts when even a complete sweep could not match it) unless
+    `overwrite`."""
     from flwbc.plots import require_matplotlib
 
     require_matplotlib()
     settings = load_settings()
     todo = plan(names, settings, quick=quick, seeds=seeds, data_dir=data_dir)
+    # The paper's results share one REPORT.md, so reproducing them one by one into the same
+    # folder builds it up; a user's spec files are reported beside them, or alone.
+    named = targets(names)
+    user_specs = [n for n in named if n not in RESULTS]
+    bundled = ["all"] if len(user_specs) < len(named) else []
+    everything = plan(bundled + user_specs, settings, quick=quick, seeds=seeds, data_dir=data_dir)
+    planned = {r.key for runs in everything.runs.values() for r in runs}
+    guard_report(out, len(planned), overwrite=overwrite)
     sweep = None
     if run:
         sweep = run_sweep(
@@ -260,17 +309,10 @@ def reproduce(
             progress=progress,
             desc="reproduce " + " ".join(s.id for s in todo.specs),
         )
-    # The paper's results share one REPORT.md, so reproducing them one by one into the same
-    # folder builds it up; a user's spec files are reported beside them, or alone.
-    named = targets(names)
-    user_specs = [n for n in named if n not in RESULTS]
-    bundled = ["all"] if len(user_specs) < len(named) else []
-    everything = plan(bundled + user_specs, settings, quick=quick, seeds=seeds, data_dir=data_dir)
-    results = []
-    for spec in everything.specs:
-        res = collect(spec, everything.runs[spec.id], store)
+    results = [collect(spec, everything.runs[spec.id], store) for spec in everything.specs]
+    guard_report(out, len(_distinct_runs(results)[0]), overwrite=overwrite)
+    for res in results:
         write_result(res, out)
-        results.append(res)
     cmd = command or "flwbc reproduce " + " ".join(shlex.quote(n) for n in names)
     # plan() loads one spec per target, in order: pair each with the name it came from
     spec_files = {

@@ -95,6 +95,27 @@ def threads_per_worker(jobs: int, cpus: int) -> int:
     return max(1, cpus // max(1, jobs))
 
 
+def first_error(log: Path, offset: int = 0) -> str | None:
+    """The line that says why a worker failed, from byte `offset` of its log: the first
+    `error: ...` line (a user error), else the exception line that ends a traceback, else the
+    last line."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            lines = [ln.rstrip() for ln in f.read().decode(errors="replace").splitlines()]
+    except FileNotFoundError:
+        return None
+    lines = [ln for ln in lines if ln.strip()]
+    for ln in lines:
+        if ln.startswith("error: "):
+            return ln.removeprefix("error: ")
+    if any(ln.startswith("Traceback") for ln in lines):
+        raised = [ln for ln in lines if not ln[0].isspace() and not ln.startswith("Traceback")]
+        if raised:
+            return raised[-1]
+    return lines[-1] if lines else None
+
+
 @dataclass
 class SweepReport:
     finished: list[str]
@@ -126,6 +147,7 @@ def run_sweep(
     jobs = jobs or min(len(pending), usable_cpus()) or 1
     threads = threads or threads_per_worker(jobs, usable_cpus())
     running: dict[str, subprocess.Popen[bytes]] = {}
+    log_start: dict[str, int] = {}
     total = sum(r.rounds for r in runs)
     started = time.time()
     # rounds that interrupted runs had already logged, so that resuming does not count as speed
@@ -159,6 +181,8 @@ def run_sweep(
                     continue
                 if r.parent is not None and r.parent not in done:
                     continue
+                log = run_dir(store, r) / "worker.log"
+                log_start[r.key] = log.stat().st_size if log.is_file() else 0
                 running[r.key] = _launch(store, r, by_key, threads)
                 pending.remove(r)
             if not running and pending:
@@ -172,7 +196,9 @@ def run_sweep(
                 if proc.returncode == 0 and is_finished(path):
                     done.add(key)
                 else:
-                    failed[key] = f"exit {proc.returncode}, see {path / 'worker.log'}"
+                    log = path / "worker.log"
+                    why = first_error(log, log_start[key]) or "no output"
+                    failed[key] = f"{why} (exit {proc.returncode}; log: {log})"
             bar.n = count()
             bar.set_postfix_str(
                 f"runs {len(done)}/{len(runs)}" + (f", failed {len(failed)}" if failed else ""),
