@@ -149,12 +149,15 @@ def test_resume_refuses_config_flags(tmp_path: Path, capsys) -> None:
 def test_ctrl_c_names_the_run_to_resume(
     real_data_dir: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    import flwbc.api
+    import dataclasses
+
+    from flwbc.engine import ENGINES
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(flwbc.api.batched, "train_round", interrupt)
+    batched = dataclasses.replace(ENGINES["batched"], train_rounds=interrupt)
+    monkeypatch.setitem(ENGINES, "batched", batched)
     argv = [
         "run",
         "--no-progress",

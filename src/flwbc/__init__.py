@@ -2,7 +2,23 @@
 
 __version__ = "0.1.0"
 
-from flwbc.api import RunResult, run, run_many  # noqa: E402
+from flwbc.api import RunResult, load_run, run, run_many  # noqa: E402
 from flwbc.config import ExperimentConfig, make_config  # noqa: E402
+from flwbc.data import register_dataset  # noqa: E402
+from flwbc.engine import register_engine  # noqa: E402
+from flwbc.models import register_model  # noqa: E402
+from flwbc.server import register_aggregator  # noqa: E402
 
-__all__ = ["ExperimentConfig", "RunResult", "__version__", "make_config", "run", "run_many"]
+__all__ = [
+    "ExperimentConfig",
+    "RunResult",
+    "__version__",
+    "load_run",
+    "make_config",
+    "register_aggregator",
+    "register_dataset",
+    "register_engine",
+    "register_model",
+    "run",
+    "run_many",
+]

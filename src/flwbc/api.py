@@ -28,11 +28,13 @@ from tqdm.auto import tqdm
 
 from flwbc import __version__
 from flwbc.config import ExperimentConfig, load_run_config, make_config
-from flwbc.engine import batched, engine_of
+from flwbc.data.datasets import dataset_image_shape, get_dataset
+from flwbc.engine import Engine, get_engine
 from flwbc.engine.sequential import RoundOutput
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.metrics import evaluate, mitigation_rounds, target_metrics
+from flwbc.models import FlatModel, build_model
 from flwbc.provenance import current_source
 from flwbc.runio import (
     JsonlLog,
@@ -41,6 +43,7 @@ from flwbc.runio import (
     jsonl_line,
     load_extra,
     load_model,
+    read_json,
     read_jsonl,
     save_model,
 )
@@ -52,10 +55,50 @@ RoundCallback = Callable[[dict[str, Any]], bool | None]
 
 @dataclass
 class RunResult:
+    """A run's directory, per-round records, summary and final (or last saved) weights."""
+
     run_dir: Path
     records: list[dict[str, Any]]
     summary: dict[str, Any]
     weights: torch.Tensor
+
+    @property
+    def config(self) -> ExperimentConfig:
+        """The validated config the run was made with."""
+        return load_run_config(self.run_dir)
+
+    def columns(self) -> dict[str, list[Any]]:
+        """The per-round records as columns: field name -> one value per round (None where a
+        round's record lacks the field)."""
+        names = list(dict.fromkeys(k for r in self.records for k in r))
+        return {n: [r.get(n) for r in self.records] for n in names}
+
+    def to_pandas(self) -> Any:
+        """The per-round records as a pandas DataFrame indexed by round (`pip install pandas`)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise FlwbcError("to_pandas needs pandas: pip install -e '.[data]'") from None
+        return pd.DataFrame(self.columns()).set_index("round")
+
+
+def load_run(run_dir: str | Path) -> RunResult:
+    """The result of a finished (or interrupted) run from its directory, as `run` returns it:
+    records, summary, and the final model's weights (the last checkpoint's for a run that did
+    not finish)."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    c, h, _ = dataset_image_shape(cfg.data.name, cfg.data.dir)
+    module = build_model(cfg.model_name, c, h, get_dataset(cfg.data.name).num_classes)
+    exp_model = FlatModel(module.to(getattr(torch, cfg.dtype)))
+    for name in ("model.safetensors", "checkpoint.safetensors"):
+        if (run_dir / name).is_file():
+            w, _ = load_model(run_dir / name, exp_model)
+            break
+    else:
+        raise FlwbcError(f"{run_dir} holds no model (model.safetensors or checkpoint.safetensors)")
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    return RunResult(run_dir, read_jsonl(run_dir / "rounds.jsonl"), summary, w)
 
 
 def _meta() -> dict[str, Any]:
@@ -267,17 +310,15 @@ def run(
         bar.update(1)
         return not (callback is not None and callback(record) is False)
 
+    engine = get_engine(cfg.engine)
     try:
-        if cfg.engine == "flower":
-            from flwbc.flower.simulation import run_session
-
-            run_session(sess, after_round)
+        if engine.drive is not None:
+            engine.drive(sess, after_round)
         else:
-            train_round = engine_of(cfg.engine).train_round
             while not sess.done:
                 tick = time.perf_counter()
                 plan = exp.round_plan(sess.next_round)
-                out = train_round(exp, plan, sess.w)
+                out = engine.train_round(exp, plan, sess.w)
                 record = sess.record(plan, out, tick, time.perf_counter() - tick)
                 if not after_round(record):
                     break
@@ -295,13 +336,25 @@ def run(
 def run_many(
     configs: list[ExperimentConfig | dict[str, Any]], *, progress: bool = True
 ) -> list[RunResult]:
-    """Run several experiments in lock-step, training all their clients together each round.
+    """Run several experiments in lock-step, each round of all of them together.
 
-    Runs that share the model, its dtype and the local update rule (e.g. a sweep over FL-WBC's
-    s, DP's σ, aggregators or seeds) advance as one batched computation; each keeps its own
-    randomness, files and results, identical to running it alone with the batched engine.
+    Each config runs on its own engine. On the batched engine, runs that share the model, its
+    dtype and the local update rule (e.g. a sweep over FL-WBC's s, DP's σ, aggregators or
+    seeds) advance as one batched computation; each keeps its own randomness, files and
+    results, identical to running it alone. Engines that drive a run elsewhere (flower) are
+    refused: run those with `run`.
     """
-    sessions = [RunSession(c, None) for c in configs]
+    cfgs = [c if isinstance(c, ExperimentConfig) else make_config(c) for c in configs]
+    engines: list[Engine] = []
+    for cfg in cfgs:
+        engine = get_engine(cfg.engine)
+        if not engine.in_process:
+            raise FlwbcError(
+                f"run_many trains runs in this process; engine '{engine.name}' drives its own "
+                "runs: use flwbc.run for each"
+            )
+        engines.append(engine)
+    sessions = [RunSession(c, None) for c in cfgs]
     total = sum(s.cfg.federation.rounds for s in sessions)
     bar = tqdm(
         total=total,
@@ -312,18 +365,21 @@ def run_many(
     )
     try:
         while True:
-            active = [s for s in sessions if not s.done]
+            active = [(s, e) for s, e in zip(sessions, engines, strict=True) if not s.done]
             if not active:
                 break
-            tick = time.perf_counter()
-            plans = [s.exp.round_plan(s.next_round) for s in active]
-            outs = batched.train_rounds(
-                [(s.exp, p, s.w) for s, p in zip(active, plans, strict=True)]
-            )
-            train_s = time.perf_counter() - tick
-            for s, p, o in zip(active, plans, outs, strict=True):
-                s.record(p, o, tick, train_s)
-            bar.update(len(active))
+            for engine in dict.fromkeys(e for _, e in active):
+                mine = [s for s, e in active if e is engine]
+                tick = time.perf_counter()
+                plans = [s.exp.round_plan(s.next_round) for s in mine]
+                assert engine.train_rounds is not None
+                outs = engine.train_rounds(
+                    [(s.exp, p, s.w) for s, p in zip(mine, plans, strict=True)]
+                )
+                train_s = time.perf_counter() - tick
+                for s, p, o in zip(mine, plans, outs, strict=True):
+                    s.record(p, o, tick, train_s)
+                bar.update(len(mine))
     except BaseException:
         for s in sessions:
             s.close()

@@ -129,6 +129,10 @@ def _choices(dotted: str, ann: Any) -> tuple[Any, ...]:
         from flwbc.server import AGGREGATORS
 
         return tuple(sorted(AGGREGATORS))
+    if dotted == "engine":
+        from flwbc.engine import ENGINES
+
+        return tuple(sorted(ENGINES))
     return ()
 
 
@@ -142,7 +146,9 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="set any config field, e.g. --set server.options.beta=0.2",
     )
-    group = parser.add_argument_group("config fields (see the README for their meaning)")
+    group = parser.add_argument_group(
+        "config fields (docs/configuration.md explains each; a config file sets them too)"
+    )
     aliases_by_path = {v: k for k, v in ALIASES.items()}
     for dotted, _ann, help_text in _fields(ExperimentConfig):
         names = [f"--{_flag_for(dotted)}"]
@@ -163,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run one experiment",
-        description="Run one federated experiment and write its run directory.",
+        description="Run one federated experiment and write its run directory. `flwbc list` "
+        "shows the aggregators, datasets, engines and models to choose from, with their options.",
     )
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -193,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fapp.add_argument("dir", metavar="DIR")
 
+    lst = sub.add_parser(
+        "list",
+        help="list the registered plug-ins (aggregators, datasets, engines, models)",
+        description="Every registered plug-in of each kind, built in or loaded (entry points of "
+        "the group flwbc.plugins, and --plugins modules), with its description and options.",
+    )
+    lst.add_argument("kind", nargs="?", default=None, help="one kind only")
+    lst.add_argument(
+        "--plugins", default="", metavar="MODULE,...", help="import these plug-in modules first"
+    )
+
     summ = sub.add_parser("summary", help="print the summary of a run directory")
     summ.add_argument("run_dir")
 
@@ -208,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure the attack effect on parameters (AEP) of runs",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Replay each run with its counterfactual (attackers behaving benignly) and "
-        "write analysis.jsonl, analysis.json and analysis.png into the run directory: the AEP "
+        "write analysis.jsonl, analysis.json and analysis.png|svg into the run directory: the AEP "
         "norm per round, eq. 7's estimate and its error, and the Hessian evidence. Cost: the "
         "replay costs about what the run did; eq. 7's estimator and the Hessian checks add "
         "2-5 min a round on 2 cores (Fashion-MNIST, E=10, B=10); --estimator-rounds 0 "
@@ -510,6 +528,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 result = run(_config_from_args(args), progress=not args.no_progress)
             _print_summary(result.run_dir, result.summary)
+        elif args.command == "list":
+            from flwbc.catalog import catalog, render
+            from flwbc.plugins import load_plugins
+
+            load_plugins([m.strip() for m in args.plugins.split(",") if m.strip()])
+            print(render(catalog(args.kind)), end="")
         elif args.command == "summary":
             from flwbc.runio import read_json
 

@@ -25,11 +25,25 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Which dataset, where it is, and how it is split among clients (paper §7.1, Appendix C)."""
 
-    name: Literal["fmnist", "mnist", "cifar10"] = "fmnist"
+    name: str = Field(
+        "fmnist", description="fmnist, mnist, cifar10 or a registered dataset (flwbc list datasets)"
+    )
     dir: str | None = Field(
         None, description="dataset root; falls back to $FLWBC_DATA_DIR, the cache, a download"
     )
     partition: Literal["iid", "shards", "dirichlet"] = "iid"
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from flwbc.data import DATASETS
+
+        if name not in DATASETS:
+            raise ValueError(
+                f"unknown dataset '{name}'; choose one of {', '.join(sorted(DATASETS))}"
+            )
+        return name
+
     num_shards: int = Field(200, ge=1, description="non-IID shards (McMahan et al.)")
     shards_per_client: int = Field(2, ge=1)
     dirichlet_alpha: float = Field(0.5, gt=0)
@@ -207,10 +221,17 @@ class FlowerConfig(_Section):
 class ExperimentConfig(_Section):
     """A whole experiment: one seed determines every random choice in it."""
 
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules to import first, which register plug-ins (aggregators, models, "
+        "...); entry points of the group flwbc.plugins load without being named",
+    )
     seed: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=DataConfig)
-    model: Literal["auto", "fmnist_cnn", "cifar_cnn", "mlp"] = Field(
-        "auto", description="auto: the paper's CNN for the dataset"
+    model: str = Field(
+        "auto",
+        description="auto: the paper's CNN for the dataset; fmnist_cnn, cifar_cnn, mlp or a "
+        "registered model (flwbc list models)",
     )
     federation: FederationConfig = Field(default_factory=FederationConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
@@ -220,11 +241,11 @@ class ExperimentConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     init_model: str | None = Field(None, description="warm start from a saved model file")
-    engine: Literal["sequential", "batched", "flower"] = Field(
+    engine: str = Field(
         "batched",
         description="batched: clients with the same schedule train in lock-step (fast); "
         "sequential: one client after another (the reference); flower: Flower's simulation "
-        "engine (Ray), each client a ClientApp",
+        "engine (Ray), each client a ClientApp; or a registered engine (flwbc list engines)",
     )
     flower: FlowerConfig = Field(default_factory=FlowerConfig)
     device: str = "cpu"
@@ -237,6 +258,26 @@ class ExperimentConfig(_Section):
         description="torch threads; default: torch's choice (engine=flower: the server's; each "
         "ClientApp gets flower.num_cpus)",
     )
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, name: str) -> str:
+        from flwbc.engine import ENGINES
+
+        if name not in ENGINES:
+            raise ValueError(f"unknown engine '{name}'; choose one of {', '.join(sorted(ENGINES))}")
+        return name
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from flwbc.models import MODELS
+
+        if name != "auto" and name not in MODELS:
+            raise ValueError(
+                f"unknown model '{name}'; choose auto or one of {', '.join(sorted(MODELS))}"
+            )
+        return name
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:
@@ -264,7 +305,9 @@ class ExperimentConfig(_Section):
                     raise ValueError(
                         f"attack.rounds {bad} outside 1..federation.rounds ({fed.rounds})"
                     )
-            ncls = 10
+            from flwbc.data import get_dataset
+
+            ncls = get_dataset(self.data.name).num_classes
             if att.target is not None and att.target >= ncls:
                 raise ValueError(f"attack.target ({att.target}) must be in 0..{ncls - 1}")
         return self
@@ -273,7 +316,9 @@ class ExperimentConfig(_Section):
     def model_name(self) -> str:
         if self.model != "auto":
             return self.model
-        return "cifar_cnn" if self.data.name == "cifar10" else "fmnist_cnn"
+        from flwbc.data import get_dataset
+
+        return get_dataset(self.data.name).default_model
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -299,9 +344,15 @@ def make_config(data: dict[str, Any] | None = None, **overrides: Any) -> Experim
     `make_config({"data": {"name": "cifar10"}}, **{"attack.num_images": 10})`; raises
     `FlwbcError` with one line on any invalid value.
     """
+    from flwbc.plugins import load_plugins
+
     merged: dict[str, Any] = json.loads(json.dumps(data or {}))
     for dotted, value in overrides.items():
         set_dotted(merged, dotted, value)
+    plugins = merged.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise FlwbcError(f"invalid config: plugins must be a list of module names, got {plugins!r}")
+    load_plugins(plugins)
     try:
         return ExperimentConfig.model_validate(merged)
     except ValidationError as err:

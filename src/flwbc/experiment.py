@@ -16,7 +16,7 @@ from torch import Tensor
 from flwbc.client.attack import MaliciousSet, choose_malicious_set
 from flwbc.client.local import benign_plan, local_sgd
 from flwbc.config import ExperimentConfig
-from flwbc.data import Dataset, load_dataset, partition
+from flwbc.data import Dataset, get_dataset, partition
 from flwbc.errors import FlwbcError
 from flwbc.models import FlatModel, build_model
 from flwbc.rng import numpy_rng, torch_generator
@@ -51,7 +51,7 @@ class Experiment:
     def prepare(cls, cfg: ExperimentConfig) -> Experiment:
         device = torch.device(cfg.device)
         dtype = getattr(torch, cfg.dtype)
-        ds = load_dataset(cfg.data.name, cfg.data.dir)
+        ds = get_dataset(cfg.data.name).load(cfg.data.dir)
         train_labels = ds.train_y.numpy()
         att = cfg.attack
 

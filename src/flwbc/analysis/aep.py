@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from flwbc.analysis.hessian import batch_loss, grad_and_hvp, hutchinson_diag, spectral_norm
 from flwbc.analysis.replay import replay_start
 from flwbc.config import ExperimentConfig, load_run_config
-from flwbc.engine import engine_of
+from flwbc.engine import replay_engine
 from flwbc.engine.sequential import client_plan
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment, RoundPlan
@@ -153,7 +153,7 @@ def analyze(
     exp_cf = dataclasses.replace(
         exp, aggregator=build_aggregator(cfg.server.aggregator, cfg.server.options)
     )
-    train_round = engine_of(cfg.engine).train_round
+    train_round = replay_engine(cfg.engine).train_round
     w_cf = w.clone()
     delta_prev = torch.zeros_like(w)
     delta_hat: Tensor | None = None

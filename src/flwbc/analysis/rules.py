@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from flwbc.analysis.replay import replay_start
 from flwbc.config import ExperimentConfig, load_run_config
-from flwbc.engine import engine_of
+from flwbc.engine import replay_engine
 from flwbc.engine.sequential import aggregate_round
 from flwbc.errors import FlwbcError
 from flwbc.experiment import check_aggregator
@@ -98,7 +98,7 @@ def compare_rules(
                 f"rule '{label}' needs the run's root set of {root_size} images; only an FLTrust "
                 "run with the same root_size has one"
             )
-    engine = engine_of(cfg.engine)
+    engine = replay_engine(cfg.engine)
     variants = {RUN: exp} | {
         label: dataclasses.replace(exp, aggregator=agg) for label, agg in aggregators.items()
     }

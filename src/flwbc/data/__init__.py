@@ -1,6 +1,13 @@
 """Datasets for the simulator: locate or download official files, read them, split them."""
 
-from flwbc.data.datasets import Dataset, load_dataset
+from flwbc.data.datasets import (
+    DATASETS,
+    Dataset,
+    DatasetEntry,
+    get_dataset,
+    load_dataset,
+    register_dataset,
+)
 from flwbc.data.partition import (
     PARTITION_KINDS,
     partition,
@@ -18,7 +25,11 @@ from flwbc.data.sources import (
 )
 
 __all__ = [
+    "DATASETS",
     "DATASET_NAMES",
+    "DatasetEntry",
+    "get_dataset",
+    "register_dataset",
     "PARTITION_KINDS",
     "ChecksumWarning",
     "Dataset",

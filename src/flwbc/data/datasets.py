@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,72 @@ def load_dataset(
     spec = get_spec(name)
     directory = resolve_dataset_dir(spec.name, data_dir, download=download)
     return _load(spec.name, directory.resolve())
+
+
+DatasetLoader = Callable[[str | None], Dataset]
+"""f(data_dir) -> Dataset: find (or fetch) and read a dataset; `data_dir` is the config's
+`data.dir`, which a loader may ignore."""
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: its loader, class count and the model `model: auto` picks."""
+
+    name: str
+    load: DatasetLoader
+    num_classes: int
+    default_model: str
+    description: str
+    image_shape: tuple[int, int, int] | None = None
+    """(C, H, W), when known without loading the data."""
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(
+    name: str,
+    *,
+    num_classes: int,
+    default_model: str = "mlp",
+    description: str = "",
+    image_shape: tuple[int, int, int] | None = None,
+) -> Callable[[DatasetLoader], DatasetLoader]:
+    """Register `loader(data_dir) -> Dataset` as the dataset `name` (configs: `data.name`).
+
+    Any partition (iid, shards, dirichlet) splits it among clients; `num_classes` bounds the
+    attack's target labels; `model: auto` builds `default_model` for it."""
+
+    def deco(loader: DatasetLoader) -> DatasetLoader:
+        text = description or (loader.__doc__ or "").strip().split("\n")[0]
+        DATASETS[name] = DatasetEntry(name, loader, num_classes, default_model, text, image_shape)
+        return loader
+
+    return deco
+
+
+def dataset_image_shape(name: str, data_dir: str | None) -> tuple[int, int, int]:
+    """(C, H, W) of a registered dataset's images, loading it only when not declared."""
+    entry = get_dataset(name)
+    return entry.image_shape or entry.load(data_dir).image_shape
+
+
+def get_dataset(name: str) -> DatasetEntry:
+    """The dataset registered as `name`; an unknown name lists the registered ones."""
+    if name not in DATASETS:
+        raise FlwbcError(f"unknown dataset '{name}'; choose one of {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+for _name, _model, _text in (
+    ("fmnist", "fmnist_cnn", "Fashion-MNIST (Xiao et al. 2017): 28x28 grey, 60k train, 10k test"),
+    ("mnist", "fmnist_cnn", "MNIST (LeCun et al. 1998): 28x28 grey, 60k train, 10k test"),
+    ("cifar10", "cifar_cnn", "CIFAR-10 (Krizhevsky 2009): 32x32 colour, 50k train, 10k test"),
+):
+    register_dataset(
+        _name,
+        num_classes=get_spec(_name).num_classes,
+        default_model=_model,
+        description=_text,
+        image_shape=get_spec(_name).image_shape,
+    )(partial(load_dataset, _name))

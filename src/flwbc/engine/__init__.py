@@ -1,18 +1,18 @@
-"""The in-process engines: `sequential` (the reference: clients one after another) and `batched`
-(clients of the same schedule trained together, with the same result)."""
+"""Engines: the backends that run a round's clients, registered by name (`registry.py`).
 
-from __future__ import annotations
+Built in: `sequential` (the reference: clients one after another), `batched` (clients of the
+same schedule trained together, with the same result) and `flower` (Flower's simulation
+engine, each client a ClientApp).
+"""
 
-from types import ModuleType
+from flwbc.engine import batched, flower, sequential  # noqa: F401  (importing registers them)
+from flwbc.engine.registry import (
+    ENGINES,
+    Engine,
+    RoundItem,
+    get_engine,
+    register_engine,
+    replay_engine,
+)
 
-
-def engine_of(engine: str) -> ModuleType:
-    """The module whose `train_round` and `round_updates` run a config's `engine` in process.
-    A Flower run computes what the sequential engine does, equal to it within float32 rounding
-    (its ClientApps may run on other thread counts), so `flower` maps to `sequential`."""
-    from flwbc.engine import batched, sequential
-
-    modules = {"sequential": sequential, "batched": batched, "flower": sequential}
-    if engine not in modules:
-        raise ValueError(f"unknown engine '{engine}'")
-    return modules[engine]
+__all__ = ["ENGINES", "Engine", "RoundItem", "get_engine", "register_engine", "replay_engine"]

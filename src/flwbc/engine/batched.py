@@ -25,6 +25,7 @@ from torch import Tensor
 
 from flwbc.client.local import Epoch, sgd_step
 from flwbc.client.wbc import WBCStep
+from flwbc.engine.registry import Engine, RoundItem, register_engine
 from flwbc.engine.sequential import (
     RoundOutput,
     RoundUpdates,
@@ -248,7 +249,7 @@ def train_rows(
     return out
 
 
-def train_rounds(items: list[tuple[Experiment, RoundPlan, Tensor]]) -> list[RoundOutput]:
+def train_rounds(items: list[RoundItem]) -> list[RoundOutput]:
     """One round of several runs at once: all their clients train together where they can,
     then each run aggregates its own updates. Each run's result equals running it alone."""
     results = train_rows([row for item in items for row in _rows(*item)])
@@ -273,3 +274,14 @@ def _rows(exp: Experiment, plan: RoundPlan, w: Tensor) -> list[Row]:
 def train_round(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundOutput:
     """One FedAvg round with clients of the same schedule trained together."""
     return train_rounds([(exp, plan, w)])[0]
+
+
+ENGINE = register_engine(
+    Engine(
+        "batched",
+        "clients with the same schedule train in lock-step, also across runs (fast); equal to "
+        "sequential up to float rounding",
+        train_rounds=train_rounds,
+        round_updates=round_updates,
+    )
+)

@@ -13,6 +13,7 @@ from flwbc.analysis.hessian import batch_loss
 from flwbc.client.attack import kernel_penalty_grad, malicious_plan
 from flwbc.client.local import Epoch, benign_plan, local_sgd
 from flwbc.client.wbc import WBCStep
+from flwbc.engine.registry import Engine, RoundItem, register_engine
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.rng import torch_generator
 from flwbc.server import RoundContext
@@ -181,3 +182,18 @@ def train_round(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundOutput:
     """One FedAvg round: every participant trains, the aggregator combines their updates."""
     u = round_updates(exp, plan, w)
     return aggregate_round(exp, plan, w, u.updates, u.mean_loss, u.wbc_shares)
+
+
+def train_rounds(items: list[RoundItem]) -> list[RoundOutput]:
+    """One round of each run, one run after another."""
+    return [train_round(exp, plan, w) for exp, plan, w in items]
+
+
+ENGINE = register_engine(
+    Engine(
+        "sequential",
+        "clients one after another: the reference",
+        train_rounds=train_rounds,
+        round_updates=round_updates,
+    )
+)

@@ -1,0 +1,123 @@
+"""`flwbc list`: every registered plug-in of each kind, with its one-line description and its
+options (name, type and default), built-in and loaded ones alike."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flwbc.errors import FlwbcError
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: str
+    default: Any
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    description: str
+    options: tuple[Option, ...] = ()
+    notes: str = ""
+
+
+def first_line(obj: Any) -> str:
+    """The first paragraph of an object's own docstring (not one it inherits), else of its
+    module's, on one line."""
+    own = obj.__dict__.get("__doc__") if isinstance(obj, type) else obj.__doc__
+    doc = inspect.cleandoc(own) if own else inspect.getdoc(inspect.getmodule(obj)) or ""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def signature_options(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> tuple[Option, ...]:
+    """The keyword options of a callable (an aggregator's constructor, a model factory)."""
+    out = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann = p.annotation
+        kind = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+        default = None if p.default is p.empty else p.default
+        out.append(Option(p.name, "" if ann is p.empty else kind, default))
+    return tuple(out)
+
+
+def _aggregators() -> list[Entry]:
+    from flwbc.server import AGGREGATORS
+
+    return [
+        Entry(
+            name,
+            first_line(cls),
+            signature_options(cls.__init__),
+            "rank-based (ignores FedAvg weights)" if cls.rank_based else "",
+        )
+        for name, cls in AGGREGATORS.items()
+    ]
+
+
+def _models() -> list[Entry]:
+    from flwbc.models import MODELS
+
+    return [
+        Entry(
+            name, first_line(f), signature_options(f, ("in_channels", "image_size", "num_classes"))
+        )
+        for name, f in MODELS.items()
+    ]
+
+
+def _datasets() -> list[Entry]:
+    from flwbc.data import DATASETS
+
+    return [
+        Entry(d.name, d.description, (), f"{d.num_classes} classes; model auto: {d.default_model}")
+        for d in DATASETS.values()
+    ]
+
+
+def _engines() -> list[Entry]:
+    from flwbc.engine import ENGINES
+
+    return [
+        Entry(e.name, e.description, (), "" if e.in_process else f"replayed on {e.replay}")
+        for e in ENGINES.values()
+    ]
+
+
+KINDS: dict[str, Callable[[], list[Entry]]] = {
+    "aggregators": _aggregators,
+    "datasets": _datasets,
+    "engines": _engines,
+    "models": _models,
+}
+
+
+def catalog(kind: str | None = None) -> dict[str, list[Entry]]:
+    """Registered plug-ins by kind (all kinds, or one), each sorted by name."""
+    from flwbc.plugins import load_plugins
+
+    load_plugins()
+    if kind is not None and kind not in KINDS:
+        raise FlwbcError(f"unknown kind '{kind}'; choose one of {', '.join(KINDS)}")
+    kinds = [kind] if kind is not None else list(KINDS)
+    return {k: sorted(KINDS[k](), key=lambda e: e.name) for k in kinds}
+
+
+def render(entries: dict[str, list[Entry]]) -> str:
+    """Plain text: per kind, each plug-in, its description and options."""
+    lines: list[str] = []
+    for kind, items in entries.items():
+        lines.append(f"{kind}:")
+        for e in items:
+            lines.append(f"  {e.name}: {e.description}" + (f" [{e.notes}]" if e.notes else ""))
+            for o in e.options:
+                kind_text = f": {o.type}" if o.type else ""
+                lines.append(f"      {o.name}{kind_text} = {o.default!r}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

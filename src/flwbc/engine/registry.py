@@ -1,0 +1,74 @@
+"""The engine registry: every way of running a round's clients is an `Engine`, registered by
+name, and `run`, `run_many`, `analyze`, `compare-rules` and the Flower apps all find engines
+here (a config's `engine` names one).
+
+An in-process engine trains rounds itself (`train_rounds`, lock-step across runs where it can,
+and `round_updates`, the client updates before aggregation). An engine that runs elsewhere
+(Flower's simulation) instead drives a whole run session (`drive`) and names the in-process
+engine that recomputes its rounds for analyses (`replay`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from flwbc.errors import FlwbcError
+
+if TYPE_CHECKING:
+    from flwbc.api import RunSession
+    from flwbc.engine.sequential import RoundOutput, RoundUpdates
+    from flwbc.experiment import Experiment, RoundPlan
+
+RoundItem = tuple["Experiment", "RoundPlan", Tensor]
+"""One run's round to train: its experiment, the round's plan and the global weights."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    description: str
+    train_rounds: Callable[[list[RoundItem]], list[RoundOutput]] | None = None
+    """One round of each item (several runs at once), each result equal to training it alone."""
+    round_updates: Callable[[Experiment, RoundPlan, Tensor], RoundUpdates] | None = None
+    """A round's client updates before aggregation."""
+    drive: Callable[[RunSession, Callable[[dict[str, Any]], bool]], None] | None = None
+    """Run the session's remaining rounds elsewhere, calling back after each round."""
+    replay: str | None = None
+    """The in-process engine that recomputes this engine's rounds (None: this one)."""
+
+    @property
+    def in_process(self) -> bool:
+        return self.train_rounds is not None
+
+    def train_round(self, exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundOutput:
+        if self.train_rounds is None:
+            raise FlwbcError(f"engine '{self.name}' does not train rounds in this process")
+        return self.train_rounds([(exp, plan, w)])[0]
+
+
+ENGINES: dict[str, Engine] = {}
+
+
+def register_engine(engine: Engine) -> Engine:
+    """Add an engine under its name (a later registration of the same name replaces it)."""
+    if engine.train_rounds is None and engine.drive is None:
+        raise ValueError(f"engine '{engine.name}' needs train_rounds or drive")
+    ENGINES[engine.name] = engine
+    return engine
+
+
+def get_engine(name: str) -> Engine:
+    """The engine registered as `name`; an unknown name lists the registered ones."""
+    if name not in ENGINES:
+        raise FlwbcError(f"unknown engine '{name}'; choose one of {', '.join(sorted(ENGINES))}")
+    return ENGINES[name]
+
+
+def replay_engine(name: str) -> Engine:
+    """The in-process engine that recomputes the rounds of a run made by engine `name`."""
+    engine = get_engine(name)
+    return get_engine(engine.replay) if engine.replay is not None else engine

@@ -1,0 +1,60 @@
+"""Plug-ins from outside the package: modules that register attacks, defenses, aggregators,
+models, datasets or engines when imported.
+
+Two ways in, both loaded wherever experiment code runs (the CLI, sweep workers, analyses,
+Flower ClientApps and ServerApps), since every config passes through `make_config`:
+- Python entry points in the group `flwbc.plugins` of any installed distribution, e.g. in its
+  pyproject.toml: `[project.entry-points."flwbc.plugins"] mine = "my_package.flwbc_plugin"`;
+- a config's `plugins: [module, ...]`, importable modules (on `sys.path` or `PYTHONPATH`).
+
+Importing a plug-in runs its code, as installing a package does: name only modules you trust.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Iterable
+
+from flwbc.errors import FlwbcError
+
+GROUP = "flwbc.plugins"
+_entry_points_loaded = False
+LOADED: list[str] = []
+"""Modules loaded as plug-ins in this process, in order."""
+
+
+def load_entry_points() -> None:
+    """Import every module registered in the `flwbc.plugins` entry-point group (once)."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in importlib.metadata.entry_points(group=GROUP):
+        try:
+            ep.load()
+        except Exception as err:  # a broken plug-in is the user's one-line error, not ours
+            raise FlwbcError(
+                f"plug-in entry point '{ep.name}' ({ep.value}) failed to load: "
+                f"{type(err).__name__}: {err}"
+            ) from None
+        LOADED.append(ep.value)
+
+
+def load_plugins(modules: Iterable[str] = ()) -> None:
+    """Load the entry-point plug-ins, then import each of `modules` (each once)."""
+    load_entry_points()
+    for name in modules:
+        if name in LOADED:
+            continue
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            raise FlwbcError(
+                f"plug-in module '{name}' not found ({err}); put it on PYTHONPATH or install it"
+            ) from None
+        except Exception as err:
+            raise FlwbcError(
+                f"plug-in module '{name}' failed to load: {type(err).__name__}: {err}"
+            ) from None
+        LOADED.append(name)

@@ -1,0 +1,117 @@
+"""A plug-in package written into a temporary directory, as a user outside flwbc would write
+it: one module per kind, and a distribution with an entry point in the group flwbc.plugins."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+AGGREGATOR = '''
+"""A coordinate-wise clipped mean, registered from outside flwbc."""
+import torch
+from flwbc import register_aggregator
+from flwbc.server import Aggregate, Aggregator
+
+
+@register_aggregator("coord_clip_mean")
+class CoordClipMean(Aggregator):
+    """Weighted mean of the updates after clipping every coordinate to [-c, c]."""
+
+    def __init__(self, c: float = 0.05) -> None:
+        self.c = float(c)
+
+    def aggregate(self, updates, weights, ctx):
+        clipped = updates.clamp(-self.c, self.c)
+        return Aggregate((weights.to(updates.dtype).unsqueeze(1) * clipped).sum(0))
+'''
+
+MODEL = '''
+"""A linear softmax classifier, registered from outside flwbc."""
+from torch import nn
+from flwbc import register_model
+
+
+@register_model("linear_probe")
+def linear_probe(in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+    """Flatten, then one linear layer."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
+'''
+
+DATASET = '''
+"""A small synthetic dataset, registered from outside flwbc: 4 classes of 8x8 grey images,
+each class a bright square in its own quadrant, with seeded noise."""
+import numpy as np
+import torch
+from flwbc import register_dataset
+from flwbc.data import Dataset
+
+
+def _split(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.integers(0, 60, (n, 1, 8, 8)).astype(np.uint8)
+    for i, c in enumerate(y):
+        r, q = divmod(int(c), 2)
+        x[i, 0, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] += 150
+    return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+
+@register_dataset("quadrants", num_classes=4, default_model="linear_probe", image_shape=(1, 8, 8))
+def quadrants(data_dir=None) -> Dataset:
+    """Four classes of 8x8 images: a bright square in one quadrant."""
+    tx, ty = _split(400, 0)
+    vx, vy = _split(100, 1)
+    return Dataset("quadrants", tx, ty, vx, vy, 4, (0.3,), (0.3,))
+'''
+
+PACKAGE = {
+    "myplug/__init__.py": '"""A plug-in package: importing it registers every kind."""\n'
+    "from myplug import aggregator, dataset, model  # noqa: F401\n",
+    "myplug/aggregator.py": AGGREGATOR,
+    "myplug/model.py": MODEL,
+    "myplug/dataset.py": DATASET,
+}
+
+
+@pytest.fixture()
+def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """tmp/site with the package `myplug` and an entry-point distribution `myplug_ep` naming
+    it; on sys.path and PYTHONPATH (for subprocesses). Registrations are undone afterwards."""
+    from flwbc import plugins
+    from flwbc.data import DATASETS
+    from flwbc.models import MODELS
+    from flwbc.server import AGGREGATORS
+
+    site = tmp_path / "site"
+    for rel, text in PACKAGE.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(textwrap.dedent(text).lstrip())
+    info = site / "myplug_ep-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug-ep\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[flwbc.plugins]\nmine = myplug\n")
+    saved = (dict(AGGREGATORS), dict(MODELS), dict(DATASETS), list(plugins.LOADED))
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.setattr(plugins, "_entry_points_loaded", False)  # rescan, with `site` on the path
+    importlib.invalidate_caches()
+    yield site
+    for name in [m for m in sys.modules if m == "myplug" or m.startswith("myplug.")]:
+        del sys.modules[name]
+    for registry, before in zip((AGGREGATORS, MODELS, DATASETS), saved[:3], strict=True):
+        registry.clear()
+        registry.update(before)
+    plugins.LOADED[:] = saved[3]
+
+
+@pytest.fixture()
+def no_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entry points count as loaded: only a config's `plugins:` brings plug-ins in."""
+    from flwbc import plugins
+
+    monkeypatch.setattr(plugins, "_entry_points_loaded", True)

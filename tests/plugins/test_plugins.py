@@ -1,0 +1,136 @@
+"""Plug-ins from outside the package: loaded through a config's `plugins:` and through an entry
+point, in this process, in sweep workers and from the CLI; both engines agree on them; runs
+are listed by `flwbc list` and read back by `flwbc.load_run`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import flwbc
+from flwbc.cli import main
+from flwbc.errors import FlwbcError
+
+pytestmark = pytest.mark.slow
+
+BASE: dict[str, Any] = {
+    "data": {"name": "quadrants"},
+    "federation": {"num_clients": 10, "clients_per_round": 4, "rounds": 3},
+    "local": {"epochs": 1, "batch_size": 8},
+    "attack": {"num_malicious": 2, "num_images": 2, "rounds": [2], "epochs": 2},
+    "server": {"aggregator": "coord_clip_mean", "options": {"c": 0.05}},
+    "threads": 1,
+}
+
+
+def config(out: Path, name: str, **over: Any) -> dict[str, Any]:
+    return {**BASE, "output": {"dir": str(out), "name": name}, **over}
+
+
+def test_the_plugins_field_loads_every_kind(plugin_dir, no_entry_points, tmp_path):
+    with pytest.raises(FlwbcError, match="unknown dataset 'quadrants'; choose one of"):
+        flwbc.make_config(config(tmp_path, "x"))
+    res = flwbc.run(config(tmp_path, "a", plugins=["myplug"]), progress=False)
+    assert res.summary["complete"] and len(res.records) == 3
+    cfg = res.config
+    assert cfg.plugins == ["myplug"] and cfg.model_name == "linear_probe"
+    assert res.weights.numel() == 8 * 8 * 4 + 4  # the plug-in model's parameters
+
+
+def test_an_entry_point_loads_without_being_named(plugin_dir, tmp_path):
+    res = flwbc.run(config(tmp_path, "ep"), progress=False)
+    assert res.summary["complete"]
+    assert "myplug" in flwbc.plugins.LOADED
+
+
+def test_the_plugin_aggregator_moves_each_coordinate_at_most_c(plugin_dir, tmp_path):
+    from flwbc.experiment import Experiment
+
+    cfg = flwbc.make_config(
+        config(
+            tmp_path,
+            "r1",
+            federation={**BASE["federation"], "rounds": 1},
+            attack={"enabled": False},
+        )
+    )
+    w0 = Experiment.prepare(cfg).initial_weights()
+    res = flwbc.run(cfg, progress=False)
+    moved = (res.weights - w0).abs().max().item()
+    assert 0 < moved <= 0.05 + 1e-6
+
+
+def test_cli_runs_and_lists_plugins(plugin_dir, no_entry_points, tmp_path, capsys):
+    argv = ["run", "--plugins", "myplug", "--dataset", "quadrants", "--no-progress"]
+    argv += ["--aggregator", "coord_clip_mean", "--server-options", "c=0.1"]
+    argv += ["--federation-num-clients", "10", "--federation-clients-per-round", "4"]
+    argv += ["--rounds", "2", "--local-epochs", "1", "--attack-rounds", "1"]
+    argv += ["--attack-num-malicious", "2", "--out", str(tmp_path), "--name", "cli"]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert saved["plugins"] == ["myplug"] and saved["server"]["options"] == {"c": 0.1}
+    capsys.readouterr()
+    assert main(["list", "--plugins", "myplug"]) == 0
+    out = capsys.readouterr().out
+    for needle in (
+        "  coord_clip_mean: Weighted mean of the updates after clipping every coordinate",
+        "      c: float = 0.05",
+        "  quadrants: Four classes of 8x8 images",
+        "[4 classes; model auto: linear_probe]",
+        "  linear_probe: Flatten, then one linear layer.",
+    ):
+        assert needle in out
+    assert main(["list", "models"]) == 0
+    assert "linear_probe" in capsys.readouterr().out
+
+
+def test_sweep_workers_load_plugins(plugin_dir, no_entry_points, tmp_path):
+    from flwbc.experiments.specs import RunSpec, run_key
+    from flwbc.experiments.sweep import run_dir, run_sweep
+
+    runs = []
+    for seed in (0, 1):
+        cfg = {**BASE, "seed": seed, "plugins": ["myplug"]}
+        runs.append(RunSpec(run_key(cfg, None), f"plug-s{seed}", cfg, rounds=3))
+    report = run_sweep(runs, tmp_path / "store", jobs=2, threads=1, progress=False)
+    assert report.failed == {} and sorted(report.finished) == sorted(r.key for r in runs)
+    for r in runs:
+        swept = (run_dir(tmp_path / "store", r) / "rounds.jsonl").read_bytes()
+        alone = flwbc.run(config(tmp_path, r.label, **r.config), progress=False)
+        assert swept == (alone.run_dir / "rounds.jsonl").read_bytes()
+
+
+def test_both_engines_agree_and_run_many_honours_each(plugin_dir, tmp_path):
+    seq = flwbc.run(config(tmp_path, "seq", engine="sequential"), progress=False)
+    bat = flwbc.run(config(tmp_path, "bat", engine="batched"), progress=False)
+    assert torch.allclose(seq.weights, bat.weights, atol=1e-5)
+    for a, b in zip(seq.records, bat.records, strict=True):
+        assert a["clients"] == b["clients"] and a["malicious"] == b["malicious"]
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.011)
+    many = flwbc.run_many(
+        [config(tmp_path, "m-seq", engine="sequential"), config(tmp_path, "m-bat")],
+        progress=False,
+    )
+    assert [json.loads((r.run_dir / "config.json").read_text())["engine"] for r in many] == [
+        "sequential",
+        "batched",
+    ]
+    assert torch.equal(many[0].weights, seq.weights) and torch.equal(many[1].weights, bat.weights)
+    with pytest.raises(FlwbcError, match="engine 'flower' drives its own runs"):
+        flwbc.run_many([config(tmp_path, "fl", engine="flower")], progress=False)
+
+
+def test_load_run_gives_what_run_gave(plugin_dir, tmp_path):
+    res = flwbc.run(config(tmp_path, "lr"), progress=False)
+    back = flwbc.load_run(res.run_dir)
+    assert back.records == res.records and back.summary == res.summary
+    assert torch.equal(back.weights, res.weights)
+    cols = back.columns()
+    assert cols["round"] == [1, 2, 3] and cols["adversarial"] == [False, True, False]
+    frame = back.to_pandas()
+    assert list(frame.index) == [1, 2, 3]
+    assert list(frame["test_acc"]) == [r["test_acc"] for r in res.records]
