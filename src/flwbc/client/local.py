@@ -45,6 +45,17 @@ class LocalResult:
     steps: int
 
 
+GroupLoss = Callable[[FlatModel, Tensor, list[Step]], Tensor]
+"""f(model, W [G, P], one step's terms per client) -> each client's loss [G]."""
+
+
+def single_loss(model: FlatModel, w: Tensor, steps: list[Step]) -> Tensor:
+    """One client's loss (G = 1) through the model itself: the reference computation."""
+    (terms,) = steps
+    loss = sum(t.weight * F.nll_loss(model(w[0], t.x), t.y) for t in terms if t.weight != 0.0)
+    return torch.zeros(1, dtype=w.dtype, device=w.device) + loss
+
+
 def epoch_batches(
     n: int, batch_size: int, epochs: int, generator: torch.Generator
 ) -> Iterator[list[Tensor]]:
@@ -65,6 +76,54 @@ def sgd_step(
     return w.add(step), step
 
 
+def local_train(
+    model: FlatModel,
+    w0: Tensor,
+    plans: Sequence[Iterator[Epoch]],
+    *,
+    lr: float,
+    momentum: float,
+    loss_fn: GroupLoss = single_loss,
+    hook: StepHook | None = None,
+    extra_grads: Sequence[Callable[[Tensor], Tensor] | None] = (),
+) -> tuple[Tensor, list[float], int]:
+    """Local SGD of G clients at once, in lock-step: the one training loop of every engine.
+
+    `w0` [G, P] are the clients' starting weights and `plans` their plans, all of the same
+    shape (steps, batch sizes, loss terms); `loss_fn` gives each client's step loss (G = 1
+    through the model itself, the reference; the batched engine's grouped forward for G > 1).
+    Momentum starts at zero (a fresh optimiser per round, as in the reference code); `hook`
+    acts after each SGD step on all G rows (FL-WBC); `extra_grads[j](w_j)` is added to row
+    j's gradient (a penalty's, e.g. the kernel-regularised attack's). Returns the final
+    weights [G, P], each client's mean step loss and the number of steps.
+    """
+    g = w0.shape[0]
+    weights = w0.detach().clone()
+    velocity = torch.zeros_like(weights)
+    loss_sum = torch.zeros(g, dtype=torch.float64, device=weights.device)
+    extras = list(extra_grads)
+    steps = 0
+    for epochs in zip(*plans, strict=True):
+        if hook is not None:
+            hook.new_epoch()
+        for terms in zip(*epochs, strict=True):
+            weights.requires_grad_(True)
+            per_client = loss_fn(model, weights, list(terms))
+            (grad,) = torch.autograd.grad(per_client.sum(), weights)
+            if any(f is not None for f in extras):
+                grad = grad + torch.stack(
+                    [
+                        f(weights[j].detach()) if f is not None else torch.zeros_like(grad[j])
+                        for j, f in enumerate(extras)
+                    ]
+                )
+            w_hat, step = sgd_step(weights.detach(), velocity, grad, lr, momentum)
+            weights = hook(w_hat, step, grad) if hook is not None else w_hat
+            loss_sum += per_client.detach()
+            steps += 1
+    return weights.detach(), (loss_sum / max(steps, 1)).tolist(), steps
+
+
 def local_sgd(
     model: FlatModel,
     w0: Tensor,
@@ -75,30 +134,17 @@ def local_sgd(
     hook: StepHook | None = None,
     extra_grad: Callable[[Tensor], Tensor] | None = None,
 ) -> LocalResult:
-    """Run the plan from `w0` and return the final local model.
-
-    Momentum starts at zero every round (a fresh optimiser per round, as in the reference code).
-    `extra_grad(w)` is added to each step's gradient (a penalty's gradient, e.g. the
-    kernel-regularised attack's).
-    """
-    w = w0.detach().clone()
-    velocity = torch.zeros_like(w)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=w.device)
-    steps = 0
-    for epoch in plan:
-        if hook is not None:
-            hook.new_epoch()
-        for terms in epoch:
-            w.requires_grad_(True)
-            loss = sum(t.weight * F.nll_loss(model(w, t.x), t.y) for t in terms if t.weight != 0.0)
-            (grad,) = torch.autograd.grad(loss, w)
-            if extra_grad is not None:
-                grad = grad + extra_grad(w.detach())
-            w_hat, step = sgd_step(w.detach(), velocity, grad, lr, momentum)
-            w = hook(w_hat, step, grad) if hook is not None else w_hat
-            loss_sum += loss.detach()
-            steps += 1
-    return LocalResult(weights=w.detach(), mean_loss=float(loss_sum) / max(steps, 1), steps=steps)
+    """One client's local SGD from flat weights `w0` [P]: `local_train` with G = 1."""
+    w, losses, steps = local_train(
+        model,
+        w0.unsqueeze(0),
+        [iter(plan)],
+        lr=lr,
+        momentum=momentum,
+        hook=hook,
+        extra_grads=[extra_grad],
+    )
+    return LocalResult(weights=w[0], mean_loss=losses[0], steps=steps)
 
 
 def benign_plan(

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flwbc.client.local import Epoch, sgd_step
+from flwbc.client.local import Epoch, local_train
 from flwbc.client.wbc import WBCStep
 from flwbc.engine.registry import Engine, RoundItem, register_engine
 from flwbc.engine.sequential import (
@@ -164,6 +164,26 @@ def _wbc(row: Row) -> bool:
     return not row.malicious and row.exp.cfg.defense.client == "wbc"
 
 
+def grouped_loss(forward: BatchedForward) -> Callable[[FlatModel, Tensor, list[Any]], Tensor]:
+    """Each of G clients' step loss through one batched forward per loss term."""
+
+    def loss(model: FlatModel, weights: Tensor, terms: list[Any]) -> Tensor:
+        g = weights.shape[0]
+        per_client = torch.zeros(g, dtype=weights.dtype, device=weights.device)
+        for k in range(len(terms[0])):
+            tw = terms[0][k].weight
+            if tw == 0.0:
+                continue
+            x = torch.stack([ts[k].x for ts in terms])
+            y = torch.stack([ts[k].y for ts in terms])
+            logp = forward(model, weights, x)
+            nll = F.nll_loss(logp.flatten(0, 1), y.flatten(), reduction="none")
+            per_client = per_client + tw * nll.view(g, -1).mean(1)
+        return per_client
+
+    return loss
+
+
 def train_group(
     rows: list[Row], plans: list[Iterator[Epoch]]
 ) -> tuple[Tensor, list[float], list[float | None]]:
@@ -171,12 +191,6 @@ def train_group(
     final weights [G, P], mean losses and (with FL-WBC) perturbed shares."""
     first = rows[0].exp
     loc, model, device = first.cfg.local, first.model, first.device
-    forward = batched_forward(model)
-    g = len(rows)
-    weights = torch.stack([r.w0.detach() for r in rows])
-    velocity = torch.zeros_like(weights)
-    loss_sum = torch.zeros(g, dtype=torch.float64, device=device)
-    steps = 0
     hook = None
     if _wbc(rows[0]):
         hook = WBCStep(
@@ -190,37 +204,20 @@ def train_group(
             [r.exp.cfg.defense.wbc.s for r in rows],
         )
     extras = [kernel_penalty(r.exp, r.round, r.client, r.w0) if r.malicious else None for r in rows]
-    for epochs in zip(*plans, strict=True):
-        if hook is not None:
-            hook.new_epoch()
-        for terms in zip(*epochs, strict=True):
-            weights.requires_grad_(True)
-            per_client = torch.zeros(g, dtype=weights.dtype, device=device)
-            for k in range(len(terms[0])):
-                tw = terms[0][k].weight
-                if tw == 0.0:
-                    continue
-                x = torch.stack([ts[k].x for ts in terms])
-                y = torch.stack([ts[k].y for ts in terms])
-                logp = forward(model, weights, x)
-                nll = F.nll_loss(logp.flatten(0, 1), y.flatten(), reduction="none")
-                per_client = per_client + tw * nll.view(g, -1).mean(1)
-            (grad,) = torch.autograd.grad(per_client.sum(), weights)
-            if any(f is not None for f in extras):
-                grad = grad + torch.stack(
-                    [
-                        f(weights[j].detach()) if f is not None else torch.zeros_like(grad[j])
-                        for j, f in enumerate(extras)
-                    ]
-                )
-            w_hat, step = sgd_step(weights.detach(), velocity, grad, loc.lr, loc.momentum)
-            weights = hook(w_hat, step, grad) if hook is not None else w_hat
-            loss_sum += per_client.detach()
-            steps += 1
-    shares: list[float | None] = [None] * g
+    weights, losses, _ = local_train(
+        model,
+        torch.stack([r.w0.detach() for r in rows]),
+        plans,
+        lr=loc.lr,
+        momentum=loc.momentum,
+        loss_fn=grouped_loss(batched_forward(model)),
+        hook=hook,
+        extra_grads=extras,
+    )
+    shares: list[float | None] = [None] * len(rows)
     if hook is not None:
         shares = list(hook.perturbed_fractions())
-    return weights, (loss_sum / max(steps, 1)).tolist(), shares
+    return weights, losses, shares
 
 
 def train_rows(
