@@ -30,12 +30,12 @@ from flwbc import __version__
 from flwbc.config import ExperimentConfig, load_run_config, make_config
 from flwbc.data.datasets import dataset_image_shape, get_dataset
 from flwbc.engine import Engine, get_engine
-from flwbc.engine.sequential import RoundOutput
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.metrics import evaluate, mitigation_rounds, target_metrics
 from flwbc.models import FlatModel, build_model
 from flwbc.provenance import current_source
+from flwbc.round import RoundOutput
 from flwbc.runio import (
     JsonlLog,
     atomic_write_bytes,
@@ -133,7 +133,7 @@ def _new_run_dir(cfg: ExperimentConfig) -> tuple[Path, int]:
     name = cfg.output.name
     if name is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = f"{stamp}-{cfg.data.name}-{cfg.defense.client}-{cfg.server.aggregator}-s{cfg.seed}"
+        name = f"{stamp}-{cfg.data.name}-{cfg.defense.label}-{cfg.server.aggregator}-s{cfg.seed}"
     run_dir = Path(cfg.output.dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_run_dir(run_dir)
@@ -301,7 +301,7 @@ def run(
         initial=sess.next_round - 1,
         disable=not progress,
         unit="round",
-        desc=f"{cfg.data.name} {cfg.defense.client}/{cfg.server.aggregator}",
+        desc=f"{cfg.data.name} {cfg.defense.label}/{cfg.server.aggregator}",
         file=sys.stderr,
     )
 

@@ -76,9 +76,15 @@ class LocalConfig(_Section):
 
 
 class AttackConfig(_Section):
-    """Targeted model poisoning (paper §4.1 eq. 3, Bhagoji et al. 2019)."""
+    """The attack: by default the paper's targeted model poisoning (§4.1 eq. 3, Bhagoji et al.
+    2019), whose options are this section's fields; a registered attack (`flwbc list attacks`)
+    takes its options from `options`."""
 
     enabled: bool = True
+    name: str = Field("targeted", description="the attack (flwbc list attacks)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="options of a registered attack other than targeted"
+    )
     num_malicious: int = Field(
         5, ge=1, description="N_m attackers taking part in each adversarial round"
     )
@@ -121,6 +127,15 @@ class AttackConfig(_Section):
         64, ge=1, description="images of the attacker's own data on which H is taken"
     )
 
+    @field_validator("name")
+    @classmethod
+    def _known_attack(cls, name: str) -> str:
+        from flwbc.attacks import ATTACKS
+
+        if name not in ATTACKS:
+            raise ValueError(f"unknown attack '{name}'; choose one of {', '.join(sorted(ATTACKS))}")
+        return name
+
 
 class WBCConfig(_Section):
     """FL-WBC (paper §5.1, eq. 8-10)."""
@@ -162,9 +177,41 @@ class LDPConfig(_Section):
 class DefenseConfig(_Section):
     """Client-side behaviour of benign clients (attackers never defend)."""
 
-    client: Literal["none", "wbc", "ldp"] = "none"
+    client: str | list[str] = Field(
+        "none",
+        description="none, wbc, ldp or a registered client defense (flwbc list defenses); a "
+        "list chains several, applied in order",
+    )
     wbc: WBCConfig = Field(default_factory=WBCConfig)
     ldp: LDPConfig = Field(default_factory=LDPConfig)
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="options of registered client defenses, by name (wbc and ldp use their "
+        "sections)",
+    )
+
+    @field_validator("client")
+    @classmethod
+    def _known_defenses(cls, client: str | list[str]) -> str | list[str]:
+        from flwbc.defenses import CLIENT_DEFENSES, defense_names
+
+        names = defense_names(client)
+        for name in names:
+            if name not in CLIENT_DEFENSES:
+                raise ValueError(
+                    f"unknown client defense '{name}'; choose none or one of "
+                    f"{', '.join(sorted(CLIENT_DEFENSES))}"
+                )
+        if len(names) > 1:
+            return names
+        return names[0] if names else "none"  # one defense reads (and is stored) as before
+
+    @property
+    def label(self) -> str:
+        """The chain's names joined by '+', or 'none'."""
+        from flwbc.defenses import defense_names
+
+        return "+".join(defense_names(self.client)) or "none"
 
 
 class ServerConfig(_Section):

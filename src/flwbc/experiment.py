@@ -7,16 +7,18 @@ in round t and with which FedAvg weight; it depends only on (seed, t), never on 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from flwbc.attacks import Attack, build_attack
 from flwbc.client.attack import MaliciousSet, choose_malicious_set
 from flwbc.client.local import benign_plan, local_sgd
 from flwbc.config import ExperimentConfig
 from flwbc.data import Dataset, get_dataset, partition
+from flwbc.defenses import ClientDefense, build_client_defenses
 from flwbc.errors import FlwbcError
 from flwbc.models import FlatModel, build_model
 from flwbc.rng import numpy_rng, torch_generator
@@ -46,6 +48,9 @@ class Experiment:
     aggregator: Aggregator
     device: torch.device
     root_indices: np.ndarray | None = None
+    attack: Attack | None = None
+    defenses: list[ClientDefense] = field(default_factory=list)
+    """The benign clients' chain of client defenses, in order."""
 
     @classmethod
     def prepare(cls, cfg: ExperimentConfig) -> Experiment:
@@ -111,7 +116,20 @@ class Experiment:
             # it may overlap clients' data, so the client partition is the same with or without it
             root = np.sort(numpy_rng(cfg.seed, "root-set").choice(pool, root_size, replace=False))
         return cls(
-            cfg, ds, model, parts, mal_ids, benign_ids, mset, x_mal, y_mal, aggregator, device, root
+            cfg,
+            ds,
+            model,
+            parts,
+            mal_ids,
+            benign_ids,
+            mset,
+            x_mal,
+            y_mal,
+            aggregator,
+            device,
+            root,
+            build_attack(cfg),
+            build_client_defenses(cfg),
         )
 
     def reference_update(self, t: int, w: Tensor) -> Tensor:

@@ -43,10 +43,10 @@ from flwbc.analysis.hessian import batch_loss, grad_and_hvp, hutchinson_diag, sp
 from flwbc.analysis.replay import replay_start
 from flwbc.config import ExperimentConfig, load_run_config
 from flwbc.engine import replay_engine
-from flwbc.engine.sequential import client_plan
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.rng import torch_generator
+from flwbc.round import client_plan
 from flwbc.runio import JsonlLog, atomic_write_json
 from flwbc.server import build_aggregator
 

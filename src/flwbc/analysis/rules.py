@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 from flwbc.analysis.replay import replay_start
 from flwbc.config import ExperimentConfig, load_run_config
 from flwbc.engine import replay_engine
-from flwbc.engine.sequential import aggregate_round
 from flwbc.errors import FlwbcError
 from flwbc.experiment import check_aggregator
 from flwbc.metrics import evaluate, target_metrics
+from flwbc.round import aggregate_round
 from flwbc.runio import JsonlLog, atomic_write_bytes
 from flwbc.server import build_aggregator
 
@@ -108,7 +108,7 @@ def compare_rules(
         u = engine.round_updates(exp, plan, w)
         following = w
         for label, variant in variants.items():
-            out = aggregate_round(variant, plan, w, u.updates, u.mean_loss, u.wbc_shares)
+            out = aggregate_round(variant, plan, w, u.updates, u.mean_loss, u.stats)
             conf, acc = target_metrics(exp.model, out.weights, exp.x_mal, exp.y_mal)
             test_acc = None
             if test:

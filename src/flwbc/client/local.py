@@ -38,6 +38,19 @@ class StepHook(Protocol):
     def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor: ...
 
 
+class _OneRow:
+    """A step hook written for one client's [P] tensors, applied to a [1, P] group."""
+
+    def __init__(self, hook: StepHook) -> None:
+        self.hook = hook
+
+    def new_epoch(self) -> None:
+        self.hook.new_epoch()
+
+    def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor:
+        return self.hook(w_hat[0], step[0], grad[0]).unsqueeze(0)
+
+
 @dataclass
 class LocalResult:
     weights: Tensor
@@ -134,14 +147,15 @@ def local_sgd(
     hook: StepHook | None = None,
     extra_grad: Callable[[Tensor], Tensor] | None = None,
 ) -> LocalResult:
-    """One client's local SGD from flat weights `w0` [P]: `local_train` with G = 1."""
+    """One client's local SGD from flat weights `w0` [P]: `local_train` with G = 1; `hook`
+    sees the client's [P] tensors."""
     w, losses, steps = local_train(
         model,
         w0.unsqueeze(0),
         [iter(plan)],
         lr=lr,
         momentum=momentum,
-        hook=hook,
+        hook=_OneRow(hook) if hook is not None else None,
         extra_grads=[extra_grad],
     )
     return LocalResult(weights=w[0], mean_loss=losses[0], steps=steps)

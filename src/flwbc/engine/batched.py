@@ -14,8 +14,7 @@ models fall back to `torch.func.vmap`, which is correct but slower.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterator
 from functools import partial
 from typing import Any
 
@@ -23,20 +22,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flwbc.client.local import Epoch, local_train
-from flwbc.client.wbc import WBCStep
+from flwbc.client.local import Epoch
 from flwbc.engine.registry import Engine, RoundItem, register_engine
-from flwbc.engine.sequential import (
+from flwbc.experiment import Experiment, RoundPlan
+from flwbc.models import CIFARCNN, FMNISTCNN, MLP, FlatModel
+from flwbc.round import (
+    ClientJob,
+    ClientStats,
     RoundOutput,
     RoundUpdates,
     aggregate_round,
-    client_plan,
-    finish_update,
-    kernel_penalty,
+    job_plan,
+    train_jobs,
 )
-from flwbc.experiment import Experiment, RoundPlan
-from flwbc.models import CIFARCNN, FMNISTCNN, MLP, FlatModel
-from flwbc.rng import torch_generator
 
 BatchedForward = Callable[[FlatModel, Tensor, Tensor], Tensor]
 """f(model, W [G, P], x [G, B, ...]) -> log-probabilities [G, B, classes]."""
@@ -124,46 +122,6 @@ def batched_forward(model: FlatModel) -> BatchedForward:
     return BATCHED_FORWARDS.get(type(model.module), _vmap_forward)
 
 
-@dataclass(frozen=True)
-class Row:
-    """One client's local training in one round of one run."""
-
-    exp: Experiment
-    round: int
-    client: int
-    malicious: bool
-    w0: Tensor
-
-
-def _row_plan(row: Row) -> tuple[Any, Iterator[Epoch]]:
-    """The row's plan, and a key equal for rows that can advance in lock-step: same model and
-    dtype, same step shapes (sample count, batch size, epochs, loss terms) and the same update
-    rule (lr, momentum, FL-WBC variant; only FL-WBC's strength may differ)."""
-    cfg, loc = row.exp.cfg, row.exp.cfg.local
-    wbc = cfg.defense.wbc
-    n, plan = client_plan(row.exp, row.round, row.client, row.malicious)
-    rule: tuple[Any, ...] = (cfg.model_name, cfg.dtype, cfg.device, loc.lr, loc.momentum)
-    if row.malicious:
-        att = cfg.attack
-        key = (
-            *rule,
-            "attacker",
-            n,
-            len(row.exp.y_mal),
-            loc.batch_size,
-            att.epochs,
-            att.alpha,
-            att.kernel_reg > 0,
-        )
-        return key, plan
-    wbc_rule = (wbc.noise, wbc.params, wbc.hessian, wbc.reset_each_epoch) if _wbc(row) else None
-    return (*rule, "benign", n, loc.batch_size, loc.epochs, wbc_rule), plan
-
-
-def _wbc(row: Row) -> bool:
-    return not row.malicious and row.exp.cfg.defense.client == "wbc"
-
-
 def grouped_loss(forward: BatchedForward) -> Callable[[FlatModel, Tensor, list[Any]], Tensor]:
     """Each of G clients' step loss through one batched forward per loss term."""
 
@@ -184,88 +142,55 @@ def grouped_loss(forward: BatchedForward) -> Callable[[FlatModel, Tensor, list[A
     return loss
 
 
-def train_group(
-    rows: list[Row], plans: list[Iterator[Epoch]]
-) -> tuple[Tensor, list[float], list[float | None]]:
-    """Train rows with the same key together, advancing their plans in lock-step; return their
-    final weights [G, P], mean losses and (with FL-WBC) perturbed shares."""
-    first = rows[0].exp
-    loc, model, device = first.cfg.local, first.model, first.device
-    hook = None
-    if _wbc(rows[0]):
-        hook = WBCStep(
-            first.cfg.defense.wbc,
-            loc.lr,
-            model.weight_mask,
-            [
-                torch_generator(r.exp.cfg.seed, "wbc", r.round, r.client, device=device)
-                for r in rows
-            ],
-            [r.exp.cfg.defense.wbc.s for r in rows],
-        )
-    extras = [kernel_penalty(r.exp, r.round, r.client, r.w0) if r.malicious else None for r in rows]
-    weights, losses, _ = local_train(
-        model,
-        torch.stack([r.w0.detach() for r in rows]),
-        plans,
-        lr=loc.lr,
-        momentum=loc.momentum,
-        loss_fn=grouped_loss(batched_forward(model)),
-        hook=hook,
-        extra_grads=extras,
-    )
-    shares: list[float | None] = [None] * len(rows)
-    if hook is not None:
-        shares = list(hook.perturbed_fractions())
-    return weights, losses, shares
-
-
-def train_rows(
-    rows: list[Row], max_group: int = MAX_GROUP
-) -> list[tuple[Tensor, float, float | None]]:
-    """(update, mean loss, FL-WBC share) for every row, training rows of equal key together, at
-    most `max_group` at a time."""
-    groups: dict[Any, list[int]] = {}
+def train_jobs_batched(
+    jobs: list[ClientJob], max_group: int = MAX_GROUP
+) -> list[tuple[Tensor, float, ClientStats]]:
+    """(update, mean loss, stats) for every job, training jobs of equal key together, at most
+    `max_group` at a time."""
+    groups: dict[Hashable, list[int]] = {}
     plans: list[Iterator[Epoch]] = []
-    for i, row in enumerate(rows):
-        key, plan = _row_plan(row)
+    for i, job in enumerate(jobs):
+        key, plan = job_plan(job)
         plans.append(plan)
         groups.setdefault(key, []).append(i)
-    out: list[tuple[Tensor, float, float | None]] = [None] * len(rows)  # type: ignore[list-item]
+    out: list[tuple[Tensor, float, ClientStats]] = [None] * len(jobs)  # type: ignore[list-item]
     chunks = [
         members[k : k + max_group]
         for members in groups.values()
         for k in range(0, len(members), max_group)
     ]
     for members in chunks:
-        final, losses, shares = train_group([rows[i] for i in members], [plans[i] for i in members])
-        for j, i in enumerate(members):
-            r = rows[i]
-            update = finish_update(r.exp, r.round, r.client, r.malicious, final[j] - r.w0)
-            out[i] = (update, losses[j], shares[j])
+        model = jobs[members[0]].exp.model
+        results = train_jobs(
+            [jobs[i] for i in members],
+            [plans[i] for i in members],
+            grouped_loss(batched_forward(model)),
+        )
+        for i, res in zip(members, results, strict=True):
+            out[i] = res
     return out
 
 
 def train_rounds(items: list[RoundItem]) -> list[RoundOutput]:
     """One round of several runs at once: all their clients train together where they can,
     then each run aggregates its own updates. Each run's result equals running it alone."""
-    results = train_rows([row for item in items for row in _rows(*item)])
+    results = train_jobs_batched([job for item in items for job in _jobs(*item)])
     outs, pos = [], 0
     for exp, plan, w in items:
         u = RoundUpdates.of(results[pos : pos + len(plan.clients)])
         pos += len(plan.clients)
-        outs.append(aggregate_round(exp, plan, w, u.updates, u.mean_loss, u.wbc_shares))
+        outs.append(aggregate_round(exp, plan, w, u.updates, u.mean_loss, u.stats))
     return outs
 
 
 def round_updates(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundUpdates:
     """Every participant of the round trains from `w`, those of the same schedule together."""
-    return RoundUpdates.of(train_rows(_rows(exp, plan, w)))
+    return RoundUpdates.of(train_jobs_batched(_jobs(exp, plan, w)))
 
 
-def _rows(exp: Experiment, plan: RoundPlan, w: Tensor) -> list[Row]:
+def _jobs(exp: Experiment, plan: RoundPlan, w: Tensor) -> list[ClientJob]:
     pairs = zip(plan.clients, plan.malicious, strict=True)
-    return [Row(exp, plan.round, c, m, w) for c, m in pairs]
+    return [ClientJob(exp, plan.round, c, m, w) for c, m in pairs]
 
 
 def train_round(exp: Experiment, plan: RoundPlan, w: Tensor) -> RoundOutput:

@@ -20,8 +20,8 @@ from flwbc.errors import FlwbcError
 
 if TYPE_CHECKING:
     from flwbc.api import RunSession
-    from flwbc.engine.sequential import RoundOutput, RoundUpdates
     from flwbc.experiment import Experiment, RoundPlan
+    from flwbc.round import RoundOutput, RoundUpdates
 
 RoundItem = tuple["Experiment", "RoundPlan", Tensor]
 """One run's round to train: its experiment, the round's plan and the global weights."""

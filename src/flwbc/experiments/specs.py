@@ -164,7 +164,7 @@ def run_label(config: dict[str, Any], role: str) -> str:
     head = [c.data.name, c.data.partition, f"E{c.local.epochs}B{c.local.batch_size}"]
     if role == "warmup":
         return "-".join(["warmup", *head, f"n{c.attack.num_images}", f"s{c.seed}"])
-    defense = c.defense.client
+    defense = c.defense.label
     if defense == "wbc":
         defense += f"{c.defense.wbc.s:g}"
     elif defense == "ldp":

@@ -10,7 +10,6 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from flwbc.engine.sequential import client_update
 from flwbc.errors import FlwbcError
 from flwbc.flower.common import (
     ARRAYS,
@@ -18,6 +17,7 @@ from flwbc.flower.common import (
     EXPERIMENT,
     METRICS,
     PARTITION_ID,
+    STAT,
     node_experiment,
     pack,
     partition_id,
@@ -25,6 +25,7 @@ from flwbc.flower.common import (
     unpack,
 )
 from flwbc.flower.mods import ldp_mod
+from flwbc.round import client_update
 from flwbc.runtime import tune_allocator
 
 app = ClientApp(mods=[ldp_mod])
@@ -54,10 +55,8 @@ def train(msg: Message, context: Context) -> Message:
     exp = node_experiment(cfg_json, dict(context.node_config))
     w = unpack(msg.content[ARRAYS], exp.device, exp.dtype)
     n = len(exp.client_indices[c])
-    update, loss, share = client_update(
-        exp, t, c, c in exp.malicious_ids, w, local_dp=exp.cfg.flower.ldp == "client"
-    )
+    skip = ("ldp",) if exp.cfg.flower.ldp == "mod" else ()
+    update, loss, stats = client_update(exp, t, c, c in exp.malicious_ids, w, skip=skip)
     metrics: dict[str, float | int] = {"num-examples": n, "train-loss": loss}
-    if share is not None:
-        metrics["wbc-perturbed"] = share
+    metrics.update({STAT + k: v for k, v in stats.items()})
     return Message(RecordDict({ARRAYS: pack(update), METRICS: MetricRecord(metrics)}), reply_to=msg)

@@ -22,6 +22,8 @@ from flwbc.experiment import Experiment
 ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
+STAT = "stat."
+"""Prefix of the metrics that carry a client's defense stats (e.g. `stat.wbc_perturbed`)."""
 VECTOR = "vector"
 ROUND = "server-round"
 CLIENT = "client"

@@ -9,7 +9,6 @@ from __future__ import annotations
 from flwr.app import Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from flwbc.engine.sequential import apply_local_dp
 from flwbc.flower.common import ARRAYS, node_experiment, pack, read_train_config, unpack
 
 
@@ -23,8 +22,9 @@ def ldp_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Mes
     t, c, cfg_json = read_train_config(msg)
     exp = node_experiment(cfg_json, dict(context.node_config))
     cfg = exp.cfg
-    if cfg.defense.client != "ldp" or cfg.flower.ldp != "mod" or c in exp.malicious_ids:
+    ldp = [d for d in exp.defenses if d.name == "ldp"]
+    if not ldp or cfg.flower.ldp != "mod" or c in exp.malicious_ids:
         return reply
     update = unpack(reply.content[ARRAYS], exp.device, exp.dtype)
-    reply.content[ARRAYS] = pack(apply_local_dp(exp, t, c, update))
+    reply.content[ARRAYS] = pack(ldp[0].finish(exp, t, c, update))
     return reply

@@ -17,7 +17,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from flwbc.engine.sequential import aggregate_round
 from flwbc.errors import FlwbcError
 from flwbc.experiment import RoundPlan
 from flwbc.flower.common import (
@@ -26,12 +25,14 @@ from flwbc.flower.common import (
     EXPERIMENT,
     METRICS,
     PARTITION_ID,
+    STAT,
     config_json,
     error_reason,
     pack,
     train_content,
     unpack,
 )
+from flwbc.round import aggregate_round
 
 if TYPE_CHECKING:
     from flwbc.api import RunSession
@@ -133,7 +134,7 @@ class FlwbcStrategy(FedAvg):
         """Aggregate the updates with the experiment's aggregator and record the round."""
         assert self._round is not None
         plan, tick = self._round
-        # attackers and benign clients report different metrics (FL-WBC's share), so Flower's
+        # attackers and benign clients report different metrics (defenses' stats), so Flower's
         # same-keys check does not apply; `_update` checks each reply
         valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
         client_of = {nid: c for c, nid in self.nodes.items()}
@@ -154,8 +155,11 @@ class FlwbcStrategy(FedAvg):
         updates = torch.stack([self._update(by_client[c], c, plan.round) for c in plan.clients])
         metrics = [by_client[c][METRICS] for c in plan.clients]
         losses = [float(m["train-loss"]) for m in metrics]
-        shares = [float(m["wbc-perturbed"]) for m in metrics if "wbc-perturbed" in m]
-        out = aggregate_round(exp, plan, sess.w, updates, sum(losses) / len(losses), shares)
+        stats = [
+            {k.removeprefix(STAT): float(v) for k, v in m.items() if k.startswith(STAT)}
+            for m in metrics
+        ]
+        out = aggregate_round(exp, plan, sess.w, updates, sum(losses) / len(losses), stats)
         record = sess.record(plan, out, tick, time.perf_counter() - tick)
         if self.on_round is not None and not self.on_round(record):
             raise StopRun

@@ -1,0 +1,84 @@
+"""The attack extension point.
+
+An attack decides what an attacker does in an adversarial round: what it trains on and with
+which loss (its plan of steps), a gradient term added at every step, how its finished update is
+post-processed, and which attackers can train in lock-step. Each attack is one module that
+subclasses `Attack` and registers with `@register_attack("name")`; a config selects it with
+`attack.name` and passes `attack.options`, validated against the class's `Options`.
+
+The engines call these hooks and know nothing else of the attack.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Iterator
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from pydantic import BaseModel
+from torch import Tensor
+
+from flwbc.client.local import Epoch
+from flwbc.errors import FlwbcError
+from flwbc.plugin_options import validate_options
+
+if TYPE_CHECKING:
+    from flwbc.config import ExperimentConfig
+    from flwbc.experiment import Experiment
+
+ATTACKS: dict[str, type[Attack]] = {}
+
+
+class Attack(ABC):
+    """Base class of attacks: one instance per experiment, built from its config."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
+        self.cfg = cfg
+        self.options = options
+
+    @abstractmethod
+    def plan(
+        self, exp: Experiment, t: int, c: int, generator: torch.Generator
+    ) -> tuple[int, Iterator[Epoch]]:
+        """Attacker c's steps in round t, and its number of own training samples; batches are
+        drawn from `generator` (the stream (seed, "data", t, c))."""
+
+    @abstractmethod
+    def group_key(self, exp: Experiment, n: int) -> Hashable:
+        """Equal for attackers (of any run) whose plans have the same shape and loss terms."""
+
+    def extra_grad(
+        self, exp: Experiment, t: int, c: int, w: Tensor
+    ) -> Callable[[Tensor], Tensor] | None:
+        """A term added to attacker c's gradient at every step (None: nothing)."""
+        return None
+
+    def finish(self, exp: Experiment, t: int, c: int, update: Tensor) -> Tensor:
+        """What attacker c sends, from its trained update."""
+        return update
+
+
+def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
+    """Register an `Attack` subclass under `name`."""
+
+    def deco(cls: type[Attack]) -> type[Attack]:
+        cls.name = name
+        ATTACKS[name] = cls
+        return cls
+
+    return deco
+
+
+def build_attack(cfg: ExperimentConfig) -> Attack | None:
+    """The config's attack (None when attacks are disabled)."""
+    if not cfg.attack.enabled:
+        return None
+    name = cfg.attack.name
+    if name not in ATTACKS:
+        raise FlwbcError(f"unknown attack '{name}'; choose one of {', '.join(sorted(ATTACKS))}")
+    cls = ATTACKS[name]
+    return cls(cfg, validate_options("attack", name, cls.Options, cfg.attack.options))

@@ -1,0 +1,96 @@
+"""The client-defense extension point.
+
+A client defense acts in benign clients' local training: a step hook after every SGD step
+(FL-WBC), and post-processing of the finished update (local DP). Defenses chain: a config's
+`defense.client` names one or a list, applied in order. Each is one module that subclasses
+`ClientDefense` and registers with `@register_client_defense("name")`; options come from
+`defense.options.<name>`, validated against the class's `Options` (the built-in `wbc` and `ldp`
+read their own sections, `defense.wbc` and `defense.ldp`).
+
+The engines call these hooks and know nothing else of the defense. Attackers never defend.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from pydantic import BaseModel
+from torch import Tensor
+
+from flwbc.client.local import StepHook
+from flwbc.errors import FlwbcError
+from flwbc.plugin_options import validate_options
+
+if TYPE_CHECKING:
+    from flwbc.config import ExperimentConfig
+    from flwbc.experiment import Experiment
+
+CLIENT_DEFENSES: dict[str, type[ClientDefense]] = {}
+
+
+class ClientRow(Protocol):
+    """One client's local training in one round, as a defense sees it."""
+
+    exp: Experiment
+    round: int
+    client: int
+
+
+class ClientDefense(ABC):  # noqa: B024 (every hook has a default: a defense overrides some)
+    """Base class of client defenses: one instance per experiment, built from its config."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
+        self.cfg = cfg
+        self.options = options
+
+    def step_key(self) -> Hashable | None:
+        """What of this defense shapes the local steps, equal for rows that may train in
+        lock-step under one hook (None: it does not act on the steps)."""
+        return None
+
+    def step_hook(self, rows: Sequence[ClientRow], position: int) -> StepHook | None:
+        """The hook applied after each SGD step to `rows` (G clients of one lock-step group,
+        possibly of several runs: read each row's settings from `row.exp.defenses[position]`).
+        A hook may offer `stats() -> list[dict[str, float]]`, per row, for the round record."""
+        return None
+
+    def finish(self, exp: Experiment, t: int, c: int, update: Tensor) -> Tensor:
+        """Post-process benign client c's finished update (default: unchanged)."""
+        return update
+
+
+def register_client_defense(name: str) -> Callable[[type[ClientDefense]], type[ClientDefense]]:
+    """Register a `ClientDefense` subclass under `name`."""
+
+    def deco(cls: type[ClientDefense]) -> type[ClientDefense]:
+        cls.name = name
+        CLIENT_DEFENSES[name] = cls
+        return cls
+
+    return deco
+
+
+def defense_names(client: str | list[str]) -> list[str]:
+    """The chain a config's `defense.client` names ("none" or [] is no defense)."""
+    names = [client] if isinstance(client, str) else list(client)
+    return [n for n in names if n != "none"]
+
+
+def build_client_defenses(cfg: ExperimentConfig) -> list[ClientDefense]:
+    """The config's chain of client defenses, in order."""
+    out = []
+    for name in defense_names(cfg.defense.client):
+        if name not in CLIENT_DEFENSES:
+            raise FlwbcError(
+                f"unknown client defense '{name}'; choose none or one of "
+                f"{', '.join(sorted(CLIENT_DEFENSES))}"
+            )
+        cls = CLIENT_DEFENSES[name]
+        given = cfg.defense.options.get(name, {})
+        out.append(cls(cfg, validate_options("client defense", name, cls.Options, given)))
+    return out

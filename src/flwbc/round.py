@@ -1,0 +1,212 @@
+"""The round library every engine shares: one client's work in a round (`ClientJob`), training
+a lock-step group of jobs, and aggregating the round.
+
+Everything that depends on the algorithm comes from the experiment's plug-ins: an attacker's
+plan, gradient term and post-processing from its `Attack`, a benign client's step hook and
+post-processing from its chain of `ClientDefense`s, the aggregation from its `Aggregator`. The
+engines (`flwbc.engine`) only decide which jobs train together and with which forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from flwbc.client.local import Epoch, GroupLoss, StepHook, benign_plan, local_train, single_loss
+from flwbc.experiment import Experiment, RoundPlan
+from flwbc.rng import torch_generator
+from flwbc.server import RoundContext
+
+ClientStats = dict[str, float]
+"""Per-client numbers a defense reports for the round record (e.g. FL-WBC's perturbed share),
+averaged over the clients that report them."""
+
+
+@dataclass
+class RoundOutput:
+    weights: Tensor
+    train_loss: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClientJob:
+    """One client's local training in one round of one run."""
+
+    exp: Experiment
+    round: int
+    client: int
+    malicious: bool
+    w0: Tensor
+
+
+def client_plan(exp: Experiment, t: int, c: int, malicious: bool) -> tuple[int, Iterator[Epoch]]:
+    """Client c's local-training plan for round t, and its number of own training samples.
+
+    Data order comes from the stream (seed, "data", t, c), so it depends neither on other
+    clients nor on the defense chosen. Attackers follow their attack's plan; benign clients
+    train on their own data.
+    """
+    cfg, loc = exp.cfg, exp.cfg.local
+    gen = torch_generator(cfg.seed, "data", t, c)
+    if malicious:
+        assert exp.attack is not None
+        return exp.attack.plan(exp, t, c, gen)
+    x, y = exp.client_data(c)
+    return len(y), benign_plan(x, y, loc.batch_size, loc.epochs, gen)
+
+
+def job_plan(job: ClientJob) -> tuple[Hashable, Iterator[Epoch]]:
+    """The job's plan, and a key equal for jobs that can advance in lock-step: same model and
+    dtype, same step shapes and loss terms, the same update rule (lr, momentum, and what the
+    defenses do to the steps; only their strengths may differ)."""
+    exp, loc = job.exp, job.exp.cfg.local
+    n, plan = client_plan(exp, job.round, job.client, job.malicious)
+    rule = (exp.cfg.model_name, exp.cfg.dtype, exp.cfg.device, loc.lr, loc.momentum)
+    if job.malicious:
+        assert exp.attack is not None
+        return (*rule, "attacker", exp.attack.name, exp.attack.group_key(exp, n)), plan
+    steps = tuple(k for d in exp.defenses if (k := d.step_key()) is not None)
+    names = tuple(d.name for d in exp.defenses if d.step_key() is not None)
+    return (*rule, "benign", n, loc.batch_size, loc.epochs, names, steps), plan
+
+
+class _Chain:
+    """Several defenses' step hooks applied one after another."""
+
+    def __init__(self, hooks: list[StepHook]) -> None:
+        self.hooks = hooks
+
+    def new_epoch(self) -> None:
+        for h in self.hooks:
+            h.new_epoch()
+
+    def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor:
+        for h in self.hooks:
+            w_hat = h(w_hat, step, grad)
+        return w_hat
+
+    def stats(self) -> list[ClientStats]:
+        per_hook = [h.stats() for h in self.hooks if hasattr(h, "stats")]
+        return [{k: v for d in row for k, v in d.items()} for row in zip(*per_hook, strict=True)]
+
+
+def group_hook(jobs: Sequence[ClientJob]) -> StepHook | None:
+    """The step hook for a lock-step group of benign jobs (None for attackers or no hook)."""
+    if jobs[0].malicious:
+        return None
+    hooks = [
+        h for i, d in enumerate(jobs[0].exp.defenses) if (h := d.step_hook(jobs, i)) is not None
+    ]
+    if not hooks:
+        return None
+    return hooks[0] if len(hooks) == 1 else _Chain(hooks)
+
+
+def finish(job: ClientJob, update: Tensor, *, skip: Sequence[str] = ()) -> Tensor:
+    """What the job's client sends: an attacker's update post-processed by its attack, a benign
+    one by its defenses in order (those named in `skip` are left to the caller)."""
+    exp = job.exp
+    if job.malicious:
+        assert exp.attack is not None
+        return exp.attack.finish(exp, job.round, job.client, update)
+    for d in exp.defenses:
+        if d.name not in skip:
+            update = d.finish(exp, job.round, job.client, update)
+    return update
+
+
+def train_jobs(
+    jobs: Sequence[ClientJob],
+    plans: Sequence[Iterator[Epoch]],
+    loss_fn: GroupLoss = single_loss,
+    *,
+    skip: Sequence[str] = (),
+) -> list[tuple[Tensor, float, ClientStats]]:
+    """Train jobs of one key together (G = len(jobs)); (update, mean loss, stats) for each."""
+    first = jobs[0].exp
+    loc = first.cfg.local
+    hook = group_hook(jobs)
+    extras: list[Callable[[Tensor], Tensor] | None] = [
+        j.exp.attack.extra_grad(j.exp, j.round, j.client, j.w0)
+        if j.malicious and j.exp.attack is not None
+        else None
+        for j in jobs
+    ]
+    weights, losses, _ = local_train(
+        first.model,
+        torch.stack([j.w0.detach() for j in jobs]),
+        plans,
+        lr=loc.lr,
+        momentum=loc.momentum,
+        loss_fn=loss_fn,
+        hook=hook,
+        extra_grads=extras,
+    )
+    reported = hook.stats() if hasattr(hook, "stats") else []
+    stats: list[ClientStats] = reported or [{} for _ in jobs]
+    return [
+        (finish(j, weights[k] - j.w0, skip=skip), losses[k], stats[k]) for k, j in enumerate(jobs)
+    ]
+
+
+def client_update(
+    exp: Experiment, t: int, c: int, malicious: bool, w: Tensor, *, skip: Sequence[str] = ()
+) -> tuple[Tensor, float, ClientStats]:
+    """Client c's round-t update from global weights w, alone (G = 1): (update, mean loss,
+    stats). Defenses named in `skip` leave their post-processing to the caller (a Flower mod)."""
+    job = ClientJob(exp, t, c, malicious, w)
+    _, plan = job_plan(job)
+    return train_jobs([job], [plan], skip=skip)[0]
+
+
+@dataclass
+class RoundUpdates:
+    """A round's client updates [K, P] (rows in `plan.clients` order) before aggregation, the
+    mean local training loss and each client's stats."""
+
+    updates: Tensor
+    mean_loss: float
+    stats: list[ClientStats]
+
+    @classmethod
+    def of(cls, results: Sequence[tuple[Tensor, float, ClientStats]]) -> RoundUpdates:
+        """From per-client (update, loss, stats) in `plan.clients` order."""
+        return cls(
+            torch.stack([u for u, _, _ in results]),
+            sum(loss for _, loss, _ in results) / len(results),
+            [s for _, _, s in results],
+        )
+
+
+def aggregate_round(
+    exp: Experiment,
+    plan: RoundPlan,
+    w: Tensor,
+    updates: Tensor,
+    mean_loss: float,
+    stats: Sequence[ClientStats],
+) -> RoundOutput:
+    """Apply the aggregator to the round's updates [K, P] (rows in `plan.clients` order); the
+    record's info holds the aggregator's, then each client stat's mean over its reporters."""
+    ctx = RoundContext(
+        round=plan.round,
+        client_ids=plan.clients,
+        generator=torch_generator(exp.cfg.seed, "server", plan.round, device=exp.device),
+        global_weights=w,
+        reference_update=(lambda: exp.reference_update(plan.round, w))
+        if exp.root_indices is not None
+        else None,
+    )
+    agg = exp.aggregator.aggregate(updates, plan.weights.to(w.device), ctx)
+    info: dict[str, Any] = {}
+    if agg.info:
+        info["aggregator"] = agg.info
+    for key in dict.fromkeys(k for s in stats for k in s):
+        values = [s[key] for s in stats if key in s]
+        info[key] = sum(values) / len(values)
+    return RoundOutput(w + agg.update, mean_loss, info)
