@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from flwbc.errors import FlwbcError
 
 
@@ -16,6 +18,8 @@ class Option:
     name: str
     type: str
     default: Any
+    limits: str = ""
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,63 @@ def signature_options(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> tup
         default = None if p.default is p.empty else p.default
         out.append(Option(p.name, "" if ann is p.empty else kind, default))
     return tuple(out)
+
+
+_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+
+
+def model_options(model: type[BaseModel] | None) -> tuple[Option, ...]:
+    """The fields of a plug-in's pydantic `Options`, with their bounds and descriptions."""
+    if model is None:
+        return ()
+    out = []
+    for name, f in model.model_fields.items():
+        limits = [
+            f"{sign} {getattr(m, attr)}"
+            for m in f.metadata
+            for attr, sign in _BOUNDS
+            if getattr(m, attr, None) is not None
+        ]
+        ann = f.annotation
+        out.append(
+            Option(
+                name,
+                getattr(ann, "__name__", str(ann)),
+                f.get_default(call_default_factory=True),
+                ", ".join(limits),
+                f.description or "",
+            )
+        )
+    return tuple(out)
+
+
+def _attacks() -> list[Entry]:
+    from flwbc.attacks import ATTACKS
+
+    return [
+        Entry(
+            n,
+            first_line(cls),
+            model_options(cls.Options),
+            "options: the attack section's fields" if n == "targeted" else "",
+        )
+        for n, cls in ATTACKS.items()
+    ]
+
+
+def _defenses() -> list[Entry]:
+    from flwbc.defenses import CLIENT_DEFENSES
+
+    builtin = {"wbc": "defense.wbc", "ldp": "defense.ldp"}
+    return [
+        Entry(
+            n,
+            first_line(cls),
+            model_options(cls.Options),
+            f"options: the {builtin[n]} section" if n in builtin else "",
+        )
+        for n, cls in CLIENT_DEFENSES.items()
+    ]
 
 
 def _aggregators() -> list[Entry]:
@@ -91,6 +152,8 @@ def _engines() -> list[Entry]:
 
 
 KINDS: dict[str, Callable[[], list[Entry]]] = {
+    "attacks": _attacks,
+    "defenses": _defenses,
     "aggregators": _aggregators,
     "datasets": _datasets,
     "engines": _engines,
@@ -118,6 +181,8 @@ def render(entries: dict[str, list[Entry]]) -> str:
             lines.append(f"  {e.name}: {e.description}" + (f" [{e.notes}]" if e.notes else ""))
             for o in e.options:
                 kind_text = f": {o.type}" if o.type else ""
-                lines.append(f"      {o.name}{kind_text} = {o.default!r}")
+                limits = f" ({o.limits})" if o.limits else ""
+                desc = f": {o.description}" if o.description else ""
+                lines.append(f"      {o.name}{kind_text} = {o.default!r}{limits}{desc}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

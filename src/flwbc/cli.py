@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run one experiment",
         description="Run one federated experiment and write its run directory. `flwbc list` "
-        "shows the aggregators, datasets, engines and models to choose from, with their options.",
+        "shows the attacks, client defenses, aggregators, datasets, engines and models to choose "
+        "from, with their options.",
     )
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -202,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser(
         "list",
-        help="list the registered plug-ins (aggregators, datasets, engines, models)",
+        help="list the registered plug-ins (attacks, defenses, aggregators, datasets, engines, "
+        "models)",
         description="Every registered plug-in of each kind, built in or loaded (entry points of "
         "the group flwbc.plugins, and --plugins modules), with its description and options.",
     )

@@ -69,9 +69,80 @@ def quadrants(data_dir=None) -> Dataset:
     return Dataset("quadrants", tx, ty, vx, vy, 4, (0.3,), (0.3,))
 '''
 
+ATTACK = '''
+"""Label flipping (Fung et al. 2020): attackers train on their own data, labels shifted."""
+from pydantic import Field
+from flwbc.attacks import Attack, register_attack
+from flwbc.client.local import benign_plan
+from flwbc.plugin_options import PluginOptions
+
+
+class FlipOptions(PluginOptions):
+    shift: int = Field(1, ge=1, le=3, description="label y becomes (y + shift) mod classes")
+
+
+@register_attack("label_shift")
+class LabelShift(Attack):
+    """Train on the attacker's own images with every label shifted by `shift`."""
+
+    Options = FlipOptions
+
+    def plan(self, exp, t, c, generator):
+        x, y = exp.client_data(c)
+        flipped = (y + self.options.shift) % exp.dataset.num_classes
+        loc = self.cfg.local
+        return len(y), benign_plan(x, flipped, loc.batch_size, loc.epochs, generator)
+
+    def group_key(self, exp, n):
+        return (n, self.cfg.local.batch_size, self.cfg.local.epochs, self.options.shift)
+'''
+
+DEFENSE = '''
+"""Weight decay after every local step, as a client defense with a step hook and stats."""
+import torch
+from pydantic import Field
+from flwbc.defenses import ClientDefense, register_client_defense
+from flwbc.plugin_options import PluginOptions
+
+
+class ShrinkOptions(PluginOptions):
+    decay: float = Field(0.01, ge=0, lt=1, description="fraction removed from the weights per step")
+
+
+class _Shrink:
+    def __init__(self, decays):
+        self.decays = torch.tensor(decays).unsqueeze(1)
+        self.calls = 0
+
+    def new_epoch(self):
+        pass
+
+    def __call__(self, w_hat, step, grad):
+        self.calls += 1
+        return w_hat * (1 - self.decays.to(w_hat.dtype))
+
+    def stats(self):
+        return [{"shrink_steps": float(self.calls)} for _ in range(len(self.decays))]
+
+
+@register_client_defense("shrink")
+class Shrink(ClientDefense):
+    """Multiply the local weights by 1 - decay after every SGD step."""
+
+    Options = ShrinkOptions
+
+    def step_key(self):
+        return "shrink"
+
+    def step_hook(self, rows, position):
+        return _Shrink([r.exp.defenses[position].options.decay for r in rows])
+'''
+
 PACKAGE = {
     "myplug/__init__.py": '"""A plug-in package: importing it registers every kind."""\n'
-    "from myplug import aggregator, dataset, model  # noqa: F401\n",
+    "from myplug import aggregator, attack, dataset, defense, model  # noqa: F401\n",
+    "myplug/attack.py": ATTACK,
+    "myplug/defense.py": DEFENSE,
     "myplug/aggregator.py": AGGREGATOR,
     "myplug/model.py": MODEL,
     "myplug/dataset.py": DATASET,
@@ -83,7 +154,9 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     """tmp/site with the package `myplug` and an entry-point distribution `myplug_ep` naming
     it; on sys.path and PYTHONPATH (for subprocesses). Registrations are undone afterwards."""
     from flwbc import plugins
+    from flwbc.attacks import ATTACKS
     from flwbc.data import DATASETS
+    from flwbc.defenses import CLIENT_DEFENSES
     from flwbc.models import MODELS
     from flwbc.server import AGGREGATORS
 
@@ -95,7 +168,9 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug-ep\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[flwbc.plugins]\nmine = myplug\n")
-    saved = (dict(AGGREGATORS), dict(MODELS), dict(DATASETS), list(plugins.LOADED))
+    registries = (AGGREGATORS, MODELS, DATASETS, ATTACKS, CLIENT_DEFENSES)
+    saved = [dict(r) for r in registries]
+    loaded = list(plugins.LOADED)
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", str(site))
     monkeypatch.setattr(plugins, "_entry_points_loaded", False)  # rescan, with `site` on the path
@@ -103,10 +178,10 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     yield site
     for name in [m for m in sys.modules if m == "myplug" or m.startswith("myplug.")]:
         del sys.modules[name]
-    for registry, before in zip((AGGREGATORS, MODELS, DATASETS), saved[:3], strict=True):
+    for registry, before in zip(registries, saved, strict=True):
         registry.clear()
         registry.update(before)
-    plugins.LOADED[:] = saved[3]
+    plugins.LOADED[:] = loaded
 
 
 @pytest.fixture()

@@ -134,3 +134,87 @@ def test_load_run_gives_what_run_gave(plugin_dir, tmp_path):
     frame = back.to_pandas()
     assert list(frame.index) == [1, 2, 3]
     assert list(frame["test_acc"]) == [r["test_acc"] for r in res.records]
+
+
+PLUGGED: dict[str, Any] = {
+    "attack": {**BASE["attack"], "name": "label_shift", "options": {"shift": 2}},
+    "defense": {"client": ["shrink", "wbc"], "options": {"shrink": {"decay": 0.02}}},
+}
+
+
+def test_plugin_attack_and_defense_chain_run_on_both_engines(plugin_dir, tmp_path):
+    seq = flwbc.run(config(tmp_path, "s", engine="sequential", **PLUGGED), progress=False)
+    bat = flwbc.run(config(tmp_path, "b", engine="batched", **PLUGGED), progress=False)
+    assert torch.allclose(seq.weights, bat.weights, atol=1e-5)
+    for a, b in zip(seq.records, bat.records, strict=True):
+        assert a["clients"] == b["clients"] and a["malicious"] == b["malicious"]
+        # every benign client of 39-40 images takes ceil(n / 8) = 5 steps of the shrink hook
+        assert a["shrink_steps"] == b["shrink_steps"] == 5.0
+        assert a["wbc_perturbed"] == pytest.approx(b["wbc_perturbed"], abs=1e-3)
+    assert seq.config.defense.client == ["shrink", "wbc"]
+
+
+def test_plugin_attack_trains_on_shifted_labels(plugin_dir, tmp_path):
+    from flwbc.client.local import benign_plan
+    from flwbc.experiment import Experiment
+    from flwbc.rng import torch_generator
+
+    exp = Experiment.prepare(flwbc.make_config(config(tmp_path, "p", **PLUGGED)))
+    c = exp.malicious_ids[0]
+    n, plan = exp.attack.plan(exp, 2, c, torch_generator(0, "data", 2, c))
+    x, y = exp.client_data(c)
+    honest = benign_plan(x, y, 8, 1, torch_generator(0, "data", 2, c))
+    assert n == len(y)
+    for (step,), (ref,) in zip(next(iter(plan)), next(iter(honest)), strict=True):
+        assert torch.equal(step.x, ref.x) and torch.equal(step.y, (ref.y + 2) % 4)
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        (
+            {"attack": {**BASE["attack"], "name": "label_shift", "options": {"shift": 7}}},
+            "attack 'label_shift': option shift = 7: Input should be less than or equal to 3",
+        ),
+        (
+            {"attack": {**BASE["attack"], "name": "label_shift", "options": {"flip": 1}}},
+            "attack 'label_shift' has no option flip (it takes: shift)",
+        ),
+        (
+            {"attack": {**BASE["attack"], "name": "nope"}},
+            "unknown attack 'nope'; choose one of label_shift, targeted",
+        ),
+        (
+            {"defense": {"client": "shrink", "options": {"shrink": {"decay": 1}}}},
+            "client defense 'shrink': option decay = 1: Input should be less than 1",
+        ),
+        ({"defense": {"client": ["wbc", "nope"]}}, "unknown client defense 'nope'; choose none"),
+    ],
+)
+def test_plugin_options_are_checked(plugin_dir, tmp_path, over, message):
+    from flwbc.experiment import Experiment
+
+    with pytest.raises(FlwbcError) as err:
+        Experiment.prepare(flwbc.make_config(config(tmp_path, "bad", **over)))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_selects_plugin_attack_and_defenses(plugin_dir, tmp_path, capsys):
+    argv = ["run", "--plugins", "myplug", "--dataset", "quadrants", "--no-progress"]
+    argv += ["--federation-num-clients", "10", "--federation-clients-per-round", "4"]
+    argv += ["--rounds", "2", "--local-batch-size", "8", "--attack-rounds", "1"]
+    argv += ["--attack-num-malicious", "2", "--out", str(tmp_path), "--name", "cli2"]
+    argv += ["--attack-name", "label_shift", "--attack-options", "shift=3"]
+    argv += ["--client-defense", "shrink,wbc", "--set", "defense.options.shrink.decay=0.05"]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "cli2" / "config.json").read_text())
+    assert saved["attack"]["name"] == "label_shift" and saved["attack"]["options"] == {"shift": 3}
+    assert saved["defense"]["client"] == ["shrink", "wbc"]
+    assert saved["defense"]["options"] == {"shrink": {"decay": 0.05}}
+    capsys.readouterr()
+    assert main(["list", "attacks", "--plugins", "myplug"]) == 0
+    out = capsys.readouterr().out
+    assert "  label_shift: Train on the attacker's own images" in out
+    assert "      shift: int = 1 (>= 1, <= 3): label y becomes (y + shift) mod classes" in out
+    assert main(["list", "defenses", "--plugins", "myplug"]) == 0
+    assert "      decay: float = 0.01 (>= 0, < 1)" in capsys.readouterr().out
