@@ -2,7 +2,7 @@
 per client, with TLS and SuperNode authentication, each SuperNode holding only its own data.
 
 It does what docs/flower-deployment.md describes by hand: exports the partitions, writes the
-Flower app, starts everything (flwbc.flower.deploy.LocalDeployment), runs the experiment with
+Flower app, starts everything (examples/flower_deploy.py), runs the experiment with
 `flwr run`, and stops every process. The run directory is the usual one (rounds.jsonl, ...).
 
 usage: python examples/flower_local_deployment.py [--config CFG] [--out DIR] [--work DIR]
@@ -17,11 +17,12 @@ import json
 import sys
 from pathlib import Path
 
+from flower_deploy import LocalDeployment  # examples/flower_deploy.py, beside this script
+
 import flwbc
 from flwbc.config import load_config_file
 from flwbc.errors import FlwbcError
 from flwbc.flower.appdir import write_app
-from flwbc.flower.deploy import LocalDeployment
 from flwbc.flower.partitions import export_partitions
 
 DEFAULT = {

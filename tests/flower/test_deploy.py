@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,16 @@ pytest.importorskip("flwr")
 import flwbc  # noqa: E402
 from flwbc.errors import FlwbcError  # noqa: E402
 from flwbc.flower.appdir import write_app  # noqa: E402
-from flwbc.flower.deploy import (  # noqa: E402
+
+# the deployment harness is a demo tool beside the examples, not part of the library
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from flower_deploy import (  # noqa: E402
     LocalDeployment,
     format_node_config,
     make_node_keys,
     make_tls,
 )
+
 from flwbc.flower.partitions import export_partitions  # noqa: E402
 from flwbc.models import FlatModel, build_model  # noqa: E402
 from flwbc.runio import load_model, read_jsonl  # noqa: E402
@@ -167,7 +172,7 @@ def test_experiment_on_a_local_deployment_with_tls_and_node_auth(
 def test_local_deployment_retries_taken_port_and_stops_when_body_raises(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flwbc.flower.deploy as deploy
+    import flower_deploy as deploy
 
     # Someone else grabs the first "free" port before the SuperLink binds it.
     squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -198,7 +203,7 @@ def test_a_reused_session_id_is_not_adopted(
 ) -> None:
     """Once a session leader exits, its id may lead an unrelated session: stop() must not
     signal that session's processes."""
-    import flwbc.flower.deploy as deploy
+    import flower_deploy as deploy
 
     Info = deploy._ProcInfo
     dep = LocalDeployment(tmp_path, 0, [])

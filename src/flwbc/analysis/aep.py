@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from flwbc.analysis.hessian import batch_loss, grad_and_hvp, hutchinson_diag, spectral_norm
 from flwbc.analysis.replay import replay_start
 from flwbc.config import ExperimentConfig, load_run_config
+from flwbc.curvature import batch_loss, grad_and_hvp, hutchinson_diag, spectral_norm
 from flwbc.engine import replay_engine
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment, RoundPlan

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from flwbc.analysis.hessian import batch_loss
 from flwbc.attacks.base import Attack, register_attack
 from flwbc.client.attack import kernel_penalty_grad, malicious_plan
 from flwbc.client.local import Epoch
+from flwbc.curvature import batch_loss
 from flwbc.rng import torch_generator
 
 if TYPE_CHECKING:

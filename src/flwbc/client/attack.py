@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flwbc.analysis.hessian import Loss, hvp
 from flwbc.client.local import Epoch, Term, epoch_batches
+from flwbc.curvature import Loss, hvp
 
 
 @dataclass(frozen=True)

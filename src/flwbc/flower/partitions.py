@@ -18,8 +18,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from flwbc.attacks import build_attack
 from flwbc.config import ExperimentConfig
 from flwbc.data import Dataset
+from flwbc.defenses import build_client_defenses
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment
 from flwbc.models import FlatModel, build_model
@@ -128,4 +130,6 @@ def partition_experiment(
         y_mal,
         build_aggregator(cfg.server.aggregator, cfg.server.options),
         device,
+        attack=build_attack(cfg),
+        defenses=build_client_defenses(cfg),
     )

@@ -1,6 +1,8 @@
 """Run a Flower app on a real local deployment: SuperLink + SuperNodes on 127.0.0.1.
 
-This is a test and demo harness for flwr 1.41.x. It starts every Flower component by hand as
+This is a test and demo harness beside the examples, outside the library (import it with this
+folder on `sys.path`, as `examples/flower_local_deployment.py` and `tests/flower/test_deploy.py`
+do) for flwr 1.41.x. It starts every Flower component by hand as
 its own process (the same way a user would on separate machines), with TLS and SuperNode
 authentication turned on:
 
