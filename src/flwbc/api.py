@@ -31,8 +31,9 @@ from flwbc.config import ExperimentConfig, load_run_config, make_config
 from flwbc.data.datasets import dataset_image_shape, get_dataset
 from flwbc.engine import Engine, get_engine
 from flwbc.errors import FlwbcError
+from flwbc.evaluation import measure_round
 from flwbc.experiment import Experiment, RoundPlan
-from flwbc.metrics import evaluate, mitigation_rounds, target_metrics
+from flwbc.metrics import mitigation_rounds
 from flwbc.models import FlatModel, build_model
 from flwbc.provenance import current_source
 from flwbc.round import RoundOutput
@@ -234,22 +235,10 @@ class RunSession:
             "clients": plan.clients,
             "malicious": [c for c, m in zip(plan.clients, plan.malicious, strict=True) if m],
             "train_loss": out.train_loss,
-            "test_acc": None,
-            "test_loss": None,
-            "target_conf": None,
-            "target_acc": None,
+            **measure_round(exp.metrics, exp, w, t),
         }
-        if t % cfg.eval.every == 0 or t == total:
-            ds = exp.dataset
-            acc, loss = evaluate(
-                exp.model, w, ds.test_x, ds.test_y, ds.normalize, cfg.eval.batch_size
-            )
-            record["test_acc"], record["test_loss"] = acc, loss
-            self.last_acc = acc
-        if exp.x_mal is not None:
-            record["target_conf"], record["target_acc"] = target_metrics(
-                exp.model, w, exp.x_mal, exp.y_mal
-            )
+        if record.get("test_acc") is not None:
+            self.last_acc = record["test_acc"]
         record.update(out.info)
         self.log.write(record)
         self.tlog.write(

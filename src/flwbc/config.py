@@ -22,6 +22,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class PluginRef(_Section):
+    """A plug-in by name, with its options (validated when the experiment is built)."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+
 class DataConfig(_Section):
     """Which dataset, where it is, and how it is split among clients (paper §7.1, Appendix C)."""
 
@@ -215,12 +227,18 @@ class DefenseConfig(_Section):
 
 
 class ServerConfig(_Section):
-    """Aggregation rule, looked up by name in `flwbc.server.aggregators`."""
+    """Aggregation rule, looked up by name in `flwbc.server.aggregators`, after the chain of
+    pre-aggregation steps in `pre`."""
 
     aggregator: str = "fedavg"
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="the aggregator's options, e.g. beta for trimmed_mean, f for krum",
+    )
+    pre: list[PluginRef] = Field(
+        default_factory=list,
+        description="pre-aggregation steps applied in order before the rule, each "
+        "{name, options} (flwbc list pre)",
     )
 
     @field_validator("aggregator")
@@ -240,6 +258,11 @@ class EvalConfig(_Section):
         1, ge=1, description="benign test evaluation every k rounds (D_M metrics: every round)"
     )
     batch_size: int = Field(500, ge=1)
+    metrics: list[PluginRef] = Field(
+        default_factory=list,
+        description="metrics measured every round besides accuracy and target, each "
+        "{name, options} (flwbc list metrics)",
+    )
 
 
 class OutputConfig(_Section):

@@ -20,7 +20,9 @@ from flwbc.config import ExperimentConfig
 from flwbc.data import Dataset, get_dataset, partition
 from flwbc.defenses import ClientDefense, build_client_defenses
 from flwbc.errors import FlwbcError
+from flwbc.evaluation import Metric, build_metrics
 from flwbc.models import FlatModel, build_model
+from flwbc.preagg import PreAggregator, build_pre_aggregators
 from flwbc.rng import numpy_rng, torch_generator
 from flwbc.server import Aggregator, build_aggregator
 
@@ -51,6 +53,10 @@ class Experiment:
     attack: Attack | None = None
     defenses: list[ClientDefense] = field(default_factory=list)
     """The benign clients' chain of client defenses, in order."""
+    pre_steps: list[PreAggregator] = field(default_factory=list)
+    """The server's pre-aggregation steps, in order."""
+    metrics: list[Metric] = field(default_factory=list)
+    """What is measured on the global model after every round, in record order."""
 
     @classmethod
     def prepare(cls, cfg: ExperimentConfig) -> Experiment:
@@ -110,7 +116,7 @@ class Experiment:
         aggregator = build_aggregator(cfg.server.aggregator, cfg.server.options)
         check_aggregator(cfg, aggregator)
         root = None
-        root_size = getattr(aggregator, "root_size", None)
+        root_size = aggregator.root_size
         if root_size is not None:
             # the server's clean root set (FLTrust): drawn from the training pool, D_M excluded;
             # it may overlap clients' data, so the client partition is the same with or without it
@@ -130,6 +136,8 @@ class Experiment:
             root,
             build_attack(cfg),
             build_client_defenses(cfg),
+            build_pre_aggregators(cfg.server.pre),
+            build_metrics(cfg.eval.metrics),
         )
 
     def reference_update(self, t: int, w: Tensor) -> Tensor:

@@ -191,8 +191,9 @@ def aggregate_round(
     mean_loss: float,
     stats: Sequence[ClientStats],
 ) -> RoundOutput:
-    """Apply the aggregator to the round's updates [K, P] (rows in `plan.clients` order); the
-    record's info holds the aggregator's, then each client stat's mean over its reporters."""
+    """Apply the pre-aggregation steps, then the aggregator, to the round's updates [K, P]
+    (rows in `plan.clients` order); the record's info holds the steps', the aggregator's, then
+    each client stat's mean over its reporters."""
     ctx = RoundContext(
         round=plan.round,
         client_ids=plan.clients,
@@ -202,8 +203,17 @@ def aggregate_round(
         if exp.root_indices is not None
         else None,
     )
-    agg = exp.aggregator.aggregate(updates, plan.weights.to(w.device), ctx)
+    weights = plan.weights.to(w.device)
+    pre_info: dict[str, Any] = {}
+    for i, step in enumerate(exp.pre_steps):
+        gen = torch_generator(exp.cfg.seed, "pre", plan.round, i, device=exp.device)
+        updates, weights, got = step.apply(updates, weights, ctx, gen)
+        if got:
+            pre_info[step.name] = got
+    agg = exp.aggregator.aggregate(updates, weights, ctx)
     info: dict[str, Any] = {}
+    if pre_info:
+        info["pre"] = pre_info
     if agg.info:
         info["aggregator"] = agg.info
     for key in dict.fromkeys(k for s in stats for k in s):

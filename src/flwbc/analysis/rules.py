@@ -90,7 +90,7 @@ def compare_rules(
     exp, w = replay_start(cfg)
     for label, agg in aggregators.items():
         check_aggregator(cfg, agg)
-        root_size = getattr(agg, "root_size", None)
+        root_size = agg.root_size
         if root_size is not None and (
             exp.root_indices is None or root_size != len(exp.root_indices)
         ):

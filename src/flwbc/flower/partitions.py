@@ -25,6 +25,7 @@ from flwbc.defenses import build_client_defenses
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment
 from flwbc.models import FlatModel, build_model
+from flwbc.preagg import build_pre_aggregators
 from flwbc.runio import atomic_write_bytes
 from flwbc.server import build_aggregator
 
@@ -132,4 +133,5 @@ def partition_experiment(
         device,
         attack=build_attack(cfg),
         defenses=build_client_defenses(cfg),
+        pre_steps=build_pre_aggregators(cfg.server.pre),
     )

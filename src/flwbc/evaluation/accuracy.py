@@ -1,0 +1,29 @@
+"""Benign test accuracy and loss of the global model (paper §7.1's benign accuracy), on the
+whole test set, every `eval.every` rounds and at the last round."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from flwbc.evaluation.base import Metric, register_metric
+from flwbc.metrics import evaluate
+
+if TYPE_CHECKING:
+    from flwbc.experiment import Experiment
+
+
+@register_metric("accuracy")
+class Accuracy(Metric):
+    """Test-set accuracy and mean loss (test_acc, test_loss)."""
+
+    fields = ("test_acc", "test_loss")
+
+    def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+        cfg = exp.cfg
+        if t % cfg.eval.every != 0 and t != cfg.federation.rounds:
+            return {}
+        ds = exp.dataset
+        acc, loss = evaluate(exp.model, w, ds.test_x, ds.test_y, ds.normalize, cfg.eval.batch_size)
+        return {"test_acc": acc, "test_loss": loss}

@@ -1,0 +1,78 @@
+"""The metric extension point: what is measured on the new global model after every round and
+written into that round's record in `rounds.jsonl`.
+
+Every run records the built-in `accuracy` (benign test accuracy and loss, every `eval.every`
+rounds and at the last) and `target` (misclassification confidence and accuracy on D_M, when
+the attack has one); a config's `eval.metrics` adds registered metrics, each `{name, options}`.
+A metric is one module that subclasses `Metric`, lists the record fields it writes (`fields`,
+always present, null when not measured) and registers with `@register_metric("name")`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+from torch import Tensor
+
+from flwbc.errors import FlwbcError
+from flwbc.plugin_options import validate_options
+
+if TYPE_CHECKING:
+    from flwbc.experiment import Experiment
+
+METRICS: dict[str, type[Metric]] = {}
+BUILT_IN = ("accuracy", "target")
+"""Measured in every run, in this order, before any a config adds."""
+
+
+class Metric(ABC):
+    """Base class of per-round metrics."""
+
+    name: ClassVar[str] = ""
+    fields: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, options: BaseModel | None) -> None:
+        self.options = options
+
+    @abstractmethod
+    def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+        """The fields measured on global weights `w` after round t (a subset of `fields`)."""
+
+
+def register_metric(name: str) -> Callable[[type[Metric]], type[Metric]]:
+    """Register a `Metric` subclass under `name`."""
+
+    def deco(cls: type[Metric]) -> type[Metric]:
+        cls.name = name
+        METRICS[name] = cls
+        return cls
+
+    return deco
+
+
+def build_metrics(extra: list[Any]) -> list[Metric]:
+    """The built-in metrics, then those a config's `eval.metrics` names ({name, options})."""
+    out: list[Metric] = [METRICS[n](None) for n in BUILT_IN]
+    for ref in extra:
+        if ref.name not in METRICS or ref.name in BUILT_IN:
+            choices = sorted(set(METRICS) - set(BUILT_IN))
+            raise FlwbcError(
+                f"unknown metric '{ref.name}'; {', '.join(BUILT_IN)} are always measured, "
+                f"others: {', '.join(choices) or 'none registered'}"
+            )
+        cls = METRICS[ref.name]
+        out.append(cls(validate_options("metric", ref.name, cls.Options, ref.options)))
+    return out
+
+
+def measure_round(metrics: list[Metric], exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+    """Every metric's fields for round t, in order, null where not measured."""
+    record: dict[str, Any] = {}
+    for m in metrics:
+        got = m.measure(exp, w, t)
+        record.update({f: got.get(f) for f in m.fields})
+    return record

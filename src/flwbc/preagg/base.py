@@ -1,0 +1,69 @@
+"""The pre-aggregation extension point: steps that transform a round's client updates before
+any aggregation rule sees them (clipping, bucketing, nearest-neighbour mixing, ...), chained in
+the order a config's `server.pre` lists them.
+
+Each step is one module that subclasses `PreAggregator` and registers with
+`@register_pre_aggregator("name")`; a config names it with `{name, options}`, the options
+validated against its `Options`. A step draws randomness only from the generator it is given,
+the stream (seed, "pre", t, position).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel
+from torch import Tensor
+
+from flwbc.errors import FlwbcError
+from flwbc.plugin_options import validate_options
+from flwbc.server.base import RoundContext
+
+PRE_AGGREGATORS: dict[str, type[PreAggregator]] = {}
+
+
+class PreAggregator(ABC):
+    """Base class of pre-aggregation steps."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, options: BaseModel | None) -> None:
+        self.options = options
+
+    @abstractmethod
+    def apply(
+        self, updates: Tensor, weights: Tensor, ctx: RoundContext, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        """Transform `updates` [K, P] and their weights [K]; return them (possibly fewer rows,
+        e.g. bucket means) and what to record for the round (empty: nothing)."""
+
+
+def register_pre_aggregator(name: str) -> Callable[[type[PreAggregator]], type[PreAggregator]]:
+    """Register a `PreAggregator` subclass under `name`."""
+
+    def deco(cls: type[PreAggregator]) -> type[PreAggregator]:
+        cls.name = name
+        PRE_AGGREGATORS[name] = cls
+        return cls
+
+    return deco
+
+
+def build_pre_aggregators(steps: list[Any]) -> list[PreAggregator]:
+    """The chain a config's `server.pre` names (each with `.name` and `.options`)."""
+    out = []
+    for step in steps:
+        if step.name not in PRE_AGGREGATORS:
+            raise FlwbcError(
+                f"unknown pre-aggregation step '{step.name}'; choose one of "
+                f"{', '.join(sorted(PRE_AGGREGATORS))}"
+            )
+        cls = PRE_AGGREGATORS[step.name]
+        out.append(
+            cls(validate_options("pre-aggregation step", step.name, cls.Options, step.options))
+        )
+    return out
