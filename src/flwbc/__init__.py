@@ -3,10 +3,14 @@
 __version__ = "0.1.0"
 
 from flwbc.api import RunResult, load_run, run, run_many  # noqa: E402
+from flwbc.attacks import register_attack  # noqa: E402
 from flwbc.config import ExperimentConfig, make_config  # noqa: E402
-from flwbc.data import register_dataset  # noqa: E402
+from flwbc.data import register_dataset, register_partition  # noqa: E402
+from flwbc.defenses import register_client_defense  # noqa: E402
 from flwbc.engine import register_engine  # noqa: E402
+from flwbc.evaluation import register_metric  # noqa: E402
 from flwbc.models import register_model  # noqa: E402
+from flwbc.preagg import register_pre_aggregator  # noqa: E402
 from flwbc.server import register_aggregator  # noqa: E402
 
 __all__ = [
@@ -16,9 +20,14 @@ __all__ = [
     "load_run",
     "make_config",
     "register_aggregator",
+    "register_attack",
+    "register_client_defense",
     "register_dataset",
     "register_engine",
+    "register_metric",
     "register_model",
+    "register_partition",
+    "register_pre_aggregator",
     "run",
     "run_many",
 ]

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from flwbc import __version__
+from flwbc import __version__, plugins
 from flwbc.config import ExperimentConfig, load_run_config, make_config
 from flwbc.data.datasets import dataset_image_shape, get_dataset
 from flwbc.engine import Engine, get_engine
@@ -106,6 +106,7 @@ def _meta() -> dict[str, Any]:
     return {
         "flwbc_version": __version__,
         "source": current_source(),
+        "plugins_loaded": list(plugins.LOADED),
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "created": datetime.now().isoformat(timespec="seconds"),

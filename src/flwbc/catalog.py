@@ -151,11 +151,43 @@ def _engines() -> list[Entry]:
     ]
 
 
+def _pre() -> list[Entry]:
+    from flwbc.preagg import PRE_AGGREGATORS
+
+    return [
+        Entry(n, first_line(cls), model_options(cls.Options)) for n, cls in PRE_AGGREGATORS.items()
+    ]
+
+
+def _metrics() -> list[Entry]:
+    from flwbc.evaluation import BUILT_IN, METRICS
+
+    return [
+        Entry(
+            n,
+            first_line(cls),
+            model_options(cls.Options),
+            ("always measured; " if n in BUILT_IN else "") + "fields: " + ", ".join(cls.fields),
+        )
+        for n, cls in METRICS.items()
+    ]
+
+
+def _partitions() -> list[Entry]:
+    from flwbc.data import PARTITIONS
+
+    fixed = ("pool", "labels", "num_clients", "rng")
+    return [Entry(n, text, signature_options(fn, fixed)) for n, (fn, text) in PARTITIONS.items()]
+
+
 KINDS: dict[str, Callable[[], list[Entry]]] = {
     "attacks": _attacks,
     "defenses": _defenses,
+    "pre": _pre,
     "aggregators": _aggregators,
+    "metrics": _metrics,
     "datasets": _datasets,
+    "partitions": _partitions,
     "engines": _engines,
     "models": _models,
 }

@@ -46,7 +46,7 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, st
             parts = [
                 field.description or "",
                 "one of " + ", ".join(map(str, choices)) if choices else "",
-                "comma-separated, e.g. 1,16" if _is_list(ann) else "",
+                _list_hint(ann),
                 "KEY=VALUE,... or a JSON mapping, e.g. beta=0.2" if _is_dict(ann) else "",
             ]
             text = "; ".join(p for p in parts if p)
@@ -66,6 +66,15 @@ def _is_textual(ann: Any) -> bool:
 
 def _is_list(ann: Any) -> bool:
     return any(typing.get_origin(a) is list for a in (ann, *typing.get_args(ann)))
+
+
+def _list_hint(ann: Any) -> str:
+    if not _is_list(ann):
+        return ""
+    items = [
+        typing.get_args(a) for a in (ann, *typing.get_args(ann)) if typing.get_origin(a) is list
+    ]
+    return "comma-separated, e.g. 1,16" if items and items[0] == (int,) else "comma-separated"
 
 
 def _is_dict(ann: Any) -> bool:
@@ -203,8 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser(
         "list",
-        help="list the registered plug-ins (attacks, defenses, aggregators, datasets, engines, "
-        "models)",
+        help="list the registered plug-ins of every kind (attacks, defenses, aggregators, ...)",
         description="Every registered plug-in of each kind, built in or loaded (entry points of "
         "the group flwbc.plugins, and --plugins modules), with its description and options.",
     )

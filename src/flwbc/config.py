@@ -43,7 +43,26 @@ class DataConfig(_Section):
     dir: str | None = Field(
         None, description="dataset root; falls back to $FLWBC_DATA_DIR, the cache, a download"
     )
-    partition: Literal["iid", "shards", "dirichlet"] = "iid"
+    partition: str = Field(
+        "iid",
+        description="iid, shards, dirichlet or a registered partition (flwbc list partitions)",
+    )
+    partition_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options of a registered partition (iid, shards and dirichlet use the "
+        "fields below)",
+    )
+
+    @field_validator("partition")
+    @classmethod
+    def _known_partition(cls, name: str) -> str:
+        from flwbc.data.partition import PARTITIONS
+
+        if name not in PARTITIONS:
+            raise ValueError(
+                f"unknown partition '{name}'; choose one of {', '.join(sorted(PARTITIONS))}"
+            )
+        return name
 
     @field_validator("name")
     @classmethod

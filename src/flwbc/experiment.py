@@ -226,4 +226,4 @@ def _partition_options(cfg: ExperimentConfig) -> dict[str, object]:
         return {"num_shards": d.num_shards, "shards_per_client": d.shards_per_client}
     if d.partition == "dirichlet":
         return {"alpha": d.dirichlet_alpha}
-    return {}
+    return dict(d.partition_options)

@@ -107,6 +107,30 @@ def group_hook(jobs: Sequence[ClientJob]) -> StepHook | None:
     return hooks[0] if len(hooks) == 1 else _Chain(hooks)
 
 
+def job_extra_grad(job: ClientJob) -> Callable[[Tensor], Tensor] | None:
+    """The gradient term the job's attack (for an attacker) or defenses (for a benign client,
+    summed in order) add at every step; None when there is none."""
+    exp = job.exp
+    if job.malicious:
+        assert exp.attack is not None
+        return exp.attack.extra_grad(exp, job.round, job.client, job.w0)
+    terms = [
+        f
+        for d in exp.defenses
+        if (f := d.extra_grad(exp, job.round, job.client, job.w0)) is not None
+    ]
+    if len(terms) <= 1:
+        return terms[0] if terms else None
+
+    def total(w: Tensor) -> Tensor:
+        out = terms[0](w)
+        for f in terms[1:]:
+            out = out + f(w)
+        return out
+
+    return total
+
+
 def finish(job: ClientJob, update: Tensor, *, skip: Sequence[str] = ()) -> Tensor:
     """What the job's client sends: an attacker's update post-processed by its attack, a benign
     one by its defenses in order (those named in `skip` are left to the caller)."""
@@ -131,12 +155,7 @@ def train_jobs(
     first = jobs[0].exp
     loc = first.cfg.local
     hook = group_hook(jobs)
-    extras: list[Callable[[Tensor], Tensor] | None] = [
-        j.exp.attack.extra_grad(j.exp, j.round, j.client, j.w0)
-        if j.malicious and j.exp.attack is not None
-        else None
-        for j in jobs
-    ]
+    extras = [job_extra_grad(j) for j in jobs]
     weights, losses, _ = local_train(
         first.model,
         torch.stack([j.w0.detach() for j in jobs]),
@@ -191,8 +210,9 @@ def aggregate_round(
     mean_loss: float,
     stats: Sequence[ClientStats],
 ) -> RoundOutput:
-    """Apply the pre-aggregation steps, then the aggregator, to the round's updates [K, P]
-    (rows in `plan.clients` order); the record's info holds the steps', the aggregator's, then
+    """Let a colluding attack craft its rows (adversarial rounds), then apply the
+    pre-aggregation steps and the aggregator to the round's updates [K, P] (rows in
+    `plan.clients` order); the record's info holds the steps', the aggregator's, then
     each client stat's mean over its reporters."""
     ctx = RoundContext(
         round=plan.round,
@@ -203,6 +223,8 @@ def aggregate_round(
         if exp.root_indices is not None
         else None,
     )
+    if exp.attack is not None and plan.adversarial:
+        updates = exp.attack.craft(exp, plan.round, updates, plan.malicious)
     weights = plan.weights.to(w.device)
     pre_info: dict[str, Any] = {}
     for i, step in enumerate(exp.pre_steps):

@@ -138,9 +138,75 @@ class Shrink(ClientDefense):
         return _Shrink([r.exp.defenses[position].options.decay for r in rows])
 '''
 
+COLLUDE = '''
+"""A colluding attack (omniscient): every attacker sends -scale times the mean benign update."""
+from pydantic import Field
+from flwbc.attacks import Attack, register_attack
+from flwbc.client.local import benign_plan
+from flwbc.plugin_options import PluginOptions
+
+
+class MeanFlipOptions(PluginOptions):
+    scale: float = Field(1.0, gt=0)
+
+
+@register_attack("mean_flip")
+class MeanFlip(Attack):
+    """Send the negated, scaled mean of the round's benign updates."""
+
+    Options = MeanFlipOptions
+
+    def plan(self, exp, t, c, generator):
+        x, y = exp.client_data(c)
+        loc = self.cfg.local
+        return len(y), benign_plan(x, y, loc.batch_size, loc.epochs, generator)
+
+    def group_key(self, exp, n):
+        return (n, self.cfg.local.batch_size, self.cfg.local.epochs)
+
+    def craft(self, exp, t, updates, malicious):
+        benign = [i for i, m in enumerate(malicious) if not m]
+        attackers = [i for i, m in enumerate(malicious) if m]
+        out = updates.clone()
+        out[attackers] = -self.options.scale * updates[benign].mean(0)
+        return out
+'''
+
+METRIC = '''
+"""The global model's L2 norm after every round, as a metric plug-in."""
+from flwbc import register_metric
+from flwbc.evaluation import Metric
+
+
+@register_metric("weight_norm")
+class WeightNorm(Metric):
+    """L2 norm of the global weights (weight_norm)."""
+
+    fields = ("weight_norm",)
+
+    def measure(self, exp, w, t):
+        return {"weight_norm": float(w.double().norm())}
+'''
+
+PARTITION = '''
+"""Contiguous blocks of the pool, in order, as a partition plug-in."""
+import numpy as np
+from flwbc import register_partition
+
+
+@register_partition("blocks")
+def blocks(pool, labels, num_clients, rng, drop: int = 0):
+    """The pool cut into equal consecutive blocks after dropping its first `drop` indices."""
+    return [np.asarray(b, dtype=np.int64) for b in np.array_split(pool[drop:], num_clients)]
+'''
+
 PACKAGE = {
     "myplug/__init__.py": '"""A plug-in package: importing it registers every kind."""\n'
-    "from myplug import aggregator, attack, dataset, defense, model  # noqa: F401\n",
+    "from myplug import aggregator, attack, collude, dataset, defense, metric, model, partition"
+    "  # noqa: F401\n",
+    "myplug/collude.py": COLLUDE,
+    "myplug/metric.py": METRIC,
+    "myplug/partition.py": PARTITION,
     "myplug/attack.py": ATTACK,
     "myplug/defense.py": DEFENSE,
     "myplug/aggregator.py": AGGREGATOR,
@@ -155,8 +221,9 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     it; on sys.path and PYTHONPATH (for subprocesses). Registrations are undone afterwards."""
     from flwbc import plugins
     from flwbc.attacks import ATTACKS
-    from flwbc.data import DATASETS
+    from flwbc.data import DATASETS, PARTITIONS
     from flwbc.defenses import CLIENT_DEFENSES
+    from flwbc.evaluation import METRICS
     from flwbc.models import MODELS
     from flwbc.server import AGGREGATORS
 
@@ -168,7 +235,7 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug-ep\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[flwbc.plugins]\nmine = myplug\n")
-    registries = (AGGREGATORS, MODELS, DATASETS, ATTACKS, CLIENT_DEFENSES)
+    registries = (AGGREGATORS, MODELS, DATASETS, ATTACKS, CLIENT_DEFENSES, METRICS, PARTITIONS)
     saved = [dict(r) for r in registries]
     loaded = list(plugins.LOADED)
     monkeypatch.syspath_prepend(str(site))

@@ -94,7 +94,9 @@ def test_sweep_workers_load_plugins(plugin_dir, no_entry_points, tmp_path):
 
     runs = []
     for seed in (0, 1):
-        cfg = {**BASE, "seed": seed, "plugins": ["myplug"]}
+        # every kind at once: dataset, model, aggregator, attack, defense chain, metric
+        extra = {"eval": {"metrics": ["weight_norm"]}}
+        cfg = {**BASE, **PLUGGED, **extra, "seed": seed, "plugins": ["myplug"]}
         runs.append(RunSpec(run_key(cfg, None), f"plug-s{seed}", cfg, rounds=3))
     report = run_sweep(runs, tmp_path / "store", jobs=2, threads=1, progress=False)
     assert report.failed == {} and sorted(report.finished) == sorted(r.key for r in runs)
@@ -182,7 +184,7 @@ def test_plugin_attack_trains_on_shifted_labels(plugin_dir, tmp_path):
         ),
         (
             {"attack": {**BASE["attack"], "name": "nope"}},
-            "unknown attack 'nope'; choose one of label_shift, targeted",
+            "unknown attack 'nope'; choose one of label_shift, mean_flip, targeted",
         ),
         (
             {"defense": {"client": "shrink", "options": {"shrink": {"decay": 1}}}},
@@ -218,3 +220,33 @@ def test_cli_selects_plugin_attack_and_defenses(plugin_dir, tmp_path, capsys):
     assert "      shift: int = 1 (>= 1, <= 3): label y becomes (y + shift) mod classes" in out
     assert main(["list", "defenses", "--plugins", "myplug"]) == 0
     assert "      decay: float = 0.01 (>= 0, < 1)" in capsys.readouterr().out
+
+
+def test_colluding_attack_metric_and_partition_plugins(plugin_dir, tmp_path):
+    from flwbc.experiment import Experiment
+
+    over = {
+        "attack": {**BASE["attack"], "name": "mean_flip", "options": {"scale": 2.0}},
+        "data": {"name": "quadrants", "partition": "blocks", "partition_options": {"drop": 18}},
+        "eval": {"metrics": [{"name": "weight_norm"}]},
+        "server": {"aggregator": "fedavg", "pre": [{"name": "clip", "options": {"bound": 0.5}}]},
+    }
+    cfg = flwbc.make_config(config(tmp_path, "c", **over))
+    exp = Experiment.prepare(cfg)
+    # the partition: consecutive blocks of the pool after dropping 18 indices (D_M is 2 of 400)
+    pool = [i for i in range(400) if i not in set(exp.malicious_set.indices.tolist())][18:]
+    assert [len(p) for p in exp.client_indices] == [38] * 10
+    assert sum((p.tolist() for p in exp.client_indices), []) == pool
+    # the colluding hook: attackers' rows become -2 x the benign rows' mean
+    updates = torch.arange(12.0).view(4, 3)
+    crafted = exp.attack.craft(exp, 2, updates, [True, False, True, False])
+    benign_mean = (updates[1] + updates[3]) / 2
+    assert torch.equal(crafted[0], -2 * benign_mean) and torch.equal(crafted[2], -2 * benign_mean)
+    assert torch.equal(crafted[1], updates[1]) and torch.equal(crafted[3], updates[3])
+    res = flwbc.run(cfg, progress=False)
+    for rec in res.records:
+        assert set(rec["pre"]["clip"]) == {"clipped"}
+    assert res.records[-1]["weight_norm"] == pytest.approx(float(res.weights.double().norm()))
+    # both engines agree with every kind plugged in
+    bat = flwbc.run(config(tmp_path, "c-seq", engine="sequential", **over), progress=False)
+    assert torch.allclose(bat.weights, res.weights, atol=1e-5)

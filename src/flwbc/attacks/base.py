@@ -61,6 +61,13 @@ class Attack(ABC):
         """What attacker c sends, from its trained update."""
         return update
 
+    def craft(self, exp: Experiment, t: int, updates: Tensor, malicious: list[bool]) -> Tensor:
+        """Colluding attacks: the round's updates [K, P] as the server receives them, given all
+        of them (rows in the round's client order, `malicious` marking the attackers' rows, whose
+        values are what `finish` returned). Default: unchanged. An attack that assumes only
+        partial knowledge must use only the rows it may see."""
+        return updates
+
 
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
     """Register an `Attack` subclass under `name`."""

@@ -10,10 +10,12 @@ from flwbc.data.datasets import (
 )
 from flwbc.data.partition import (
     PARTITION_KINDS,
+    PARTITIONS,
     partition,
     partition_dirichlet,
     partition_iid,
     partition_shards,
+    register_partition,
 )
 from flwbc.data.readers import read_cifar_batch, read_idx
 from flwbc.data.sources import (
@@ -31,6 +33,8 @@ __all__ = [
     "get_dataset",
     "register_dataset",
     "PARTITION_KINDS",
+    "PARTITIONS",
+    "register_partition",
     "ChecksumWarning",
     "Dataset",
     "canonical_name",

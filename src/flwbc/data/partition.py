@@ -6,6 +6,8 @@ split is reproducible from a seed; each client's indices come back shuffled, as 
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -129,6 +131,36 @@ def partition_dirichlet(
     return _shuffled(parts, rng)
 
 
+Partitioner = Callable[..., list[np.ndarray]]
+"""f(pool, labels, num_clients, rng, **options) -> each client's indices."""
+
+PARTITIONS: dict[str, tuple[Partitioner, str]] = {}
+"""Registered partitions: name -> (function, one-line description)."""
+
+
+def register_partition(name: str, description: str = "") -> Callable[[Partitioner], Partitioner]:
+    """Register `f(pool, labels, num_clients, rng, **options) -> list of index arrays` as the
+    partition `name` (configs: `data.partition`, its options in `data.partition_options`)."""
+
+    def deco(fn: Partitioner) -> Partitioner:
+        text = description or " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
+        PARTITIONS[name] = (fn, text)
+        return fn
+
+    return deco
+
+
+register_partition("iid", "uniformly at random, equal sizes")(
+    lambda pool, labels, num_clients, rng: partition_iid(pool, num_clients, rng)
+)
+register_partition("shards", "label shards (McMahan et al. 2017): num_shards, shards_per_client")(
+    partition_shards
+)
+register_partition("dirichlet", "Dirichlet(alpha) label skew (Hsu et al. 2019)")(
+    partition_dirichlet
+)
+
+
 def partition(
     kind: str,
     pool: np.ndarray,
@@ -137,22 +169,17 @@ def partition(
     rng: np.random.Generator,
     **kw: Any,
 ) -> list[np.ndarray]:
-    """Dispatch to ``partition_<kind>`` for kind in iid, shards, dirichlet."""
-    kinds: dict[str, tuple[Any, tuple[str, ...]]] = {
-        "iid": (partition_iid, ()),
-        "shards": (partition_shards, ("num_shards", "shards_per_client")),
-        "dirichlet": (partition_dirichlet, ("alpha", "min_size", "max_tries")),
-    }
+    """Dispatch to the registered partition `kind` (iid, shards, dirichlet, or a plug-in)."""
     key = str(kind).strip().lower()
-    if key not in kinds:
-        raise FlwbcError(f"unknown partition {kind!r}: use one of {', '.join(PARTITION_KINDS)}")
-    fn, allowed = kinds[key]
+    if key not in PARTITIONS:
+        raise FlwbcError(f"unknown partition {kind!r}: use one of {', '.join(sorted(PARTITIONS))}")
+    fn, _ = PARTITIONS[key]
+    params = inspect.signature(fn).parameters
+    allowed = [p for p in params if p not in ("pool", "labels", "num_clients", "rng")]
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
         raise FlwbcError(
             f"partition {key!r} takes no option {', '.join(unknown)}: "
             f"allowed are {', '.join(allowed) or 'none'}"
         )
-    if key == "iid":
-        return fn(pool, num_clients, rng)
     return fn(pool, labels, num_clients, rng, **kw)

@@ -59,6 +59,13 @@ class ClientDefense(ABC):  # noqa: B024 (every hook has a default: a defense ove
         A hook may offer `stats() -> list[dict[str, float]]`, per row, for the round record."""
         return None
 
+    def extra_grad(
+        self, exp: Experiment, t: int, c: int, w: Tensor
+    ) -> Callable[[Tensor], Tensor] | None:
+        """A regulariser's gradient added to benign client c's gradient at every step, as a
+        function of its current weights (None: nothing), e.g. LeadFL's."""
+        return None
+
     def finish(self, exp: Experiment, t: int, c: int, update: Tensor) -> Tensor:
         """Post-process benign client c's finished update (default: unchanged)."""
         return update
