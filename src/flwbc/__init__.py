@@ -1,7 +1,6 @@
 """flwbc: federated learning under model poisoning, with the FL-WBC client-side defense."""
 
-__version__ = "0.1.0"
-
+from flwbc._version import __version__
 from flwbc.api import RunResult, load_run, run, run_many  # noqa: E402
 from flwbc.attacks import register_attack  # noqa: E402
 from flwbc.config import ExperimentConfig, make_config  # noqa: E402

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from flwbc import __version__, plugins
+from flwbc._version import __version__
 from flwbc.config import ExperimentConfig, load_run_config, make_config
 from flwbc.data.datasets import dataset_image_shape, get_dataset
 from flwbc.engine import Engine, get_engine
@@ -35,6 +35,7 @@ from flwbc.evaluation import measure_round
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.metrics import mitigation_rounds
 from flwbc.models import FlatModel, build_model
+from flwbc.plugins import LOADED as PLUGINS_LOADED
 from flwbc.provenance import current_source
 from flwbc.round import RoundOutput
 from flwbc.runio import (
@@ -106,7 +107,7 @@ def _meta() -> dict[str, Any]:
     return {
         "flwbc_version": __version__,
         "source": current_source(),
-        "plugins_loaded": list(plugins.LOADED),
+        "plugins_loaded": list(PLUGINS_LOADED),
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "created": datetime.now().isoformat(timespec="seconds"),

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from flwbc import __version__
+from flwbc._version import __version__
 from flwbc.config import ExperimentConfig, load_config_file, make_config, set_dotted
 from flwbc.errors import FlwbcError
 

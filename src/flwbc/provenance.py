@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from flwbc import __version__
+from flwbc._version import __version__
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from flwbc import __version__
+from flwbc._version import __version__
 from flwbc.errors import FlwbcError
 from flwbc.experiments.results import (
     RETURNED,

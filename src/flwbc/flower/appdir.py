@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flwbc import __version__
+from flwbc._version import __version__
 from flwbc.runio import atomic_write_bytes
 
 PYPROJECT = """\
