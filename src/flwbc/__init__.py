@@ -10,6 +10,7 @@ from flwbc.engine import register_engine  # noqa: E402
 from flwbc.evaluation import register_metric  # noqa: E402
 from flwbc.models import register_model  # noqa: E402
 from flwbc.preagg import register_pre_aggregator  # noqa: E402
+from flwbc.schedules import register_schedule  # noqa: E402
 from flwbc.server import register_aggregator  # noqa: E402
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "register_model",
     "register_partition",
     "register_pre_aggregator",
+    "register_schedule",
     "run",
     "run_many",
 ]

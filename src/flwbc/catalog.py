@@ -151,6 +151,12 @@ def _engines() -> list[Entry]:
     ]
 
 
+def _schedules() -> list[Entry]:
+    from flwbc.schedules import SCHEDULES
+
+    return [Entry(n, first_line(c), model_options(c.Options)) for n, c in SCHEDULES.items()]
+
+
 def _pre() -> list[Entry]:
     from flwbc.preagg import PRE_AGGREGATORS
 
@@ -182,6 +188,7 @@ def _partitions() -> list[Entry]:
 
 KINDS: dict[str, Callable[[], list[Entry]]] = {
     "attacks": _attacks,
+    "schedules": _schedules,
     "defenses": _defenses,
     "pre": _pre,
     "aggregators": _aggregators,

@@ -147,6 +147,11 @@ class AttackConfig(_Section):
         None, description="explicit adversarial rounds (1-based); overrides prob"
     )
     start_round: int = Field(1, ge=1, description="no random adversarial round before this one")
+    schedule: PluginRef | None = Field(
+        None,
+        description="when and how many attack, {name, options} (flwbc list schedules); "
+        "default: fixed when rounds is given, else random with prob from start_round",
+    )
     kernel_reg: float = Field(
         0.0,
         ge=0,

@@ -24,6 +24,7 @@ from flwbc.evaluation import Metric, build_metrics
 from flwbc.models import FlatModel, build_model
 from flwbc.preagg import PreAggregator, build_pre_aggregators
 from flwbc.rng import numpy_rng, torch_generator
+from flwbc.schedules import Schedule, build_schedule
 from flwbc.server import Aggregator, build_aggregator
 
 
@@ -57,6 +58,8 @@ class Experiment:
     """The server's pre-aggregation steps, in order."""
     metrics: list[Metric] = field(default_factory=list)
     """What is measured on the global model after every round, in record order."""
+    schedule: Schedule | None = None
+    """When and how many attack (None without an attack)."""
 
     @classmethod
     def prepare(cls, cfg: ExperimentConfig) -> Experiment:
@@ -138,6 +141,7 @@ class Experiment:
             build_client_defenses(cfg),
             build_pre_aggregators(cfg.server.pre),
             build_metrics(cfg.eval.metrics),
+            build_schedule(cfg),
         )
 
     def reference_update(self, t: int, w: Tensor) -> Tensor:
@@ -156,15 +160,20 @@ class Experiment:
     def dtype(self) -> torch.dtype:
         return getattr(torch, self.cfg.dtype)
 
+    def attackers_in(self, t: int) -> int:
+        """How many attackers take part in round t (the attack's schedule; 0 without one)."""
+        if self.schedule is None:
+            return 0
+        n = self.schedule.attackers(t)
+        if not 0 <= n <= len(self.malicious_ids):
+            raise FlwbcError(
+                f"attack schedule '{self.schedule.name}' asked for {n} attackers in round {t}; "
+                f"there are {len(self.malicious_ids)} (attack.num_malicious)"
+            )
+        return n
+
     def is_adversarial(self, t: int) -> bool:
-        att = self.cfg.attack
-        if not att.enabled:
-            return False
-        if att.rounds is not None:
-            return t in att.rounds
-        return (
-            t >= att.start_round and numpy_rng(self.cfg.seed, "adversarial", t).random() < att.prob
-        )
+        return self.attackers_in(t) > 0
 
     def round_plan(self, t: int) -> RoundPlan:
         """Participants of round t: K benign clients, or in an adversarial round the N_m attackers
@@ -172,14 +181,17 @@ class Experiment:
         cfg = self.cfg
         k = cfg.federation.clients_per_round
         rng = numpy_rng(cfg.seed, "participants", t)
-        adversarial = self.is_adversarial(t)
+        count = self.attackers_in(t)
+        adversarial = count > 0
         attackers: list[int] = []
         n_benign = k
         if adversarial:
             attackers = (
-                self.malicious_ids[:1] if cfg.attack.mode == "emulate" else self.malicious_ids
+                self.malicious_ids[:1]
+                if cfg.attack.mode == "emulate"
+                else self.malicious_ids[:count]
             )
-            n_benign = k - cfg.attack.num_malicious
+            n_benign = k - count
         benign = sorted(rng.choice(self.benign_ids, n_benign, replace=False).tolist())
         clients = sorted(attackers) + benign
         malicious = [c in attackers for c in clients]
@@ -188,10 +200,7 @@ class Experiment:
         else:
             w = [1.0] * len(clients)
         if adversarial and cfg.attack.mode == "emulate":
-            w = [
-                wi * cfg.attack.num_malicious if m else wi
-                for wi, m in zip(w, malicious, strict=True)
-            ]
+            w = [wi * count if m else wi for wi, m in zip(w, malicious, strict=True)]
         weights = torch.tensor(w, dtype=torch.float64)
         return RoundPlan(t, adversarial, clients, malicious, (weights / weights.sum()).float())
 

@@ -200,10 +200,33 @@ def blocks(pool, labels, num_clients, rng, drop: int = 0):
     return [np.asarray(b, dtype=np.int64) for b in np.array_split(pool[drop:], num_clients)]
 '''
 
+SCHEDULE = '''
+"""Attacks in even rounds, with a growing number of attackers (a schedule plug-in)."""
+from pydantic import Field
+from flwbc import register_schedule
+from flwbc.plugin_options import PluginOptions
+from flwbc.schedules import Schedule
+
+
+class EvenOptions(PluginOptions):
+    most: int = Field(2, ge=1)
+
+
+@register_schedule("even_rounds")
+class EvenRounds(Schedule):
+    """Round t even: min(t // 2, most) attackers; odd rounds are benign."""
+
+    Options = EvenOptions
+
+    def attackers(self, t):
+        return min(t // 2, self.options.most) if t % 2 == 0 else 0
+'''
+
 PACKAGE = {
     "myplug/__init__.py": '"""A plug-in package: importing it registers every kind."""\n'
     "from myplug import aggregator, attack, collude, dataset, defense, metric, model, partition"
-    "  # noqa: F401\n",
+    ", schedule  # noqa: F401\n",
+    "myplug/schedule.py": SCHEDULE,
     "myplug/collude.py": COLLUDE,
     "myplug/metric.py": METRIC,
     "myplug/partition.py": PARTITION,
@@ -225,6 +248,7 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     from flwbc.defenses import CLIENT_DEFENSES
     from flwbc.evaluation import METRICS
     from flwbc.models import MODELS
+    from flwbc.schedules import SCHEDULES
     from flwbc.server import AGGREGATORS
 
     site = tmp_path / "site"
@@ -235,7 +259,16 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug-ep\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[flwbc.plugins]\nmine = myplug\n")
-    registries = (AGGREGATORS, MODELS, DATASETS, ATTACKS, CLIENT_DEFENSES, METRICS, PARTITIONS)
+    registries = (
+        AGGREGATORS,
+        MODELS,
+        DATASETS,
+        ATTACKS,
+        CLIENT_DEFENSES,
+        METRICS,
+        PARTITIONS,
+        SCHEDULES,
+    )
     saved = [dict(r) for r in registries]
     loaded = list(plugins.LOADED)
     monkeypatch.syspath_prepend(str(site))

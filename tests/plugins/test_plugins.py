@@ -250,3 +250,22 @@ def test_colluding_attack_metric_and_partition_plugins(plugin_dir, tmp_path):
     # both engines agree with every kind plugged in
     bat = flwbc.run(config(tmp_path, "c-seq", engine="sequential", **over), progress=False)
     assert torch.allclose(bat.weights, res.weights, atol=1e-5)
+
+
+def test_schedule_plugin_decides_when_and_how_many(plugin_dir, tmp_path):
+    schedule = {"name": "even_rounds", "options": {"most": 2}}
+    over = {
+        "federation": {**BASE["federation"], "rounds": 6},
+        "attack": {"num_malicious": 2, "num_images": 2, "epochs": 2, "schedule": schedule},
+    }
+    res = flwbc.run(config(tmp_path, "sched", **over), progress=False)
+    # round t even: min(t // 2, 2) attackers beside 4 - that many benign clients
+    assert [len(r["malicious"]) for r in res.records] == [0, 1, 0, 2, 0, 2]
+    assert [r["adversarial"] for r in res.records] == [False, True, False, True, False, True]
+    assert all(len(r["clients"]) == 4 for r in res.records)
+    too_many = {
+        **over,
+        "attack": {**over["attack"], "schedule": {**schedule, "options": {"most": 3}}},
+    }
+    with pytest.raises(FlwbcError, match="asked for 3 attackers in round 6; there are 2"):
+        flwbc.run(config(tmp_path, "sched3", **too_many), progress=False)
