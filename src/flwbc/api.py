@@ -91,7 +91,9 @@ def load_run(run_dir: str | Path) -> RunResult:
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     c, h, _ = dataset_image_shape(cfg.data.name, cfg.data.dir)
-    module = build_model(cfg.model_name, c, h, get_dataset(cfg.data.name).num_classes)
+    module = build_model(
+        cfg.model_name, c, h, get_dataset(cfg.data.name).num_classes, cfg.model_options
+    )
     exp_model = FlatModel(module.to(getattr(torch, cfg.dtype)))
     for name in ("model.safetensors", "checkpoint.safetensors"):
         if (run_dir / name).is_file():

@@ -226,6 +226,17 @@ class DefenseConfig(_Section):
         "sections)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plugin_forms(cls, data: Any) -> Any:
+        """`client: [{name, options}, ...]` is the list of names and their `options`."""
+        client = data.get("client") if isinstance(data, dict) else None
+        if not isinstance(client, list) or not any(isinstance(c, dict) for c in client):
+            return data
+        refs = [PluginRef.model_validate(c) for c in client]
+        options = {**data.get("options", {}), **{r.name: r.options for r in refs if r.options}}
+        return {**data, "client": [r.name for r in refs], "options": options}
+
     @field_validator("client")
     @classmethod
     def _known_defenses(cls, client: str | list[str]) -> str | list[str]:
@@ -327,6 +338,10 @@ class ExperimentConfig(_Section):
         description="auto: the paper's CNN for the dataset; fmnist_cnn, cifar_cnn, mlp or a "
         "registered model (flwbc list models)",
     )
+    model_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the model's options (flwbc list models); `model: {name, options}` sets both",
+    )
     federation: FederationConfig = Field(default_factory=FederationConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
@@ -361,6 +376,15 @@ class ExperimentConfig(_Section):
         if name not in ENGINES:
             raise ValueError(f"unknown engine '{name}'; choose one of {', '.join(sorted(ENGINES))}")
         return name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plugin_forms(cls, data: Any) -> Any:
+        """`model: {name, options}` is model and model_options."""
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            ref = PluginRef.model_validate(data["model"])
+            data = {**data, "model": ref.name, "model_options": ref.options}
+        return data
 
     @field_validator("model")
     @classmethod

@@ -107,7 +107,7 @@ class Experiment:
         benign_ids = np.setdiff1d(np.arange(n), mal_ids)
 
         c, h, _ = ds.image_shape
-        module = build_model(cfg.model_name, c, h, ds.num_classes)
+        module = build_model(cfg.model_name, c, h, ds.num_classes, cfg.model_options)
         model = FlatModel(module.to(getattr(torch, cfg.dtype))).to(device)
 
         x_mal = y_mal = None

@@ -8,6 +8,7 @@ need. `FlatModel` evaluates a module at any flat vector through `torch.func.func
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,10 +81,33 @@ class MLP(nn.Module):
         return F.log_softmax(self.fc2(F.relu(self.fc1(x.flatten(1)))), dim=1)
 
 
-def build_model(name: str, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+def build_model(
+    name: str,
+    in_channels: int,
+    image_size: int,
+    num_classes: int,
+    options: dict[str, Any] | None = None,
+) -> nn.Module:
+    """The registered model `name` for the dataset's image shape and classes, with its
+    `options` (the factory's further keyword arguments, checked against their types)."""
     if name not in MODELS:
         raise FlwbcError(f"unknown model '{name}'; choose one of {', '.join(sorted(MODELS))}")
-    return MODELS[name](in_channels=in_channels, image_size=image_size, num_classes=num_classes)
+    factory = MODELS[name]
+    kwargs: dict[str, Any] = {}
+    if options:
+        from flwbc.plugin_options import validate_options
+        from flwbc.server.base import signature_model
+
+        model = signature_model(name, factory)
+        fixed = {"in_channels": in_channels, "image_size": image_size, "num_classes": num_classes}
+        checked = validate_options("model", name, model, {**fixed, **options})
+        kwargs = {k: getattr(checked, k) for k in options}
+    try:
+        return factory(
+            in_channels=in_channels, image_size=image_size, num_classes=num_classes, **kwargs
+        )
+    except (TypeError, ValueError) as err:
+        raise FlwbcError(f"model '{name}': {err}") from None
 
 
 class FlatModel:

@@ -269,3 +269,18 @@ def test_schedule_plugin_decides_when_and_how_many(plugin_dir, tmp_path):
     }
     with pytest.raises(FlwbcError, match="asked for 3 attackers in round 6; there are 2"):
         flwbc.run(config(tmp_path, "sched3", **too_many), progress=False)
+
+
+def test_name_and_options_forms(plugin_dir, tmp_path):
+    over = {
+        "model": {"name": "mlp", "options": {"hidden": 7}},
+        "defense": {"client": [{"name": "shrink", "options": {"decay": 0.03}}, {"name": "wbc"}]},
+    }
+    res = flwbc.run(config(tmp_path, "forms", **over), progress=False)
+    cfg = res.config
+    assert (cfg.model, cfg.model_options) == ("mlp", {"hidden": 7})
+    assert cfg.defense.client == ["shrink", "wbc"]
+    assert cfg.defense.options == {"shrink": {"decay": 0.03}}
+    assert res.weights.numel() == 64 * 7 + 7 + 7 * 4 + 4  # 8x8 images, 4 classes
+    with pytest.raises(FlwbcError, match="model 'mlp': option hidden = 'x': Input should be"):
+        flwbc.run(config(tmp_path, "bad", model={"name": "mlp", "options": {"hidden": "x"}}))

@@ -113,7 +113,9 @@ def partition_experiment(
     )
     device, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
     ch, h, _ = ds.image_shape
-    model = FlatModel(build_model(cfg.model_name, ch, h, ds.num_classes).to(dtype)).to(device)
+    model = FlatModel(
+        build_model(cfg.model_name, ch, h, ds.num_classes, cfg.model_options).to(dtype)
+    ).to(device)
     indices = [np.empty(0, dtype=np.int64)] * n
     indices[c] = np.arange(len(y), dtype=np.int64)
     mal_ids = json.loads(meta["malicious_ids"])

@@ -99,7 +99,7 @@ def signature_model(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
     (the generic fallback for plug-ins that declare no `Options`). Strict: a string is not a
     number here (the CLI and config files give typed values)."""
     fields: dict[str, Any] = {}
-    hints = get_type_hints(fn)
+    hints = get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
     for p in inspect.signature(fn).parameters.values():
         if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
