@@ -13,12 +13,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
 from flwbc._version import __version__
 from flwbc.config import ExperimentConfig, load_config_file, make_config, set_dotted
 from flwbc.errors import FlwbcError
+from flwbc.textvalues import parse_mapping, parse_scalar
 
 ALIASES = {
     "dataset": "data.name",
@@ -81,53 +81,17 @@ def _is_dict(ann: Any) -> bool:
     return any(typing.get_origin(a) is dict for a in (ann, *typing.get_args(ann)))
 
 
-def _scalar(raw: str) -> Any:
-    """A number when `raw` reads as one (`1e38` included, which YAML 1.1 leaves a string),
-    else YAML's reading (true, null, ...), else the text itself."""
-    text = raw.strip()
-    for number in (int, float):
-        try:
-            return number(text)
-        except ValueError:
-            pass
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if isinstance(value, bool | type(None)) else text
-
-
-def _parse_mapping(raw: str) -> dict[str, Any]:
-    """`KEY=VALUE,KEY=VALUE` or a JSON/YAML mapping such as `{"beta": 0.2}`."""
-    text = raw.strip()
-    if text.startswith("{"):
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = None
-        if not isinstance(value, dict):
-            raise FlwbcError(f"cannot read {raw!r} as a mapping; write KEY=VALUE,KEY=VALUE")
-        return {str(k): _scalar(v) if isinstance(v, str) else v for k, v in value.items()}
-    out: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise FlwbcError(f"expected KEY=VALUE,KEY=VALUE or a JSON mapping, got {raw!r}")
-        out[key.strip()] = _scalar(value)
-    return out
-
-
 def _parse_value(raw: str, ann: Any) -> Any:
     if raw.lower() in ("none", "null") and type(None) in typing.get_args(ann):
         return None
     if _is_dict(ann):
-        return _parse_mapping(raw)
+        return parse_mapping(raw)
     if _is_list(ann):
         items = raw.strip().removeprefix("[").removesuffix("]").split(",")
-        return [_scalar(v) for v in items if v.strip()]
+        return [parse_scalar(v) for v in items if v.strip()]
     if _is_textual(ann):
         return raw
-    return _scalar(raw)
+    return parse_scalar(raw)
 
 
 def _choices(dotted: str, ann: Any) -> tuple[Any, ...]:
@@ -439,9 +403,11 @@ def _analyze(args: argparse.Namespace) -> None:
 
 def _compare_rules(args: argparse.Namespace) -> None:
     from flwbc.analysis.rules import Rule, compare_rules_run
+    from flwbc.config import load_run_config
 
     if args.rounds is not None and args.rounds < 1:
         raise FlwbcError(f"--rounds must be positive, got {args.rounds}")
+    load_run_config(args.run_dir)  # loads the run's plug-ins, which a rule may name
     rules = [Rule.parse(text) for text in args.rule]
     progress = not args.no_progress
     written = compare_rules_run(
