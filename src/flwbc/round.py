@@ -96,9 +96,11 @@ class _Chain:
 
 
 def group_hook(jobs: Sequence[ClientJob]) -> StepHook | None:
-    """The step hook for a lock-step group of benign jobs (None for attackers or no hook)."""
+    """The step hook for a lock-step group of jobs: the attack's for attackers, the chain of
+    the defenses' for benign clients (None: no hook)."""
     if jobs[0].malicious:
-        return None
+        attack = jobs[0].exp.attack
+        return attack.step_hook(jobs) if attack is not None else None
     hooks = [
         h for i, d in enumerate(jobs[0].exp.defenses) if (h := d.step_hook(jobs, i)) is not None
     ]

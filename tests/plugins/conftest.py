@@ -79,6 +79,22 @@ from flwbc.plugin_options import PluginOptions
 
 class FlipOptions(PluginOptions):
     shift: int = Field(1, ge=1, le=3, description="label y becomes (y + shift) mod classes")
+    radius: float | None = Field(None, gt=0, description="project each step onto this ball")
+
+
+class _Project:
+    """After every step, pull each row back into the L2 ball of `radius` around its w0."""
+
+    def __init__(self, w0, radius):
+        self.w0, self.radius = w0, radius
+
+    def new_epoch(self):
+        pass
+
+    def __call__(self, w_hat, step, grad):
+        d = w_hat - self.w0
+        scale = (self.radius / d.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+        return self.w0 + d * scale
 
 
 @register_attack("label_shift")
@@ -94,7 +110,15 @@ class LabelShift(Attack):
         return len(y), benign_plan(x, flipped, loc.batch_size, loc.epochs, generator)
 
     def group_key(self, exp, n):
-        return (n, self.cfg.local.batch_size, self.cfg.local.epochs, self.options.shift)
+        opts = self.options
+        return (n, self.cfg.local.batch_size, self.cfg.local.epochs, opts.shift, opts.radius)
+
+    def step_hook(self, rows):
+        if self.options.radius is None:
+            return None
+        import torch
+
+        return _Project(torch.stack([r.w0 for r in rows]), self.options.radius)
 '''
 
 DEFENSE = '''

@@ -180,7 +180,7 @@ def test_plugin_attack_trains_on_shifted_labels(plugin_dir, tmp_path):
         ),
         (
             {"attack": {**BASE["attack"], "name": "label_shift", "options": {"flip": 1}}},
-            "attack 'label_shift' has no option flip (it takes: shift)",
+            "attack 'label_shift' has no option flip (it takes: shift, radius)",
         ),
         (
             {"attack": {**BASE["attack"], "name": "nope"}},
@@ -284,3 +284,19 @@ def test_name_and_options_forms(plugin_dir, tmp_path):
     assert res.weights.numel() == 64 * 7 + 7 + 7 * 4 + 4  # 8x8 images, 4 classes
     with pytest.raises(FlwbcError, match="model 'mlp': option hidden = 'x': Input should be"):
         flwbc.run(config(tmp_path, "bad", model={"name": "mlp", "options": {"hidden": "x"}}))
+
+
+@pytest.mark.parametrize("engine", ["sequential", "batched"])
+def test_attack_step_hook_projects_every_step(plugin_dir, tmp_path, engine):
+    from flwbc.engine import get_engine
+    from flwbc.experiment import Experiment
+
+    attack = {**BASE["attack"], "name": "label_shift", "options": {"shift": 1, "radius": 0.05}}
+    cfg = flwbc.make_config(config(tmp_path, "proj", attack=attack, engine=engine))
+    exp = Experiment.prepare(cfg)
+    plan = exp.round_plan(2)
+    u = get_engine(engine).round_updates(exp, plan, exp.initial_weights())
+    norms = u.updates.norm(dim=1)
+    attackers = [i for i, m in enumerate(plan.malicious) if m]
+    assert attackers and all(norms[i] <= 0.05 + 1e-6 for i in attackers)
+    assert all(norms[i] > 0.05 for i in range(len(norms)) if i not in attackers)

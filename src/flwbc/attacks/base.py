@@ -12,14 +12,14 @@ The engines call these hooks and know nothing else of the attack.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel
 from torch import Tensor
 
-from flwbc.client.local import Epoch
+from flwbc.client.local import Epoch, StepHook
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import validate_options
 
@@ -55,6 +55,12 @@ class Attack(ABC):
         self, exp: Experiment, t: int, c: int, w: Tensor
     ) -> Callable[[Tensor], Tensor] | None:
         """A term added to attacker c's gradient at every step (None: nothing)."""
+        return None
+
+    def step_hook(self, rows: Sequence[Any]) -> StepHook | None:
+        """A hook applied after each of the attackers' SGD steps (e.g. a projection onto a norm
+        ball around the global model), for a lock-step group of attacker rows (each with `exp`,
+        `round`, `client`, `w0`), possibly of several runs (None: nothing)."""
         return None
 
     def finish(self, exp: Experiment, t: int, c: int, update: Tensor) -> Tensor:
