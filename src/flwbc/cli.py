@@ -143,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run one experiment",
         description="Run one federated experiment and write its run directory. `flwbc list` "
-        "shows the attacks, client defenses, aggregators, datasets, engines and models to choose "
-        "from, with their options.",
+        "shows every plug-in to choose from (attacks, schedules, client defenses, pre-aggregation "
+        "steps, aggregators, metrics, datasets, partitions, engines, models), with its options; "
+        "the choices listed below are the built-in ones and those of entry points.",
     )
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

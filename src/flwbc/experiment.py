@@ -230,9 +230,12 @@ def check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator) -> None:
 
 
 def _partition_options(cfg: ExperimentConfig) -> dict[str, object]:
+    """The partition's options: the data section's own fields for shards and dirichlet, then
+    `data.partition_options` (which may also set their other options, e.g. min_size)."""
     d = cfg.data
+    fields: dict[str, object] = {}
     if d.partition == "shards":
-        return {"num_shards": d.num_shards, "shards_per_client": d.shards_per_client}
-    if d.partition == "dirichlet":
-        return {"alpha": d.dirichlet_alpha}
-    return dict(d.partition_options)
+        fields = {"num_shards": d.num_shards, "shards_per_client": d.shards_per_client}
+    elif d.partition == "dirichlet":
+        fields = {"alpha": d.dirichlet_alpha}
+    return {**fields, **d.partition_options}

@@ -175,11 +175,18 @@ def partition(
         raise FlwbcError(f"unknown partition {kind!r}: use one of {', '.join(sorted(PARTITIONS))}")
     fn, _ = PARTITIONS[key]
     params = inspect.signature(fn).parameters
-    allowed = [p for p in params if p not in ("pool", "labels", "num_clients", "rng")]
+    fixed = ("pool", "labels", "num_clients", "rng")
+    allowed = [p for p in params if p not in fixed]
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
         raise FlwbcError(
             f"partition {key!r} takes no option {', '.join(unknown)}: "
             f"allowed are {', '.join(allowed) or 'none'}"
         )
+    if kw:
+        from flwbc.plugin_options import validate_options
+        from flwbc.server.base import signature_model
+
+        checked = validate_options("partition", key, signature_model(key, fn, fixed), kw)
+        kw = {k: getattr(checked, k) for k in kw}
     return fn(pool, labels, num_clients, rng, **kw)

@@ -23,7 +23,8 @@ class ClipOptions(PluginOptions):
 
 @register_pre_aggregator("clip")
 class Clip(PreAggregator):
-    """Scale each update to L2 norm at most `bound`; record which clients were clipped."""
+    """Scale each update to L2 norm at most `bound`; record which clients (or, after a step
+    that merged rows, which rows) were clipped."""
 
     Options = ClipOptions
 
@@ -32,5 +33,7 @@ class Clip(PreAggregator):
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
         assert isinstance(self.options, ClipOptions)
         clipped, which = clip_by_norm(updates, self.options.bound)
-        ids = [c for c, w in zip(ctx.client_ids, which.tolist(), strict=True) if w]
+        # after a step that merged rows (bucketing) they are no longer clients: record positions
+        rows = ctx.client_ids if len(ctx.client_ids) == len(updates) else range(len(updates))
+        ids = [c for c, w in zip(rows, which.tolist(), strict=True) if w]
         return clipped, weights, {"clipped": ids}

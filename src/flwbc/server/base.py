@@ -94,14 +94,16 @@ def register_aggregator(name: str) -> Callable[[type[Aggregator]], type[Aggregat
     return deco
 
 
-def signature_model(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
+def signature_model(
+    name: str, fn: Callable[..., Any], skip: tuple[str, ...] = ()
+) -> type[BaseModel]:
     """A pydantic model of a callable's keyword options, from their annotations and defaults
     (the generic fallback for plug-ins that declare no `Options`). Strict: a string is not a
     number here (the CLI and config files give typed values)."""
     fields: dict[str, Any] = {}
     hints = get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
     for p in inspect.signature(fn).parameters.values():
-        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         default = ... if p.default is p.empty else p.default
         fields[p.name] = (hints.get(p.name, Any), default)
