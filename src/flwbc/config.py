@@ -9,6 +9,7 @@ the paper and the authors' code is a named option documented on its field. A bad
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flwbc.errors import FlwbcError
+
+
+def _known(kind: str, names: Iterable[str], name: str, prefix: str = "") -> str:
+    """`name` if it is among the registered `names`, else the one-line error listing them."""
+    names = sorted(names)
+    if name not in names:
+        raise ValueError(f"unknown {kind} '{name}'; choose {prefix}one of {', '.join(names)}")
+    return name
 
 
 class _Section(BaseModel):
@@ -58,22 +67,14 @@ class DataConfig(_Section):
     def _known_partition(cls, name: str) -> str:
         from flwbc.data.partition import PARTITIONS
 
-        if name not in PARTITIONS:
-            raise ValueError(
-                f"unknown partition '{name}'; choose one of {', '.join(sorted(PARTITIONS))}"
-            )
-        return name
+        return _known("partition", PARTITIONS, name)
 
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
         from flwbc.data import DATASETS
 
-        if name not in DATASETS:
-            raise ValueError(
-                f"unknown dataset '{name}'; choose one of {', '.join(sorted(DATASETS))}"
-            )
-        return name
+        return _known("dataset", DATASETS, name)
 
     num_shards: int = Field(200, ge=1, description="non-IID shards (McMahan et al.)")
     shards_per_client: int = Field(2, ge=1)
@@ -168,9 +169,7 @@ class AttackConfig(_Section):
     def _known_attack(cls, name: str) -> str:
         from flwbc.attacks import ATTACKS
 
-        if name not in ATTACKS:
-            raise ValueError(f"unknown attack '{name}'; choose one of {', '.join(sorted(ATTACKS))}")
-        return name
+        return _known("attack", ATTACKS, name)
 
 
 class WBCConfig(_Section):
@@ -242,13 +241,9 @@ class DefenseConfig(_Section):
     def _known_defenses(cls, client: str | list[str]) -> str | list[str]:
         from flwbc.defenses import CLIENT_DEFENSES, defense_names
 
-        names = defense_names(client)
-        for name in names:
-            if name not in CLIENT_DEFENSES:
-                raise ValueError(
-                    f"unknown client defense '{name}'; choose none or one of "
-                    f"{', '.join(sorted(CLIENT_DEFENSES))}"
-                )
+        names = [
+            _known("client defense", CLIENT_DEFENSES, n, "none or ") for n in defense_names(client)
+        ]
         if len(names) > 1:
             return names
         return names[0] if names else "none"  # one defense reads (and is stored) as before
@@ -281,11 +276,7 @@ class ServerConfig(_Section):
     def _known(cls, name: str) -> str:
         from flwbc.server import AGGREGATORS
 
-        if name not in AGGREGATORS:
-            raise ValueError(
-                f"unknown aggregator '{name}'; choose one of {', '.join(sorted(AGGREGATORS))}"
-            )
-        return name
+        return _known("aggregator", AGGREGATORS, name)
 
 
 class EvalConfig(_Section):
@@ -373,9 +364,7 @@ class ExperimentConfig(_Section):
     def _known_engine(cls, name: str) -> str:
         from flwbc.engine import ENGINES
 
-        if name not in ENGINES:
-            raise ValueError(f"unknown engine '{name}'; choose one of {', '.join(sorted(ENGINES))}")
-        return name
+        return _known("engine", ENGINES, name)
 
     @model_validator(mode="before")
     @classmethod
@@ -391,11 +380,7 @@ class ExperimentConfig(_Section):
     def _known_model(cls, name: str) -> str:
         from flwbc.models import MODELS
 
-        if name != "auto" and name not in MODELS:
-            raise ValueError(
-                f"unknown model '{name}'; choose auto or one of {', '.join(sorted(MODELS))}"
-            )
-        return name
+        return name if name == "auto" else _known("model", MODELS, name, "auto or ")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:

@@ -1,13 +1,9 @@
 """Attacks, each one module registering itself with `@register_attack("name")`; importing this
 package imports every module in it."""
 
-import importlib
-import pkgutil
-
 from flwbc.attacks.base import ATTACKS, Attack, build_attack, register_attack
+from flwbc.registry import import_submodules
 
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name != "base":
-        importlib.import_module(f"{__name__}.{_mod.name}")
+import_submodules(__name__, __path__)
 
 __all__ = ["ATTACKS", "Attack", "build_attack", "register_attack"]

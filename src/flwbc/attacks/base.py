@@ -13,32 +13,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel
 from torch import Tensor
 
 from flwbc.client.local import Epoch, StepHook
-from flwbc.errors import FlwbcError
-from flwbc.plugin_options import validate_options
+from flwbc.registry import ConfiguredPlugin, Registry
 
 if TYPE_CHECKING:
     from flwbc.config import ExperimentConfig
     from flwbc.experiment import Experiment
 
-ATTACKS: dict[str, type[Attack]] = {}
+ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
-class Attack(ABC):
+class Attack(ConfiguredPlugin, ABC):
     """Base class of attacks: one instance per experiment, built from its config."""
-
-    name: ClassVar[str] = ""
-    Options: ClassVar[type[BaseModel] | None] = None
-
-    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
-        self.cfg = cfg
-        self.options = options
 
     @abstractmethod
     def plan(
@@ -77,13 +68,7 @@ class Attack(ABC):
 
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
     """Register an `Attack` subclass under `name`."""
-
-    def deco(cls: type[Attack]) -> type[Attack]:
-        cls.name = name
-        ATTACKS[name] = cls
-        return cls
-
-    return deco
+    return ATTACKS.register(name)
 
 
 def build_attack(cfg: ExperimentConfig) -> Attack | None:
@@ -91,7 +76,4 @@ def build_attack(cfg: ExperimentConfig) -> Attack | None:
     if not cfg.attack.enabled:
         return None
     name = cfg.attack.name
-    if name not in ATTACKS:
-        raise FlwbcError(f"unknown attack '{name}'; choose one of {', '.join(sorted(ATTACKS))}")
-    cls = ATTACKS[name]
-    return cls(cfg, validate_options("attack", name, cls.Options, cfg.attack.options))
+    return ATTACKS.lookup(name)(cfg, ATTACKS.options(name, cfg.attack.options))

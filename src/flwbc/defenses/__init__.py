@@ -1,9 +1,6 @@
 """Client defenses, each one module registering itself with `@register_client_defense`;
 importing this package imports every module in it."""
 
-import importlib
-import pkgutil
-
 from flwbc.defenses.base import (
     CLIENT_DEFENSES,
     ClientDefense,
@@ -11,10 +8,9 @@ from flwbc.defenses.base import (
     defense_names,
     register_client_defense,
 )
+from flwbc.registry import import_submodules
 
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name != "base":
-        importlib.import_module(f"{__name__}.{_mod.name}")
+import_submodules(__name__, __path__)
 
 __all__ = [
     "CLIENT_DEFENSES",

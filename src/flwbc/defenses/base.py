@@ -14,20 +14,18 @@ from __future__ import annotations
 
 from abc import ABC
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from pydantic import BaseModel
 from torch import Tensor
 
 from flwbc.client.local import StepHook
-from flwbc.errors import FlwbcError
-from flwbc.plugin_options import validate_options
+from flwbc.registry import ConfiguredPlugin, Registry
 
 if TYPE_CHECKING:
     from flwbc.config import ExperimentConfig
     from flwbc.experiment import Experiment
 
-CLIENT_DEFENSES: dict[str, type[ClientDefense]] = {}
+CLIENT_DEFENSES: Registry[type[ClientDefense]] = Registry("client defense", "none or ")
 
 
 class ClientRow(Protocol):
@@ -38,15 +36,8 @@ class ClientRow(Protocol):
     client: int
 
 
-class ClientDefense(ABC):  # noqa: B024 (every hook has a default: a defense overrides some)
+class ClientDefense(ConfiguredPlugin, ABC):  # noqa: B024 (every hook has a default: a defense overrides some)
     """Base class of client defenses: one instance per experiment, built from its config."""
-
-    name: ClassVar[str] = ""
-    Options: ClassVar[type[BaseModel] | None] = None
-
-    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
-        self.cfg = cfg
-        self.options = options
 
     def step_key(self) -> Hashable | None:
         """What of this defense shapes the local steps, equal for rows that may train in
@@ -73,13 +64,7 @@ class ClientDefense(ABC):  # noqa: B024 (every hook has a default: a defense ove
 
 def register_client_defense(name: str) -> Callable[[type[ClientDefense]], type[ClientDefense]]:
     """Register a `ClientDefense` subclass under `name`."""
-
-    def deco(cls: type[ClientDefense]) -> type[ClientDefense]:
-        cls.name = name
-        CLIENT_DEFENSES[name] = cls
-        return cls
-
-    return deco
+    return CLIENT_DEFENSES.register(name)
 
 
 def defense_names(client: str | list[str]) -> list[str]:
@@ -90,14 +75,9 @@ def defense_names(client: str | list[str]) -> list[str]:
 
 def build_client_defenses(cfg: ExperimentConfig) -> list[ClientDefense]:
     """The config's chain of client defenses, in order."""
-    out = []
-    for name in defense_names(cfg.defense.client):
-        if name not in CLIENT_DEFENSES:
-            raise FlwbcError(
-                f"unknown client defense '{name}'; choose none or one of "
-                f"{', '.join(sorted(CLIENT_DEFENSES))}"
-            )
-        cls = CLIENT_DEFENSES[name]
-        given = cfg.defense.options.get(name, {})
-        out.append(cls(cfg, validate_options("client defense", name, cls.Options, given)))
-    return out
+    return [
+        CLIENT_DEFENSES.lookup(name)(
+            cfg, CLIENT_DEFENSES.options(name, cfg.defense.options.get(name, {}))
+        )
+        for name in defense_names(cfg.defense.client)
+    ]

@@ -1,9 +1,6 @@
 """Per-round metrics, each one module registering itself with `@register_metric`; importing
 this package imports every module in it."""
 
-import importlib
-import pkgutil
-
 from flwbc.evaluation.base import (
     BUILT_IN,
     METRICS,
@@ -12,9 +9,8 @@ from flwbc.evaluation.base import (
     measure_round,
     register_metric,
 )
+from flwbc.registry import import_submodules
 
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name != "base":
-        importlib.import_module(f"{__name__}.{_mod.name}")
+import_submodules(__name__, __path__)
 
 __all__ = ["BUILT_IN", "METRICS", "Metric", "build_metrics", "measure_round", "register_metric"]

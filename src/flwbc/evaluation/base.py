@@ -18,12 +18,12 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
-from flwbc.plugin_options import validate_options
+from flwbc.registry import Registry
 
 if TYPE_CHECKING:
     from flwbc.experiment import Experiment
 
-METRICS: dict[str, type[Metric]] = {}
+METRICS: Registry[type[Metric]] = Registry("metric")
 BUILT_IN = ("accuracy", "target")
 """Measured in every run, in this order, before any a config adds."""
 
@@ -45,13 +45,7 @@ class Metric(ABC):
 
 def register_metric(name: str) -> Callable[[type[Metric]], type[Metric]]:
     """Register a `Metric` subclass under `name`."""
-
-    def deco(cls: type[Metric]) -> type[Metric]:
-        cls.name = name
-        METRICS[name] = cls
-        return cls
-
-    return deco
+    return METRICS.register(name)
 
 
 def build_metrics(extra: list[Any]) -> list[Metric]:
@@ -64,8 +58,7 @@ def build_metrics(extra: list[Any]) -> list[Metric]:
                 f"unknown metric '{ref.name}'; {', '.join(BUILT_IN)} are always measured, "
                 f"others: {', '.join(choices) or 'none registered'}"
             )
-        cls = METRICS[ref.name]
-        out.append(cls(validate_options("metric", ref.name, cls.Options, ref.options)))
+        out.append(METRICS[ref.name](METRICS.options(ref.name, ref.options)))
     return out
 
 

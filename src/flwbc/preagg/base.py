@@ -18,11 +18,10 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor
 
-from flwbc.errors import FlwbcError
-from flwbc.plugin_options import validate_options
+from flwbc.registry import Registry
 from flwbc.server.base import RoundContext
 
-PRE_AGGREGATORS: dict[str, type[PreAggregator]] = {}
+PRE_AGGREGATORS: Registry[type[PreAggregator]] = Registry("pre-aggregation step")
 
 
 class PreAggregator(ABC):
@@ -44,26 +43,12 @@ class PreAggregator(ABC):
 
 def register_pre_aggregator(name: str) -> Callable[[type[PreAggregator]], type[PreAggregator]]:
     """Register a `PreAggregator` subclass under `name`."""
-
-    def deco(cls: type[PreAggregator]) -> type[PreAggregator]:
-        cls.name = name
-        PRE_AGGREGATORS[name] = cls
-        return cls
-
-    return deco
+    return PRE_AGGREGATORS.register(name)
 
 
 def build_pre_aggregators(steps: list[Any]) -> list[PreAggregator]:
     """The chain a config's `server.pre` names (each with `.name` and `.options`)."""
-    out = []
-    for step in steps:
-        if step.name not in PRE_AGGREGATORS:
-            raise FlwbcError(
-                f"unknown pre-aggregation step '{step.name}'; choose one of "
-                f"{', '.join(sorted(PRE_AGGREGATORS))}"
-            )
-        cls = PRE_AGGREGATORS[step.name]
-        out.append(
-            cls(validate_options("pre-aggregation step", step.name, cls.Options, step.options))
-        )
-    return out
+    return [
+        PRE_AGGREGATORS.lookup(step.name)(PRE_AGGREGATORS.options(step.name, step.options))
+        for step in steps
+    ]

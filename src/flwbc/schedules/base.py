@@ -13,28 +13,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
-from flwbc.errors import FlwbcError
-from flwbc.plugin_options import validate_options
+from flwbc.registry import ConfiguredPlugin, Registry
 
 if TYPE_CHECKING:
     from flwbc.config import ExperimentConfig
 
-SCHEDULES: dict[str, type[Schedule]] = {}
+SCHEDULES: Registry[type[Schedule]] = Registry("attack schedule")
 
 
-class Schedule(ABC):
+class Schedule(ConfiguredPlugin, ABC):
     """Base class of attack schedules."""
-
-    name: ClassVar[str] = ""
-    Options: ClassVar[type[BaseModel] | None] = None
-
-    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
-        self.cfg = cfg
-        self.options = options
 
     @abstractmethod
     def attackers(self, t: int) -> int:
@@ -44,13 +34,7 @@ class Schedule(ABC):
 
 def register_schedule(name: str) -> Callable[[type[Schedule]], type[Schedule]]:
     """Register a `Schedule` subclass under `name`."""
-
-    def deco(cls: type[Schedule]) -> type[Schedule]:
-        cls.name = name
-        SCHEDULES[name] = cls
-        return cls
-
-    return deco
+    return SCHEDULES.register(name)
 
 
 def build_schedule(cfg: ExperimentConfig) -> Schedule | None:
@@ -61,9 +45,4 @@ def build_schedule(cfg: ExperimentConfig) -> Schedule | None:
     ref: Any = att.schedule
     name = ref.name if ref is not None else ("fixed" if att.rounds is not None else "random")
     given = dict(ref.options) if ref is not None else {}
-    if name not in SCHEDULES:
-        raise FlwbcError(
-            f"unknown attack schedule '{name}'; choose one of {', '.join(sorted(SCHEDULES))}"
-        )
-    cls = SCHEDULES[name]
-    return cls(cfg, validate_options("attack schedule", name, cls.Options, given))
+    return SCHEDULES.lookup(name)(cfg, SCHEDULES.options(name, given))

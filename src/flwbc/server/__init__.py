@@ -4,9 +4,7 @@ Importing this package imports every module in it, so a rule is one file that re
 with `@register_aggregator("name")`.
 """
 
-import importlib
-import pkgutil
-
+from flwbc.registry import import_submodules
 from flwbc.server.base import (
     AGGREGATORS,
     Aggregate,
@@ -16,9 +14,7 @@ from flwbc.server.base import (
     register_aggregator,
 )
 
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name != "base":
-        importlib.import_module(f"{__name__}.{_mod.name}")
+import_submodules(__name__, __path__)
 
 __all__ = [
     "AGGREGATORS",

@@ -28,8 +28,9 @@ from torch import Tensor
 
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import validate_options
+from flwbc.registry import Registry
 
-AGGREGATORS: dict[str, type[Aggregator]] = {}
+AGGREGATORS: Registry[type[Aggregator]] = Registry("aggregator")
 
 
 @dataclass
@@ -86,12 +87,8 @@ class Aggregator(ABC):
 
 
 def register_aggregator(name: str) -> Callable[[type[Aggregator]], type[Aggregator]]:
-    def deco(cls: type[Aggregator]) -> type[Aggregator]:
-        cls.name = name
-        AGGREGATORS[name] = cls
-        return cls
-
-    return deco
+    """Register an `Aggregator` subclass under `name`."""
+    return AGGREGATORS.register(name)
 
 
 def signature_model(
@@ -121,11 +118,7 @@ def build_aggregator(name: str, options: dict[str, Any] | None = None) -> Aggreg
     """Instantiate a registered rule with its options validated against their types; unknown
     names, unknown options and bad values give one clear error line naming the rule and the
     option."""
-    if name not in AGGREGATORS:
-        raise FlwbcError(
-            f"unknown aggregator '{name}'; choose one of {', '.join(sorted(AGGREGATORS))}"
-        )
-    cls = AGGREGATORS[name]
+    cls = AGGREGATORS.lookup(name)
     given = dict(options or {})
     checked = validate_options("aggregator", name, options_model(cls), given)
     values = {k: getattr(checked, k) for k in given} if checked is not None else given

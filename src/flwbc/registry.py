@@ -1,0 +1,75 @@
+"""Registries of plug-ins by name, one per kind (attacks, client defenses, aggregators, ...).
+
+A `Registry` is a dict from name to plug-in class with the kind's decorator (`register`) and
+its one-line error for an unknown name (`lookup`); `build` makes an instance whose options are
+validated against the class's `Options`. `import_submodules` imports every module of a kind's
+package, so that a built-in plug-in is one file that registers itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel
+
+from flwbc.errors import FlwbcError
+from flwbc.plugin_options import validate_options
+
+if TYPE_CHECKING:
+    from flwbc.config import ExperimentConfig
+
+T = TypeVar("T")
+
+
+class Registry(dict[str, T]):
+    """Plug-ins of one kind by name."""
+
+    def __init__(self, kind: str, choices_prefix: str = "") -> None:
+        super().__init__()
+        self.kind = kind
+        self.choices_prefix = choices_prefix
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """A decorator registering a plug-in class under `name` (and setting its `name`)."""
+
+        def deco(cls: T) -> T:
+            cls.name = name  # type: ignore[attr-defined]
+            self[name] = cls
+            return cls
+
+        return deco
+
+    def lookup(self, name: str) -> T:
+        """The plug-in registered as `name`; an unknown name lists the registered ones."""
+        if name not in self:
+            raise FlwbcError(
+                f"unknown {self.kind} '{name}'; choose {self.choices_prefix}one of "
+                f"{', '.join(sorted(self))}"
+            )
+        return self[name]
+
+    def options(self, name: str, given: dict[str, Any]) -> BaseModel | None:
+        """`given` validated against the options of the plug-in `name`."""
+        return validate_options(self.kind, name, getattr(self.lookup(name), "Options", None), given)
+
+
+class ConfiguredPlugin:
+    """Base of the plug-ins built once per experiment from its config and their own validated
+    options (attacks, schedules, client defenses)."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
+        self.cfg = cfg
+        self.options = options
+
+
+def import_submodules(package: str, path: Iterable[str], skip: tuple[str, ...] = ("base",)) -> None:
+    """Import every module of `package` (found in `path`) except `skip`."""
+    for mod in pkgutil.iter_modules(path):
+        if mod.name not in skip:
+            importlib.import_module(f"{package}.{mod.name}")
