@@ -25,7 +25,7 @@ step() {  # step NAME FLAG...: run NAME once; finish it if an earlier attempt wa
   elif [ -f "$dir/checkpoint.safetensors" ]; then
     flwbc run --resume "$dir"
   else
-    flwbc run "$@" "${EXTRA[@]}" --seed "$SEED" --out "$OUT" --name "$name"
+    flwbc run "$@" ${EXTRA[@]+"${EXTRA[@]}"} --seed "$SEED" --out "$OUT" --name "$name"
   fi
 }
 

@@ -220,15 +220,15 @@ def test_two_processes_never_write_one_run_directory(real_data_dir: Path, tmp_pa
             sys.executable,
             "-c",
             "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-            "fcntl.lockf(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
-            str(run_dir / ".lock"),
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+            str(run_dir / ".run.lock"),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(flwbc.errors.FlwbcError, match="being run by another process"):
+        with pytest.raises(flwbc.errors.FlwbcError, match="is in use by another run"):
             flwbc.run(small_config(real_data_dir, tmp_path, "busy", **one), progress=False)
         assert not (run_dir / "config.json").exists()
     finally:

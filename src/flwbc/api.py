@@ -109,7 +109,7 @@ def _meta() -> dict[str, Any]:
     return {
         "flwbc_version": __version__,
         "source": current_source(),
-        "plugins_loaded": list(PLUGINS_LOADED),
+        "plugins_loaded": list(PLUGINS_LOADED),  # in this process, entry points included
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "created": datetime.now().isoformat(timespec="seconds"),
@@ -120,14 +120,15 @@ RUN_FILES = ("config.json", "rounds.jsonl", "timings.jsonl", "summary.json")
 
 
 def _lock_run_dir(run_dir: Path) -> int:
-    """Hold `run_dir/.lock` (a POSIX record lock, released when the process ends) so that two
-    processes never write one run directory; returns the lock's file descriptor."""
-    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    """Hold `run_dir/.run.lock` (an flock, released when its descriptor closes or the process
+    ends) so that no two sessions, in one process or two, write one run directory; returns
+    the lock's file descriptor."""
+    fd = os.open(run_dir / ".run.lock", os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise FlwbcError(f"run directory {run_dir} is being run by another process") from None
+        raise FlwbcError(f"run directory {run_dir} is in use by another run") from None
     return fd
 
 
@@ -347,7 +348,18 @@ def run_many(
                 "runs: use flwbc.run for each"
             )
         engines.append(engine)
-    sessions = [RunSession(c, None) for c in cfgs]
+    dirs = [Path(c.output.dir) / c.output.name for c in cfgs if c.output.name is not None]
+    if len(set(dirs)) < len(dirs):
+        twice = sorted({str(d) for d in dirs if dirs.count(d) > 1})
+        raise FlwbcError(f"run_many: several configs write {', '.join(twice)}; name them apart")
+    sessions: list[RunSession] = []
+    try:
+        for c in cfgs:
+            sessions.append(RunSession(c, None))
+    except BaseException:
+        for sess in sessions:
+            sess.close()
+        raise
     total = sum(s.cfg.federation.rounds for s in sessions)
     bar = tqdm(
         total=total,

@@ -4,6 +4,7 @@ options (name, type and default), built-in and loaded ones alike."""
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from flwbc.errors import FlwbcError
+from flwbc.plugin_options import signature_model
 
 
 @dataclass(frozen=True)
@@ -38,19 +40,6 @@ def first_line(obj: Any) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
-def signature_options(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> tuple[Option, ...]:
-    """The keyword options of a callable (an aggregator's constructor, a model factory)."""
-    out = []
-    for p in inspect.signature(fn).parameters.values():
-        if p.name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        ann = p.annotation
-        kind = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
-        default = None if p.default is p.empty else p.default
-        out.append(Option(p.name, "" if ann is p.empty else kind, default))
-    return tuple(out)
-
-
 _BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
 
 
@@ -67,10 +56,11 @@ def model_options(model: type[BaseModel] | None) -> tuple[Option, ...]:
             if getattr(m, attr, None) is not None
         ]
         ann = f.annotation
+        plain = typing.get_origin(ann) is None and hasattr(ann, "__name__")
         out.append(
             Option(
                 name,
-                getattr(ann, "__name__", str(ann)),
+                ann.__name__ if plain else str(ann).replace("typing.", ""),
                 f.get_default(call_default_factory=True),
                 ", ".join(limits),
                 f.description or "",
@@ -110,12 +100,13 @@ def _defenses() -> list[Entry]:
 
 def _aggregators() -> list[Entry]:
     from flwbc.server import AGGREGATORS
+    from flwbc.server.base import options_model
 
     return [
         Entry(
             name,
             first_line(cls),
-            signature_options(cls.__init__),
+            model_options(options_model(cls)),
             "rank-based (ignores FedAvg weights)" if cls.rank_based else "",
         )
         for name, cls in AGGREGATORS.items()
@@ -125,11 +116,10 @@ def _aggregators() -> list[Entry]:
 def _models() -> list[Entry]:
     from flwbc.models import MODELS
 
+    fixed = ("in_channels", "image_size", "num_classes")
     return [
-        Entry(
-            name, first_line(f), signature_options(f, ("in_channels", "image_size", "num_classes"))
-        )
-        for name, f in MODELS.items()
+        Entry(n, first_line(f), model_options(signature_model(n, f, fixed)))
+        for n, f in MODELS.items()
     ]
 
 
@@ -183,7 +173,10 @@ def _partitions() -> list[Entry]:
     from flwbc.data import PARTITIONS
 
     fixed = ("pool", "labels", "num_clients", "rng")
-    return [Entry(n, text, signature_options(fn, fixed)) for n, (fn, text) in PARTITIONS.items()]
+    return [
+        Entry(n, text, model_options(signature_model(n, fn, fixed)))
+        for n, (fn, text) in PARTITIONS.items()
+    ]
 
 
 KINDS: dict[str, Callable[[], list[Entry]]] = {

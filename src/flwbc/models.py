@@ -15,15 +15,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flwbc.errors import FlwbcError
+from flwbc.registry import Registry
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a model factory `f(in_channels, image_size, num_classes) -> nn.Module`."""
 
     def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS[name] = factory
+        MODELS.add(name, factory)
         return factory
 
     return deco
@@ -90,13 +91,10 @@ def build_model(
 ) -> nn.Module:
     """The registered model `name` for the dataset's image shape and classes, with its
     `options` (the factory's further keyword arguments, checked against their types)."""
-    if name not in MODELS:
-        raise FlwbcError(f"unknown model '{name}'; choose one of {', '.join(sorted(MODELS))}")
-    factory = MODELS[name]
+    factory = MODELS.lookup(name)
     kwargs: dict[str, Any] = {}
     if options:
-        from flwbc.plugin_options import validate_options
-        from flwbc.server.base import signature_model
+        from flwbc.plugin_options import signature_model, validate_options
 
         model = signature_model(name, factory)
         fixed = {"in_channels": in_channels, "image_size": image_size, "num_classes": num_classes}

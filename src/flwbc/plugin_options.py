@@ -4,9 +4,11 @@ that names the plug-in, the field and the allowed range."""
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from collections.abc import Callable
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from flwbc.errors import FlwbcError
 
@@ -37,3 +39,21 @@ def validate_options(
         raise FlwbcError(
             f"{kind} '{name}': option {field} = {first.get('input')!r}: {msg}"
         ) from None
+
+
+def signature_model(
+    name: str, fn: Callable[..., Any], skip: tuple[str, ...] = ()
+) -> type[BaseModel]:
+    """A pydantic model of a callable's keyword options, from their annotations and defaults
+    (the generic fallback for plug-ins that declare no `Options`). Strict: a string is not a
+    number here (the CLI and config files give typed values)."""
+    fields: dict[str, Any] = {}
+    hints = get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
+    for p in inspect.signature(fn).parameters.values():
+        if p.name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = ... if p.default is p.empty else p.default
+        fields[p.name] = (hints.get(p.name, Any), default)
+    return create_model(
+        f"{name}_options", __config__=ConfigDict(extra="forbid", strict=True), **fields
+    )

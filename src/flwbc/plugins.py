@@ -29,7 +29,6 @@ def load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
-    _entry_points_loaded = True
     for ep in importlib.metadata.entry_points(group=GROUP):
         try:
             ep.load()
@@ -38,7 +37,9 @@ def load_entry_points() -> None:
                 f"plug-in entry point '{ep.name}' ({ep.value}) failed to load: "
                 f"{type(err).__name__}: {err}"
             ) from None
-        LOADED.append(ep.value)
+        if ep.value not in LOADED:
+            LOADED.append(ep.value)
+    _entry_points_loaded = True  # only once all loaded: a failure is reported again next time
 
 
 def load_plugins(modules: Iterable[str] = ()) -> None:

@@ -31,16 +31,32 @@ class Registry(dict[str, T]):
         super().__init__()
         self.kind = kind
         self.choices_prefix = choices_prefix
+        self._origins: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         """A decorator registering a plug-in class under `name` (and setting its `name`)."""
 
         def deco(cls: T) -> T:
+            self.add(name, cls)
             cls.name = name  # type: ignore[attr-defined]
-            self[name] = cls
             return cls
 
         return deco
+
+    def add(self, name: str, entry: T, origin: Any = None) -> None:
+        """Register `entry` as `name`. A name already taken by an entry defined elsewhere is
+        refused, so a plug-in never silently replaces a built-in; the same definition again
+        (a module imported anew) replaces it. `origin` is what defines the entry (default: the
+        entry itself), e.g. a dataset's loader."""
+        new = _origin(origin if origin is not None else entry)
+        old = self._origins.get(name)
+        if name in self and old != new:
+            raise FlwbcError(
+                f"a {self.kind} named '{name}' is already registered (by {old}); "
+                f"choose another name for the one in {new}"
+            )
+        self[name] = entry
+        self._origins[name] = new
 
     def lookup(self, name: str) -> T:
         """The plug-in registered as `name`; an unknown name lists the registered ones."""
@@ -54,6 +70,13 @@ class Registry(dict[str, T]):
     def options(self, name: str, given: dict[str, Any]) -> BaseModel | None:
         """`given` validated against the options of the plug-in `name`."""
         return validate_options(self.kind, name, getattr(self.lookup(name), "Options", None), given)
+
+
+def _origin(entry: Any) -> str:
+    """Where a registered entry was defined: module and qualified name."""
+    target = getattr(entry, "__func__", entry)
+    qualname = getattr(target, "__qualname__", type(target).__name__)
+    return f"{getattr(target, '__module__', '?')}.{qualname}"
 
 
 class ConfiguredPlugin:

@@ -9,6 +9,7 @@ engines (`flwbc.engine`) only decide which jobs train together and with which fo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,13 +67,16 @@ def job_plan(job: ClientJob) -> tuple[Hashable, Iterator[Epoch]]:
     defenses do to the steps; only their strengths may differ)."""
     exp, loc = job.exp, job.exp.cfg.local
     n, plan = client_plan(exp, job.round, job.client, job.malicious)
-    rule = (exp.cfg.model_name, exp.cfg.dtype, exp.cfg.device, loc.lr, loc.momentum)
+    model = (exp.cfg.model_name, json.dumps(exp.cfg.model_options, sort_keys=True))
+    rule = (*model, exp.cfg.dtype, exp.cfg.device, loc.lr, loc.momentum)
     if job.malicious:
         assert exp.attack is not None
         return (*rule, "attacker", exp.attack.name, exp.attack.group_key(exp, n)), plan
-    steps = tuple(k for d in exp.defenses if (k := d.step_key()) is not None)
-    names = tuple(d.name for d in exp.defenses if d.step_key() is not None)
-    return (*rule, "benign", n, loc.batch_size, loc.epochs, names, steps), plan
+    # a hook reads each row's own defense at the same position: positions are part of the key
+    steps = tuple(
+        (i, d.name, k) for i, d in enumerate(exp.defenses) if (k := d.step_key()) is not None
+    )
+    return (*rule, "benign", n, loc.batch_size, loc.epochs, steps), plan
 
 
 class _Chain:
@@ -225,7 +229,7 @@ def aggregate_round(
         if exp.root_indices is not None
         else None,
     )
-    if exp.attack is not None and plan.adversarial:
+    if exp.attack is not None and any(plan.malicious):
         updates = exp.attack.craft(exp, plan.round, updates, plan.malicious)
     weights = plan.weights.to(w.device)
     pre_info: dict[str, Any] = {}

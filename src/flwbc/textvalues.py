@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import yaml
@@ -16,9 +17,11 @@ def parse_scalar(raw: str) -> Any:
     text = raw.strip()
     for number in (int, float):
         try:
-            return number(text)
+            value = number(text)
         except ValueError:
-            pass
+            continue
+        if math.isfinite(value):  # "nan" and "inf" stay text, which numeric fields reject
+            return value
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

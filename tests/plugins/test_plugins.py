@@ -300,3 +300,50 @@ def test_attack_step_hook_projects_every_step(plugin_dir, tmp_path, engine):
     attackers = [i for i, m in enumerate(plan.malicious) if m]
     assert attackers and all(norms[i] <= 0.05 + 1e-6 for i in attackers)
     assert all(norms[i] > 0.05 for i in range(len(norms)) if i not in attackers)
+
+
+def test_run_many_mixes_defense_chains_and_model_options(plugin_dir, tmp_path):
+    """Runs whose defense chains or model options differ never share a lock-step group in a way
+    that mixes their settings: each equals its solo run."""
+    variants = {
+        "ldp-wbc": {"defense": {"client": ["ldp", "wbc"]}},
+        "wbc": {"defense": {"client": "wbc", "wbc": {"s": 0.8}}},
+        "shrink-wbc": {"defense": {**PLUGGED["defense"]}},
+        "h5": {"model": {"name": "mlp", "options": {"hidden": 5}}},
+        "h9": {"model": {"name": "mlp", "options": {"hidden": 9}}},
+    }
+    many = flwbc.run_many(
+        [config(tmp_path / "many", n, **v) for n, v in variants.items()], progress=False
+    )
+    for res, (name, v) in zip(many, variants.items(), strict=True):
+        alone = flwbc.run(config(tmp_path / "solo", name, **v), progress=False)
+        torch.testing.assert_close(res.weights, alone.weights, rtol=0, atol=1e-12)
+        assert [r.get("wbc_perturbed") for r in res.records] == pytest.approx(
+            [r.get("wbc_perturbed") for r in alone.records], abs=1e-9
+        )
+
+
+def test_one_process_never_runs_one_directory_twice(plugin_dir, tmp_path):
+    with pytest.raises(FlwbcError, match="several configs write"):
+        flwbc.run_many([config(tmp_path, "same"), config(tmp_path, "same", seed=3)])
+    from flwbc.api import RunSession
+
+    first = RunSession(flwbc.make_config(config(tmp_path, "held")), None)
+    try:
+        with pytest.raises(FlwbcError, match="is in use by another run"):
+            RunSession(flwbc.make_config(config(tmp_path, "held")), None)
+        assert (tmp_path / "held" / "config.json").is_file()  # the first session's, untouched
+    finally:
+        first.close()
+    # released: the directory (no finished round) can be run now
+    assert flwbc.run(config(tmp_path, "held"), progress=False).summary["complete"]
+
+
+def test_a_plugin_cannot_take_a_builtin_name(plugin_dir):
+    from flwbc.defenses import ClientDefense, register_client_defense
+
+    with pytest.raises(FlwbcError, match="a client defense named 'wbc' is already registered"):
+
+        @register_client_defense("wbc")
+        class Impostor(ClientDefense):
+            """Not FL-WBC."""

@@ -15,6 +15,7 @@ from torch import Tensor
 from flwbc.data.readers import read_cifar_batch, read_idx
 from flwbc.data.sources import DatasetSpec, get_spec, resolve_dataset_dir
 from flwbc.errors import FlwbcError
+from flwbc.registry import Registry
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,7 +142,7 @@ class DatasetEntry:
     """(C, H, W), when known without loading the data."""
 
 
-DATASETS: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register_dataset(
@@ -159,7 +160,8 @@ def register_dataset(
 
     def deco(loader: DatasetLoader) -> DatasetLoader:
         text = description or (loader.__doc__ or "").strip().split("\n")[0]
-        DATASETS[name] = DatasetEntry(name, loader, num_classes, default_model, text, image_shape)
+        entry = DatasetEntry(name, loader, num_classes, default_model, text, image_shape)
+        DATASETS.add(name, entry, origin=loader if not isinstance(loader, partial) else None)
         return loader
 
     return deco
@@ -173,9 +175,7 @@ def dataset_image_shape(name: str, data_dir: str | None) -> tuple[int, int, int]
 
 def get_dataset(name: str) -> DatasetEntry:
     """The dataset registered as `name`; an unknown name lists the registered ones."""
-    if name not in DATASETS:
-        raise FlwbcError(f"unknown dataset '{name}'; choose one of {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
+    return DATASETS.lookup(name)
 
 
 for _name, _model, _text in (

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from flwbc.errors import FlwbcError
+from flwbc.registry import Registry
 
 PARTITION_KINDS: tuple[str, ...] = ("iid", "shards", "dirichlet")
 
@@ -134,7 +135,7 @@ def partition_dirichlet(
 Partitioner = Callable[..., list[np.ndarray]]
 """f(pool, labels, num_clients, rng, **options) -> each client's indices."""
 
-PARTITIONS: dict[str, tuple[Partitioner, str]] = {}
+PARTITIONS: Registry[tuple[Partitioner, str]] = Registry("partition")
 """Registered partitions: name -> (function, one-line description)."""
 
 
@@ -144,7 +145,7 @@ def register_partition(name: str, description: str = "") -> Callable[[Partitione
 
     def deco(fn: Partitioner) -> Partitioner:
         text = description or " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
-        PARTITIONS[name] = (fn, text)
+        PARTITIONS.add(name, (fn, text), origin=fn)
         return fn
 
     return deco
@@ -171,9 +172,7 @@ def partition(
 ) -> list[np.ndarray]:
     """Dispatch to the registered partition `kind` (iid, shards, dirichlet, or a plug-in)."""
     key = str(kind).strip().lower()
-    if key not in PARTITIONS:
-        raise FlwbcError(f"unknown partition {kind!r}: use one of {', '.join(sorted(PARTITIONS))}")
-    fn, _ = PARTITIONS[key]
+    fn, _ = PARTITIONS.lookup(key)
     params = inspect.signature(fn).parameters
     fixed = ("pool", "labels", "num_clients", "rng")
     allowed = [p for p in params if p not in fixed]
@@ -184,8 +183,7 @@ def partition(
             f"allowed are {', '.join(allowed) or 'none'}"
         )
     if kw:
-        from flwbc.plugin_options import validate_options
-        from flwbc.server.base import signature_model
+        from flwbc.plugin_options import signature_model, validate_options
 
         checked = validate_options("partition", key, signature_model(key, fn, fixed), kw)
         kw = {k: getattr(checked, k) for k in kw}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
+from flwbc.registry import Registry
 
 if TYPE_CHECKING:
     from flwbc.api import RunSession
@@ -50,22 +51,20 @@ class Engine:
         return self.train_rounds([(exp, plan, w)])[0]
 
 
-ENGINES: dict[str, Engine] = {}
+ENGINES: Registry[Engine] = Registry("engine")
 
 
 def register_engine(engine: Engine) -> Engine:
-    """Add an engine under its name (a later registration of the same name replaces it)."""
+    """Add an engine under its name (a name taken by another engine is refused)."""
     if engine.train_rounds is None and engine.drive is None:
         raise ValueError(f"engine '{engine.name}' needs train_rounds or drive")
-    ENGINES[engine.name] = engine
+    ENGINES.add(engine.name, engine, origin=engine.train_rounds or engine.drive)
     return engine
 
 
 def get_engine(name: str) -> Engine:
     """The engine registered as `name`; an unknown name lists the registered ones."""
-    if name not in ENGINES:
-        raise FlwbcError(f"unknown engine '{name}'; choose one of {', '.join(sorted(ENGINES))}")
-    return ENGINES[name]
+    return ENGINES.lookup(name)
 
 
 def replay_engine(name: str) -> Engine:

@@ -4,10 +4,16 @@ forced adversarial round)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, Field
+
+from flwbc.errors import FlwbcError
 from flwbc.plugin_options import PluginOptions
 from flwbc.schedules.base import Schedule, register_schedule
+
+if TYPE_CHECKING:
+    from flwbc.config import ExperimentConfig
 
 
 class FixedOptions(PluginOptions):
@@ -21,6 +27,16 @@ class Fixed(Schedule):
     """Every listed round is adversarial, with all attackers."""
 
     Options = FixedOptions
+
+    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
+        super().__init__(cfg, options)
+        listed = options.rounds if isinstance(options, FixedOptions) else None
+        bad = [r for r in listed or [] if not 1 <= r <= cfg.federation.rounds]
+        if bad:
+            raise FlwbcError(
+                f"attack schedule 'fixed': rounds {bad} outside 1..federation.rounds "
+                f"({cfg.federation.rounds})"
+            )
 
     def attackers(self, t: int) -> int:
         listed = self.options.rounds if isinstance(self.options, FixedOptions) else None

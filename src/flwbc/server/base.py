@@ -16,18 +16,17 @@ experiment is built.
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
-from flwbc.plugin_options import validate_options
+from flwbc.plugin_options import signature_model, validate_options
 from flwbc.registry import Registry
 
 AGGREGATORS: Registry[type[Aggregator]] = Registry("aggregator")
@@ -89,24 +88,6 @@ class Aggregator(ABC):
 def register_aggregator(name: str) -> Callable[[type[Aggregator]], type[Aggregator]]:
     """Register an `Aggregator` subclass under `name`."""
     return AGGREGATORS.register(name)
-
-
-def signature_model(
-    name: str, fn: Callable[..., Any], skip: tuple[str, ...] = ()
-) -> type[BaseModel]:
-    """A pydantic model of a callable's keyword options, from their annotations and defaults
-    (the generic fallback for plug-ins that declare no `Options`). Strict: a string is not a
-    number here (the CLI and config files give typed values)."""
-    fields: dict[str, Any] = {}
-    hints = get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
-    for p in inspect.signature(fn).parameters.values():
-        if p.name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        default = ... if p.default is p.empty else p.default
-        fields[p.name] = (hints.get(p.name, Any), default)
-    return create_model(
-        f"{name}_options", __config__=ConfigDict(extra="forbid", strict=True), **fields
-    )
 
 
 def options_model(cls: type[Aggregator]) -> type[BaseModel]:
