@@ -83,7 +83,7 @@ def test_gaussian_rows_are_seeded_normal_noise() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["gaussian", "sign_flip", "ipm", "alie"])
+@pytest.mark.parametrize("name", ["gaussian", "sign_flip", "ipm", "alie", "label_flip"])
 def test_crafted_attacks_run_on_both_engines(name: str, real_data_dir: Path, tmp_path: Path):
     def run(engine: str) -> flwbc.RunResult:
         return flwbc.run(
@@ -106,3 +106,49 @@ def test_crafted_attacks_run_on_both_engines(name: str, real_data_dir: Path, tmp
     seq, bat = run("sequential"), run("batched")
     assert seq.records[0]["adversarial"] and len(seq.records[0]["malicious"]) == 2
     assert torch.allclose(seq.weights, bat.weights, atol=1e-5)
+
+
+def test_label_flip_modes_by_hand() -> None:
+    from flwbc.attacks.label_flip import LabelFlipOptions, flip_labels
+
+    y = torch.tensor([0, 1, 2, 3, 9, 0])
+    got = {
+        "all_to_one": flip_labels(y, LabelFlipOptions(mode="all_to_one", target=7), 10),
+        "one_to_one": flip_labels(y, LabelFlipOptions(mode="one_to_one", source=0, target=5), 10),
+        "shift": flip_labels(y, LabelFlipOptions(mode="shift", shift=3), 10),
+    }
+    assert got["all_to_one"].tolist() == [7, 7, 7, 7, 7, 7]
+    assert got["one_to_one"].tolist() == [5, 1, 2, 3, 9, 5]
+    assert got["shift"].tolist() == [3, 4, 5, 6, 2, 3]
+    with pytest.raises(ValueError, match="source and target must differ"):
+        LabelFlipOptions(mode="one_to_one", source=2, target=2)
+
+
+@pytest.mark.slow
+def test_label_flip_trains_on_flipped_labels(real_data_dir: Path) -> None:
+    from flwbc.experiment import Experiment
+    from flwbc.rng import torch_generator
+
+    cfg = flwbc.make_config(
+        {
+            "data": {"dir": str(real_data_dir), "train_fraction": 0.05},
+            "federation": {"num_clients": 10, "clients_per_round": 5, "rounds": 1},
+            "local": {"epochs": 1, "batch_size": 32},
+            "attack": {
+                "name": "label_flip",
+                "num_malicious": 2,
+                "rounds": [1],
+                "options": {"mode": "one_to_one", "source": 3, "target": 8},
+            },
+        }
+    )
+    exp = Experiment.prepare(cfg)
+    c = exp.malicious_ids[0]
+    _, plan = exp.attack.plan(exp, 1, c, torch_generator(0, "data", 1, c))
+    x, y = exp.client_data(c)
+    seen = torch.cat([term.y for epoch in plan for step in epoch for term in step])
+    assert sorted(seen.tolist()) == sorted(torch.where(y == 3, 8, y).tolist())
+    bad = {**cfg.to_dict(), "attack": {**cfg.to_dict()["attack"], "options": {"target": 12}}}
+    with pytest.raises(flwbc.errors.FlwbcError, match="label 12 outside 0..9"):
+        e = Experiment.prepare(flwbc.make_config(bad))
+        e.attack.plan(e, 1, c, torch_generator(0, "data", 1, c))

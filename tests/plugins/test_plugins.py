@@ -184,8 +184,8 @@ def test_plugin_attack_trains_on_shifted_labels(plugin_dir, tmp_path):
         ),
         (
             {"attack": {**BASE["attack"], "name": "nope"}},
-            "unknown attack 'nope'; choose one of alie, gaussian, ipm, label_shift, mean_flip, "
-            "sign_flip, targeted",
+            "unknown attack 'nope'; choose one of alie, gaussian, ipm, label_flip, label_shift, "
+            "mean_flip, sign_flip, targeted",
         ),
         (
             {"defense": {"client": "shrink", "options": {"shrink": {"decay": 1}}}},
