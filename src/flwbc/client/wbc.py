@@ -137,6 +137,11 @@ class WBCStep:
             return [0.0] * len(self.generators)
         return (self.perturbed / (self.steps * self.numel)).tolist()
 
+    def stats(self) -> list[dict[str, float]]:
+        """Per row, the record's `wbc_perturbed` (the step-hook stats protocol of
+        `flwbc.round`)."""
+        return [{"wbc_perturbed": s} for s in self.perturbed_fractions()]
+
     def perturbed_fraction(self) -> float:
         """The same for a single client."""
         return self.perturbed_fractions()[0]

@@ -18,22 +18,6 @@ from flwbc.defenses.base import ClientDefense, ClientRow, register_client_defens
 from flwbc.rng import torch_generator
 
 
-class _Stats:
-    """Wraps a WBCStep so that its per-row perturbed shares reach the round record."""
-
-    def __init__(self, step: WBCStep) -> None:
-        self.step = step
-
-    def new_epoch(self) -> None:
-        self.step.new_epoch()
-
-    def __call__(self, w_hat, step, grad):  # type: ignore[no-untyped-def]
-        return self.step(w_hat, step, grad)
-
-    def stats(self) -> list[dict[str, float]]:
-        return [{"wbc_perturbed": s} for s in self.step.perturbed_fractions()]
-
-
 @register_client_defense("wbc")
 class WBCDefense(ClientDefense):
     """FL-WBC's per-step perturbation of the local Hessian's near-kernel (eq. 8-10)."""
@@ -44,15 +28,13 @@ class WBCDefense(ClientDefense):
 
     def step_hook(self, rows: Sequence[ClientRow], position: int) -> StepHook:
         first = rows[0].exp
-        return _Stats(
-            WBCStep(
-                self.cfg.defense.wbc,
-                self.cfg.local.lr,
-                first.model.weight_mask,
-                [
-                    torch_generator(r.exp.cfg.seed, "wbc", r.round, r.client, device=first.device)
-                    for r in rows
-                ],
-                [r.exp.defenses[position].cfg.defense.wbc.s for r in rows],
-            )
+        return WBCStep(
+            self.cfg.defense.wbc,
+            self.cfg.local.lr,
+            first.model.weight_mask,
+            [
+                torch_generator(r.exp.cfg.seed, "wbc", r.round, r.client, device=first.device)
+                for r in rows
+            ],
+            [r.exp.defenses[position].cfg.defense.wbc.s for r in rows],
         )
