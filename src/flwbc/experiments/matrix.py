@@ -1,0 +1,321 @@
+"""`flwbc matrix`: every attack against every defense, in one table and one heatmap.
+
+A matrix is a spec (`flwbc.experiments.specs`) with two axes, `attack` and `defense`, whose
+attack axis has a point `none` (no attack): every cell is a branch from one warm model, so the
+attacked runs and the clean run of each defense share the warm model, the clients, the data
+order and the participants of every round (a paired comparison). The bundled matrix is
+`specs/matrix.yaml`; a user's spec file with the same two axes works the same way.
+
+What a cell measures depends on what the attack wants, read from the run itself:
+- a backdoor (its records hold `backdoor_acc`): the backdoor success rate;
+- the paper's targeted attack (eq. 3): the misclassification confidence on D_M (`target_conf`);
+- any other attack (untargeted): the accuracy drop, the clean run's test accuracy (same
+  defense, same round) minus the attacked run's.
+Each is taken at the end of the attack window (the last adversarial round) and at the end of
+the run, and for backdoors and eq. 3 the rounds after the window until the success falls
+below one half (`rounds_until`; censored when it does not) say how long the attack persists.
+
+Outputs in `--out`: `cells.csv` (one row per cell), `matrix.md` (the table, with the runtime
+and the command), `heatmap.png|svg`. Runs live in a resumable store as for `reproduce`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from flwbc.errors import FlwbcError
+from flwbc.experiments.results import timing_seconds
+from flwbc.experiments.specs import (
+    SPEC_DIR,
+    RunSpec,
+    Spec,
+    expand,
+    load_settings,
+    load_spec,
+)
+from flwbc.experiments.sweep import SweepReport, is_finished, run_dir, run_sweep
+from flwbc.runio import atomic_write_bytes, read_jsonl
+
+AXES = ("attack", "defense")
+CLEAN = "none"
+PERSIST_BELOW = 0.5
+"""A backdoor's or eq. 3's success below this ends its persistence count."""
+
+
+@dataclass
+class Cell:
+    """One attack against one defense (None where the run has not finished)."""
+
+    attack: str
+    defense: str
+    kind: str | None = None
+    """backdoor, targeted, untargeted or clean."""
+    metric: str | None = None
+    window_end: int | None = None
+    effect: float | None = None
+    """At the window's end: backdoor success, D_M confidence, or accuracy drop (fraction)."""
+    final_effect: float | None = None
+    test_acc: float | None = None
+    """Test accuracy at the window's end."""
+    final_acc: float | None = None
+    persists: int | None = None
+    """Rounds after the window until the success is below one half (backdoor, eq. 3)."""
+    persists_censored: bool = False
+    """True: still at or above one half at the last round seen (persists is then a bound)."""
+    seconds: float | None = None
+    run: str | None = None
+
+
+def matrix_spec(name: str | None) -> Spec:
+    """The bundled matrix (`None` or `matrix`) or a user's spec file, checked for its axes."""
+    path = str(SPEC_DIR / "matrix.yaml") if name in (None, "matrix") else str(name)
+    if not path.endswith((".yaml", ".yml")):
+        raise FlwbcError(f"a matrix is 'matrix' (the bundled one) or a spec file (.yaml): {name}")
+    spec = load_spec(path)
+    if set(spec.axes) != set(AXES):
+        raise FlwbcError(
+            f"spec {spec.id}: a matrix has exactly the axes attack and defense, not "
+            f"{', '.join(spec.axes)}"
+        )
+    if CLEAN not in spec.axes["attack"]:
+        raise FlwbcError(
+            f"spec {spec.id}: the attack axis needs a point '{CLEAN}' (no attack) to compare with"
+        )
+    return spec
+
+
+def _value(rec: dict[str, Any] | None, field: str) -> float | None:
+    return None if rec is None else rec.get(field)
+
+
+def _kind(run: RunSpec, records: list[dict[str, Any]]) -> tuple[str, str]:
+    att = run.config.get("attack", {})
+    if att.get("enabled", True) is False:
+        return "clean", "test_acc"
+    if any(r.get("backdoor_acc") is not None for r in records):
+        return "backdoor", "backdoor_acc"
+    if att.get("name", "targeted") == "targeted":
+        return "targeted", "target_conf"
+    return "untargeted", "accuracy drop"
+
+
+def _persistence(records: list[dict[str, Any]], end: int, field: str) -> tuple[int | None, bool]:
+    """Rounds after position `end` (the window's last round) until `field` < PERSIST_BELOW, or
+    (rounds seen, True) when it never falls below."""
+    after = records[end + 1 :]
+    for r, rec in enumerate(after, start=1):
+        v = rec.get(field)
+        if v is not None and v < PERSIST_BELOW:
+            return r, False
+    return len(after), True
+
+
+def _drop(clean: list[dict[str, Any]], records: list[dict[str, Any]], pos: int) -> float | None:
+    """The clean run's test accuracy minus this run's, at record position `pos`."""
+    if pos >= len(clean):
+        return None
+    a, b = clean[pos].get("test_acc"), records[pos].get("test_acc")
+    return None if a is None or b is None else a - b
+
+
+def collect_cells(spec: Spec, runs: list[RunSpec], store: Path) -> list[Cell]:
+    """Every cell of the matrix, measured from the store's finished runs."""
+    loaded: dict[tuple[str, str], tuple[RunSpec, list[dict[str, Any]], Path]] = {}
+    for run in runs:
+        if run.role != "branch":
+            continue
+        path = run_dir(store, run)
+        key = (run.coords["attack"], run.coords["defense"])
+        records = read_jsonl(path / "rounds.jsonl") if is_finished(path) else []
+        loaded[key] = (run, records, path)
+    cells = []
+    for attack in spec.axes["attack"]:
+        for defense in spec.axes["defense"]:
+            cell = Cell(attack, defense)
+            cells.append(cell)
+            run, records, path = loaded[(attack, defense)]
+            if not records:
+                continue
+            cell.kind, cell.metric = _kind(run, records)
+            cell.seconds, cell.run = timing_seconds(path), path.name
+            adv = [i for i, r in enumerate(records) if r["adversarial"]]
+            end = adv[-1] if adv else len(records) - 1
+            cell.window_end = records[end]["round"]
+            cell.test_acc = _value(records[end], "test_acc")
+            cell.final_acc = _value(records[-1], "test_acc")
+            if cell.kind == "untargeted":
+                clean = loaded[(CLEAN, defense)][1]
+                cell.effect = _drop(clean, records, end)
+                cell.final_effect = _drop(clean, records, len(records) - 1)
+            elif cell.kind != "clean":
+                assert cell.metric is not None
+                cell.effect = _value(records[end], cell.metric)
+                cell.final_effect = _value(records[-1], cell.metric)
+                cell.persists, cell.persists_censored = _persistence(records, end, cell.metric)
+    return cells
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def cells_csv(cells: list[Cell]) -> str:
+    buf = io.StringIO()
+    names = list(asdict(cells[0]))
+    w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    w.writeheader()
+    for c in cells:
+        w.writerow({k: ("" if v is None else v) for k, v in asdict(c).items()})
+    return buf.getvalue()
+
+
+def _cell_text(c: Cell) -> str:
+    if c.kind is None:
+        return "not run"
+    if c.kind == "clean":
+        return f"acc {_pct(c.test_acc)}"
+    head = _pct(c.effect)
+    if c.kind in ("backdoor", "targeted") and c.persists is not None:
+        head += f", {'>' if c.persists_censored else ''}{c.persists} r"
+    return f"{head} (acc {_pct(c.test_acc)})"
+
+
+def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str, wall: float | None) -> str:
+    """The matrix as a Markdown table, with what each number means and the runtime."""
+    by = {(c.attack, c.defense): c for c in cells}
+    defenses = list(spec.axes["defense"])
+    done = [c for c in cells if c.kind is not None]
+    compute = sum(c.seconds or 0.0 for c in done)
+    kinds = {c.attack: c.kind for c in done if c.kind}
+    lines = [
+        f"# {spec.title}",
+        "",
+        spec.description.strip(),
+        "",
+        f"Command: `{command}`. Cells finished: {len(done)} of {len(cells)}; compute "
+        f"{compute / 60:.1f} min (the runs' own times)"
+        + (f", wall clock of this sweep {wall / 60:.1f} min" if wall else "")
+        + ".",
+        "",
+        "Each cell: the attack's success at the end of the attack window in percent, then the "
+        "test accuracy then. Success is the backdoor success rate for backdoors, the target "
+        "probability on D_M for eq. 3 (each followed by the rounds after the window until it "
+        f"fell below {PERSIST_BELOW:.0%}, '>k' if it never did in the k rounds seen), and the "
+        "accuracy drop against the same defense without attack (points) for the rest.",
+        "",
+        "| attack | kind | " + " | ".join(defenses) + " |",
+        "|---|---|" + "---|" * len(defenses),
+    ]
+    for attack in spec.axes["attack"]:
+        row = [_cell_text(by[(attack, d)]) for d in defenses]
+        lines.append(f"| {attack} | {kinds.get(attack) or ''} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_matrix(spec: Spec, cells: list[Cell], prefix: Path) -> list[Path]:
+    """Heatmap: rows attacks, columns defenses, colour the attack's success at the window's
+    end (0 to 1), each cell annotated with it and the test accuracy."""
+    import numpy as np
+
+    from flwbc.plots import _finish, _pyplot
+
+    plt = _pyplot()
+    attacks = [a for a in spec.axes["attack"] if a != CLEAN]
+    defenses = list(spec.axes["defense"])
+    by = {(c.attack, c.defense): c for c in cells}
+    grid = np.full((len(attacks), len(defenses)), np.nan)
+    for i, a in enumerate(attacks):
+        for j, d in enumerate(defenses):
+            v = by[(a, d)].effect
+            grid[i, j] = np.nan if v is None else max(v, 0.0)
+    fig, ax = plt.subplots(figsize=(1.5 * len(defenses) + 2.5, 0.55 * len(attacks) + 1.8))
+    img = ax.imshow(grid, cmap="Reds", vmin=0.0, vmax=1.0, aspect="auto")
+    clean = {d: by[(CLEAN, d)].test_acc for d in defenses}
+    ax.set_xticks(
+        range(len(defenses)),
+        [f"{d}\n(clean {_pct(clean[d])}%)" if clean[d] is not None else d for d in defenses],
+        fontsize=8,
+    )
+    ax.set_yticks(
+        range(len(attacks)), [f"{a} [{by[(a, defenses[0])].kind or '?'}]" for a in attacks]
+    )
+    ax.tick_params(axis="y", labelsize=8)
+    for i, a in enumerate(attacks):
+        for j, d in enumerate(defenses):
+            c = by[(a, d)]
+            text = "not run" if c.kind is None else f"{_pct(c.effect)}\nacc {_pct(c.test_acc)}"
+            dark = not np.isnan(grid[i, j]) and grid[i, j] > 0.6
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=7,
+                color="white" if dark else "black",
+            )  # fmt: skip
+    fig.colorbar(img, ax=ax, fraction=0.03, label="attack success at the window's end")
+    return _finish(plt, fig, prefix, spec.title)
+
+
+def write_matrix(
+    spec: Spec, cells: list[Cell], out: Path, *, command: str, wall: float | None
+) -> list[Path]:
+    """cells.csv, matrix.md and the heatmap into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "cells.csv", cells_csv(cells).encode())
+    md = matrix_markdown(spec, cells, command=command, wall=wall)
+    atomic_write_bytes(out / "matrix.md", md.encode())
+    return [out / "cells.csv", out / "matrix.md", *plot_matrix(spec, cells, out / "heatmap")]
+
+
+def finished_cells(path: Path) -> int:
+    """How many finished cells an existing cells.csv holds (0: none there)."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except FileNotFoundError:
+        return 0
+    return sum(1 for r in rows if r.get("kind"))
+
+
+def run_matrix(
+    name: str | None,
+    *,
+    store: Path,
+    out: Path,
+    quick: bool = False,
+    jobs: int | None = None,
+    threads: int | None = None,
+    data_dir: str | None = None,
+    run: bool = True,
+    progress: bool = True,
+    command: str | None = None,
+    overwrite: bool = False,
+) -> tuple[SweepReport | None, list[Path]]:
+    """Run the matrix's unfinished runs (resumably), then write its table and heatmap. An
+    existing `cells.csv` in `out` with more finished cells is kept unless `overwrite`."""
+    from flwbc.plots import require_matplotlib
+
+    require_matplotlib()
+    spec = matrix_spec(name)
+    runs = expand(spec, load_settings(), quick=quick, data_dir=data_dir)
+    before = finished_cells(out / "cells.csv")
+    if not overwrite and before > len([r for r in runs if r.role == "branch"]):
+        raise FlwbcError(
+            f"{out / 'cells.csv'} holds {before} finished cells, more than this matrix has; "
+            "choose another --out or pass --overwrite"
+        )
+    sweep = None
+    if run:
+        sweep = run_sweep(runs, store, jobs=jobs, threads=threads, progress=progress,
+                          desc=f"matrix {spec.id}")  # fmt: skip
+    cells = collect_cells(spec, runs, store)
+    done = sum(1 for c in cells if c.kind is not None)
+    if not overwrite and before > done:
+        raise FlwbcError(
+            f"{out / 'cells.csv'} holds {before} finished cells and this would replace it with "
+            f"{done}; point --runs at the store that holds its runs, or pass --overwrite"
+        )
+    cmd = command or "flwbc matrix " + shlex.quote(name or "matrix")
+    wall = sweep.seconds if sweep is not None and sweep.finished else None
+    return sweep, write_matrix(spec, cells, out, command=cmd, wall=wall)
