@@ -52,6 +52,7 @@ from flwbc.runio import (
 from flwbc.runtime import tune_allocator
 
 AGG_PREFIX = "aggregator_state."
+ATTACK_PREFIX = "attack_state."
 RoundCallback = Callable[[dict[str, Any]], bool | None]
 
 
@@ -204,6 +205,10 @@ class RunSession:
             exp.aggregator.load_state_dict(
                 {k: v.to(exp.device) for k, v in load_extra(self.ckpt, AGG_PREFIX).items()}
             )
+            if exp.attack is not None:
+                exp.attack.load_state_dict(
+                    {k: v.to(exp.device) for k, v in load_extra(self.ckpt, ATTACK_PREFIX).items()}
+                )
             done = int(meta["round"])
             self.records = _truncate_jsonl(run_dir / "rounds.jsonl", done)
             _truncate_jsonl(run_dir / "timings.jsonl", done)
@@ -217,6 +222,8 @@ class RunSession:
             else:
                 w = exp.initial_weights()
         self.w = w.to(exp.device, exp.dtype)
+        if exp.attack is not None and self.next_round == 1:
+            exp.attack.observe(exp, 0, self.w)
         self.last_acc: float | None = self.records[-1].get("test_acc") if self.records else None
         self.model_meta = {"model": cfg.model_name, "dataset": cfg.data.name, "seed": cfg.seed}
         self.log = JsonlLog(run_dir / "rounds.jsonl")
@@ -249,8 +256,12 @@ class RunSession:
         self.tlog.write(
             {"round": t, "seconds": time.perf_counter() - tick, "train_seconds": train_s}
         )
+        if exp.attack is not None:
+            exp.attack.observe(exp, t, w)
         if cfg.output.checkpoint_every and (t % cfg.output.checkpoint_every == 0 or t == total):
             agg_state = {AGG_PREFIX + k: v for k, v in exp.aggregator.state_dict().items()}
+            if exp.attack is not None:
+                agg_state.update({ATTACK_PREFIX + k: v for k, v in exp.attack.state_dict().items()})
             save_model(self.ckpt, exp.model, w, {**self.model_meta, "round": t}, agg_state)
         self.records.append(record)
         self.next_round = t + 1

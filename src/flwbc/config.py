@@ -131,6 +131,18 @@ class AttackConfig(_Section):
         ge=0,
         description="target label for all of D_M; default: a random wrong label per image",
     )
+    indices: list[int] | None = Field(
+        None,
+        description="pin D_M to these images of the `source` set instead of drawing it "
+        "(num_images defaults to their number; repeats allowed, as in the reference code's "
+        "draw with replacement); source test, indices [6892], targets [8] is the image the "
+        "authors' code attacks in all its Fashion-MNIST IID runs (np.random.seed(903))",
+    )
+    targets: list[int] | None = Field(
+        None,
+        description="target label of each pinned image (with indices; each differs from the "
+        "image's true label); default: target, else a random wrong label per image",
+    )
     alpha: float = Field(
         0.0, ge=0, le=1, description="weight of the benign loss in eq. 3 (reference code: 0)"
     )
@@ -141,6 +153,14 @@ class AttackConfig(_Section):
         "real",
         description="real: N_m attackers train; boost: real attackers whose update is scaled by "
         "boost; emulate: the reference code's single attacker with aggregation weight N_m",
+    )
+    emulate_average: Literal["intended", "reference"] = Field(
+        "intended",
+        description="mode=emulate, FedAvg, uniform weighting only: intended, the weighted "
+        "average; reference, the authors' average_weights_ns as it runs: in the reference "
+        "code's random client order the round's first client counts with weight 1 whatever "
+        "its weight (a zeroed benign client, or the attacker when drawn first), dividing by "
+        "the sum of all weights, so the new model is sum_i a_i w_i with sum_i a_i != 1",
     )
     boost: float = Field(1.0, gt=0, description="explicit boosting factor λ (mode=boost)")
     prob: float = Field(0.1, ge=0, le=1, description="chance that a round is adversarial")
@@ -170,6 +190,38 @@ class AttackConfig(_Section):
         from flwbc.attacks import ATTACKS
 
         return _known("attack", ATTACKS, name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pinned_size(cls, data: Any) -> Any:
+        """Pinned images set num_images unless it is given (then it must match)."""
+        if isinstance(data, dict) and isinstance(data.get("indices"), list) and data["indices"]:
+            data = {"num_images": len(data["indices"]), **data}
+        return data
+
+    @model_validator(mode="after")
+    def _pinned_set(self) -> AttackConfig:
+        idx, tg = self.indices, self.targets
+        if tg is not None and idx is None:
+            raise ValueError("targets needs indices (the images they belong to)")
+        if idx is None:
+            return self
+        if not idx:
+            raise ValueError("indices must name at least one image")
+        if min(idx) < 0:
+            raise ValueError(f"indices must be non-negative, got {min(idx)}")
+        if len(idx) != self.num_images:
+            raise ValueError(
+                f"num_images ({self.num_images}) must equal the number of indices ({len(idx)})"
+            )
+        if tg is not None and len(tg) != len(idx):
+            raise ValueError(
+                f"targets ({len(tg)} labels) and indices ({len(idx)} images) must have the "
+                "same length"
+            )
+        if tg is not None and self.target is not None:
+            raise ValueError("give targets or target, not both")
+        return self
 
 
 class WBCConfig(_Section):
@@ -413,6 +465,11 @@ class ExperimentConfig(_Section):
             ncls = get_dataset(self.data.name).num_classes
             if att.target is not None and att.target >= ncls:
                 raise ValueError(f"attack.target ({att.target}) must be in 0..{ncls - 1}")
+            bad = [t for t in att.targets or [] if not 0 <= t < ncls]
+            if bad:
+                raise ValueError(f"attack.targets {bad} outside 0..{ncls - 1}")
+            if att.emulate_average == "reference":
+                _check_reference_average(self)
         return self
 
     @property
@@ -425,6 +482,32 @@ class ExperimentConfig(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _check_reference_average(cfg: ExperimentConfig) -> None:
+    """`attack.emulate_average: reference` reproduces one FedAvg of client models whose weights
+    are client counts (1 per benign client, N_m for the emulated attacker): it needs the
+    emulate mode, the fedavg aggregator, uniform weighting and no pre-aggregation step."""
+    att = cfg.attack
+    if att.mode != "emulate":
+        raise ValueError(
+            f"attack.emulate_average=reference needs attack.mode=emulate (got {att.mode})"
+        )
+    if cfg.server.aggregator != "fedavg":
+        raise ValueError(
+            "attack.emulate_average=reference reproduces the reference code's FedAvg; it needs "
+            f"server.aggregator=fedavg (got {cfg.server.aggregator})"
+        )
+    if cfg.federation.weighting != "uniform":
+        raise ValueError(
+            "attack.emulate_average=reference needs federation.weighting=uniform (the reference "
+            f"code weighs clients by count, not samples; got {cfg.federation.weighting})"
+        )
+    if cfg.server.pre:
+        raise ValueError(
+            "attack.emulate_average=reference applies to the plain FedAvg of the reference "
+            "code; it cannot follow server.pre steps"
+        )
 
 
 def _format_validation_error(err: ValidationError) -> str:

@@ -35,6 +35,10 @@ class RoundPlan:
     clients: list[int]
     malicious: list[bool]
     weights: Tensor
+    model_scale: float | None = None
+    """None: the new global model is w + aggregate(updates). Otherwise (only under
+    `attack.emulate_average: reference`) it is model_scale·w + weights @ updates: the reference
+    code's average of client models with coefficients `weights` that sum to model_scale ≠ 1."""
 
 
 @dataclass
@@ -73,13 +77,17 @@ class Experiment:
         pool = np.arange(len(train_labels), dtype=np.int64)
         if att.enabled:
             src_labels = train_labels if att.source == "train" else ds.test_y.numpy()
-            mset = choose_malicious_set(
-                src_labels,
-                att.num_images,
-                ds.num_classes,
-                numpy_rng(cfg.seed, "malicious-set"),
-                att.source,
-                att.target,
+            mset = (
+                choose_malicious_set(
+                    src_labels,
+                    att.num_images,
+                    ds.num_classes,
+                    numpy_rng(cfg.seed, "malicious-set"),
+                    att.source,
+                    att.target,
+                )
+                if att.indices is None
+                else pinned_malicious_set(cfg, src_labels, ds.num_classes)
             )
             if att.source == "train":
                 pool = np.setdiff1d(pool, mset.indices)
@@ -140,7 +148,7 @@ class Experiment:
             build_attack(cfg),
             build_client_defenses(cfg),
             build_pre_aggregators(cfg.server.pre),
-            build_metrics(cfg.eval.metrics),
+            build_metrics(cfg.eval.metrics, cfg.attack),
             build_schedule(cfg),
         )
 
@@ -202,7 +210,42 @@ class Experiment:
         if adversarial and cfg.attack.mode == "emulate":
             w = [wi * count if m else wi for wi, m in zip(w, malicious, strict=True)]
         weights = torch.tensor(w, dtype=torch.float64)
+        if adversarial and count > 1 and cfg.attack.emulate_average == "reference":
+            return self._reference_average_plan(t, clients, malicious, weights)
         return RoundPlan(t, adversarial, clients, malicious, (weights / weights.sum()).float())
+
+    def _reference_average_plan(
+        self, t: int, clients: list[int], malicious: list[bool], weights: Tensor
+    ) -> RoundPlan:
+        """An emulated adversarial round aggregated as the authors' `average_weights_ns`
+        (jeremy313/FL-WBC `src/utils.py`) runs: it starts from the first client's model and
+        never multiplies it by its weight, but divides by the sum of all weights, so the new
+        model is Σ_i a_i w_i with a_first = 1/Σn and a_i = n_i/Σn for the others. In client
+        updates u_i = w_i − w that is (Σ_i a_i)·w + Σ_i a_i u_i (`RoundPlan.model_scale`).
+
+        Which client is first follows `src/fedavg.py`: the round's K clients are trained and
+        averaged in the order `np.random.choice` sampled them, so the attacker is at a uniform
+        position among K, drawn here from the stream (seed, "reference-order", t). Attacker
+        first (probability 1/K): a_attacker = 1/Σn instead of N_m/Σn. Otherwise the first
+        client is benign and, the reference code giving weight 0 to the first N_m − 1 benign
+        clients in that order, it is one of those zeroed clients, which flwbc's emulated round
+        leaves out: it is drawn uniformly from the benign clients not in the round, trains
+        like them, and enters first with a = 1/Σn. With uniform weighting Σn = K, so Σ a_i is
+        (K − N_m + 1)/K or (K + 1)/K (0.6 or 1.1 for K = 10, N_m = 5). Only called for
+        N_m > 1: with one attacker nothing is zeroed and the quirk changes nothing."""
+        k = self.cfg.federation.clients_per_round
+        rng = numpy_rng(self.cfg.seed, "reference-order", t)
+        num = weights.clone()
+        if int(rng.integers(k)) == 0:
+            num[malicious.index(True)] = 1.0
+        else:
+            first = int(rng.choice(np.setdiff1d(self.benign_ids, clients)))
+            clients, malicious = [first, *clients], [False, *malicious]
+            num = torch.cat([torch.ones(1, dtype=num.dtype), num])
+        total = float(weights.sum())
+        return RoundPlan(
+            t, True, clients, malicious, (num / total).float(), float(num.sum()) / total
+        )
 
     def initial_weights(self) -> Tensor:
         seed = int(numpy_rng(self.cfg.seed, "init").integers(2**31))
@@ -213,6 +256,40 @@ class Experiment:
         idx = torch.from_numpy(self.client_indices[c])
         x = self.dataset.normalize(self.dataset.train_x[idx]).to(self.device, self.dtype)
         return x, self.dataset.train_y[idx].to(self.device)
+
+
+def pinned_malicious_set(
+    cfg: ExperimentConfig, labels: np.ndarray, num_classes: int
+) -> MaliciousSet:
+    """D_M pinned to `attack.indices` of the `attack.source` set (`labels`: that set's labels)
+    instead of drawn, in the given order, with `attack.targets`, else `attack.target` for all,
+    else a random wrong label per image from the stream (seed, "malicious-set"). The authors'
+    code draws D_M once with a fixed seed, so pinning its images reproduces their runs; one
+    line of error for an index outside the set or a target equal to the true label."""
+    att = cfg.attack
+    assert att.indices is not None
+    idx = np.asarray(att.indices, dtype=np.int64)
+    outside = [int(i) for i in idx if i >= len(labels)]
+    if outside:
+        raise FlwbcError(
+            f"attack.indices {outside} outside 0..{len(labels) - 1} (the {att.source} set of "
+            f"{cfg.data.name})"
+        )
+    true = labels[idx].astype(np.int64)
+    if att.targets is not None:
+        targets = np.asarray(att.targets, dtype=np.int64)
+    elif att.target is not None:
+        targets = np.full(len(idx), att.target, dtype=np.int64)
+    else:
+        shift = numpy_rng(cfg.seed, "malicious-set").integers(1, num_classes, size=len(idx))
+        targets = (true + shift) % num_classes
+    same = [f"{i} (label {y})" for i, y, g in zip(idx, true, targets, strict=True) if y == g]
+    if same:
+        raise FlwbcError(
+            f"attack target equals the true label of {att.source} image {', '.join(same)}; "
+            "a target must be a wrong label"
+        )
+    return MaliciousSet(att.source, idx, true, targets)
 
 
 def check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator) -> None:

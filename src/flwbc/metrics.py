@@ -1,5 +1,6 @@
 """The paper's metrics (§7.1): benign accuracy, misclassification confidence and accuracy on D_M,
-and attack mitigation rounds."""
+and attack mitigation rounds (per adversarial round, and generalised to any recorded metric and
+threshold per attack window: `rounds_until`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flwbc.errors import FlwbcError
 from flwbc.models import FlatModel
 
 
@@ -100,6 +102,85 @@ def mitigation_rounds(
                 "rounds": min(met) if met else None,
                 "sustained": sustained,
                 "observed": end - start - 1,
+            }
+        )
+    return out
+
+
+def attack_windows(records: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
+    """The attack windows of a run: (first, last) positions in `records` of each maximal run of
+    consecutive adversarial rounds (a continuous schedule gives one window)."""
+    out: list[tuple[int, int]] = []
+    for i, rec in enumerate(records):
+        if not rec["adversarial"]:
+            continue
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
+def rounds_until(
+    records: Sequence[dict[str, Any]],
+    field: str,
+    threshold: float,
+    *,
+    below: bool = True,
+    skip_missing: bool = False,
+) -> list[dict[str, Any]]:
+    """Attack mitigation generalised to any recorded metric and threshold, per attack window.
+
+    The paper's attack mitigation rounds (§7.1) count the rounds after an attack until the
+    misclassification confidence is below 50%; `mitigation_rounds` does that per adversarial
+    round. Here the metric is any record `field` (e.g. `backdoor_acc` < 0.5 or < 0.1,
+    `target_conf` < 0.5) and the attack is a window, a maximal run of consecutive adversarial
+    rounds (`attack_windows`), so a continuous or bursty attack is measured from the end of its
+    window rather than from every one of its rounds.
+
+    For a window whose last adversarial round is at position e, rounds r ≥ 0 are examined
+    until the next window or the end of the run; round e + r meets the criterion when its value
+    is below `threshold` (`below=True`, strictly) or above it (`below=False`, strictly).
+    `rounds` is the first such r (0: already met right after the window's last attack); None
+    when no round meets it, `observed` then says how many rounds after e were seen (the true
+    value is more than that). `sustained`, as in `mitigation_rounds`, is the first r from which
+    every round to the end of the examined span meets it (None if the span's last round does
+    not), so `sustained != rounds` marks an effect that was mitigated and came back.
+
+    A null value (NaN written as null, or a metric not measured that round) never meets the
+    criterion and so breaks `sustained`; with `skip_missing` such rounds are passed over
+    instead (they neither meet nor break it, but still count in r). NaN is treated as null.
+    A `field` that no record has is an error (a typo would otherwise read as never mitigated).
+    """
+    windows = attack_windows(records)
+    if windows and not any(field in rec for rec in records):
+        raise FlwbcError(f"no round record has the field '{field}'")
+    out = []
+    for j, (first, last) in enumerate(windows):
+        end = windows[j + 1][0] if j + 1 < len(windows) else len(records)
+        met_at: int | None = None
+        sustained: int | None = None
+        for i in range(last, end):
+            r = i - last
+            value = records[i].get(field)
+            missing = value is None or value != value  # None or NaN
+            if missing and skip_missing:
+                continue
+            met = not missing and (value < threshold if below else value > threshold)
+            if met and met_at is None:
+                met_at = r
+            if not met:
+                sustained = None
+            elif sustained is None:
+                sustained = r
+        out.append(
+            {
+                "round": records[first]["round"],
+                "last_round": records[last]["round"],
+                "attack_rounds": last - first + 1,
+                "rounds": met_at,
+                "sustained": sustained,
+                "observed": end - last - 1,
             }
         )
     return out

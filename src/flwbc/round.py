@@ -219,7 +219,8 @@ def aggregate_round(
     """Let a colluding attack craft its rows (adversarial rounds), then apply the
     pre-aggregation steps and the aggregator to the round's updates [K, P] (rows in
     `plan.clients` order); the record's info holds the steps', the aggregator's, then
-    each client stat's mean over its reporters."""
+    each client stat's mean over its reporters. The new model is w + the aggregate, or,
+    when the plan has a `model_scale` (the reference code's average), model_scale·w + it."""
     ctx = RoundContext(
         round=plan.round,
         client_ids=plan.clients,
@@ -247,4 +248,9 @@ def aggregate_round(
     for key in dict.fromkeys(k for s in stats for k in s):
         values = [s[key] for s in stats if key in s]
         info[key] = sum(values) / len(values)
-    return RoundOutput(w + agg.update, mean_loss, info)
+    if plan.model_scale is None:
+        return RoundOutput(w + agg.update, mean_loss, info)
+    # the reference code's average of models, Σ a_i (w + u_i) = (Σ a_i)·w + Σ a_i u_i
+    # (`attack.emulate_average: reference`, `Experiment._reference_average_plan`)
+    info["model_scale"] = plan.model_scale
+    return RoundOutput(w * plan.model_scale + agg.update, mean_loss, info)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -30,6 +30,10 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 class Attack(ConfiguredPlugin, ABC):
     """Base class of attacks: one instance per experiment, built from its config."""
+
+    metrics: ClassVar[tuple[str, ...]] = ()
+    """Registered metrics that every run of this attack records, after the config's (e.g. a
+    backdoor's success rate); runs of other attacks do not record them."""
 
     @abstractmethod
     def plan(
@@ -64,6 +68,18 @@ class Attack(ConfiguredPlugin, ABC):
         values are what `finish` returned). Default: unchanged. An attack that assumes only
         partial knowledge must use only the rows it may see."""
         return updates
+
+    def observe(self, exp: Experiment, t: int, w: Tensor) -> None:
+        """Called with the new global model w after every round t, before its checkpoint is
+        written (t = 0: the initial model of a run that starts afresh). Default: nothing."""
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors the attack carries across rounds, saved in each checkpoint beside the
+        aggregator's state and handed to `load_state_dict` on resume (default: none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore what `state_dict` returned (on resume). Default: nothing."""
 
 
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:

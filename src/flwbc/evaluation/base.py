@@ -3,7 +3,8 @@ written into that round's record in `rounds.jsonl`.
 
 Every run records the built-in `accuracy` (benign test accuracy and loss, every `eval.every`
 rounds and at the last) and `target` (misclassification confidence and accuracy on D_M, when
-the attack has one); a config's `eval.metrics` adds registered metrics, each `{name, options}`.
+the attack has one); a config's `eval.metrics` adds registered metrics, each `{name, options}`,
+and an attack adds those in its `metrics` (a backdoor attack: `backdoor`) to its runs alone.
 A metric is one module that subclasses `Metric`, lists the record fields it writes (`fields`,
 always present, null when not measured) and registers with `@register_metric("name")`.
 """
@@ -42,14 +43,21 @@ class Metric(ABC):
     def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
         """The fields measured on global weights `w` after round t (a subset of `fields`)."""
 
+    def derive(self, record: dict[str, Any], t: int) -> dict[str, Any]:
+        """Fields computed from what the metrics measured in round t (`record`), after all of
+        them have measured (e.g. a difference to another run's record). Default: none."""
+        return {}
+
 
 def register_metric(name: str) -> Callable[[type[Metric]], type[Metric]]:
     """Register a `Metric` subclass under `name`."""
     return METRICS.register(name)
 
 
-def build_metrics(extra: list[Any]) -> list[Metric]:
-    """The built-in metrics, then those a config's `eval.metrics` names ({name, options})."""
+def build_metrics(extra: list[Any], attack: Any = None) -> list[Metric]:
+    """The built-in metrics, then those a config's `eval.metrics` names ({name, options}),
+    then those the config's attack section (`attack`, when enabled) has every run of its
+    attack record (`Attack.metrics`, e.g. a backdoor's success rate) that are not there yet."""
     out: list[Metric] = [METRICS[n](None) for n in BUILT_IN]
     for ref in extra:
         if ref.name not in METRICS or ref.name in BUILT_IN:
@@ -59,6 +67,12 @@ def build_metrics(extra: list[Any]) -> list[Metric]:
                 f"others: {', '.join(choices) or 'none registered'}"
             )
         out.append(METRICS[ref.name](METRICS.options(ref.name, ref.options)))
+    if attack is not None and attack.enabled:
+        from flwbc.attacks import ATTACKS
+
+        for name in ATTACKS.lookup(attack.name).metrics:
+            if all(m.name != name for m in out):
+                out.append(METRICS.lookup(name)(None))
     return out
 
 
@@ -68,4 +82,7 @@ def measure_round(metrics: list[Metric], exp: Experiment, w: Tensor, t: int) -> 
     for m in metrics:
         got = m.measure(exp, w, t)
         record.update({f: got.get(f) for f in m.fields})
+    for m in metrics:
+        derived = m.derive(record, t)
+        record.update({f: derived[f] for f in m.fields if f in derived})
     return record
