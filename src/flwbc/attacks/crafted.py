@@ -35,10 +35,8 @@ class CraftedOptions(PluginOptions):
     )
 
 
-class CraftedAttack(Attack):
-    """Attackers train honestly, then send an update forged from what they see."""
-
-    Options = CraftedOptions
+class HonestTraining(Attack):
+    """Attackers train on their own data exactly as benign clients do."""
 
     def plan(
         self, exp: Experiment, t: int, c: int, generator: torch.Generator
@@ -49,6 +47,12 @@ class CraftedAttack(Attack):
 
     def group_key(self, exp: Experiment, n: int) -> Hashable:
         return ("honest", n, self.cfg.local.batch_size, self.cfg.local.epochs)
+
+
+class CraftedAttack(HonestTraining):
+    """Attackers train honestly, then send an update forged from what they see."""
+
+    Options = CraftedOptions
 
     def craft(self, exp: Experiment, t: int, updates: Tensor, malicious: list[bool]) -> Tensor:
         bad = [i for i, m in enumerate(malicious) if m]

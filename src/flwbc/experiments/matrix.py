@@ -1,7 +1,8 @@
 """`flwbc matrix`: every attack against every defense, in one table and one heatmap.
 
 A matrix is a spec (`flwbc.experiments.specs`) with two axes, `attack` and `defense`, whose
-attack axis has a point `none` (no attack): every cell is a branch from one warm model, so the
+attack axis has a point `none`, the clean baseline (best `attack.name: honest`: the attackers
+take part but send honest updates): every cell is a branch from one warm model, so the
 attacked runs and the clean run of each defense share the warm model, the clients, the data
 order and the participants of every round (a paired comparison). The bundled matrix is
 `specs/matrix.yaml`; a user's spec file with the same two axes works the same way.
@@ -10,7 +11,7 @@ What a cell measures depends on what the attack wants, read from the run itself:
 - a backdoor (its records hold `backdoor_acc`): the backdoor success rate;
 - the paper's targeted attack (eq. 3): the misclassification confidence on D_M (`target_conf`);
 - any other attack (untargeted): the accuracy drop, the clean run's test accuracy (same
-  defense, same round) minus the attacked run's.
+  defense, same round) minus the attacked run's (`flwbc.evaluation.accuracy_drop`).
 Each is taken at the end of the attack window (the last adversarial round) and at the end of
 the run, and for backdoors and eq. 3 the rounds after the window until the success falls
 below one half (`rounds_until`; censored when it does not) say how long the attack persists.
@@ -29,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from flwbc.errors import FlwbcError
-from flwbc.experiments.results import timing_seconds
+from flwbc.evaluation.accuracy_drop import accuracy_drop
+from flwbc.experiments.results import RETURNED, timing_seconds
 from flwbc.experiments.specs import (
     SPEC_DIR,
     RunSpec,
@@ -39,6 +41,7 @@ from flwbc.experiments.specs import (
     load_spec,
 )
 from flwbc.experiments.sweep import SweepReport, is_finished, run_dir, run_sweep
+from flwbc.metrics import rounds_until
 from flwbc.runio import atomic_write_bytes, read_jsonl
 
 AXES = ("attack", "defense")
@@ -67,6 +70,8 @@ class Cell:
     """Rounds after the window until the success is below one half (backdoor, eq. 3)."""
     persists_censored: bool = False
     """True: still at or above one half at the last round seen (persists is then a bound)."""
+    came_back: bool = False
+    """Below one half after `persists` rounds, then back above it without a new attack."""
     seconds: float | None = None
     run: str | None = None
 
@@ -84,7 +89,8 @@ def matrix_spec(name: str | None) -> Spec:
         )
     if CLEAN not in spec.axes["attack"]:
         raise FlwbcError(
-            f"spec {spec.id}: the attack axis needs a point '{CLEAN}' (no attack) to compare with"
+            f"spec {spec.id}: the attack axis needs a point '{CLEAN}' (the clean baseline, e.g. "
+            "attack.name: honest) to compare with"
         )
     return spec
 
@@ -95,7 +101,7 @@ def _value(rec: dict[str, Any] | None, field: str) -> float | None:
 
 def _kind(run: RunSpec, records: list[dict[str, Any]]) -> tuple[str, str]:
     att = run.config.get("attack", {})
-    if att.get("enabled", True) is False:
+    if att.get("enabled", True) is False or att.get("name") == "honest":
         return "clean", "test_acc"
     if any(r.get("backdoor_acc") is not None for r in records):
         return "backdoor", "backdoor_acc"
@@ -104,23 +110,10 @@ def _kind(run: RunSpec, records: list[dict[str, Any]]) -> tuple[str, str]:
     return "untargeted", "accuracy drop"
 
 
-def _persistence(records: list[dict[str, Any]], end: int, field: str) -> tuple[int | None, bool]:
-    """Rounds after position `end` (the window's last round) until `field` < PERSIST_BELOW, or
-    (rounds seen, True) when it never falls below."""
-    after = records[end + 1 :]
-    for r, rec in enumerate(after, start=1):
-        v = rec.get(field)
-        if v is not None and v < PERSIST_BELOW:
-            return r, False
-    return len(after), True
-
-
-def _drop(clean: list[dict[str, Any]], records: list[dict[str, Any]], pos: int) -> float | None:
-    """The clean run's test accuracy minus this run's, at record position `pos`."""
-    if pos >= len(clean):
-        return None
-    a, b = clean[pos].get("test_acc"), records[pos].get("test_acc")
-    return None if a is None or b is None else a - b
+def _drop(clean: list[dict[str, Any]], record: dict[str, Any]) -> float | None:
+    """The clean run's test accuracy minus `record`'s, in the same round."""
+    same = [r for r in clean if r["round"] == record["round"]]
+    return accuracy_drop(same[0] if same else None, record)
 
 
 def collect_cells(spec: Spec, runs: list[RunSpec], store: Path) -> list[Cell]:
@@ -150,13 +143,16 @@ def collect_cells(spec: Spec, runs: list[RunSpec], store: Path) -> list[Cell]:
             cell.final_acc = _value(records[-1], "test_acc")
             if cell.kind == "untargeted":
                 clean = loaded[(CLEAN, defense)][1]
-                cell.effect = _drop(clean, records, end)
-                cell.final_effect = _drop(clean, records, len(records) - 1)
+                cell.effect = _drop(clean, records[end])
+                cell.final_effect = _drop(clean, records[-1])
             elif cell.kind != "clean":
                 assert cell.metric is not None
                 cell.effect = _value(records[end], cell.metric)
                 cell.final_effect = _value(records[-1], cell.metric)
-                cell.persists, cell.persists_censored = _persistence(records, end, cell.metric)
+                last = rounds_until(records, cell.metric, PERSIST_BELOW)[-1]
+                cell.persists_censored = last["rounds"] is None
+                cell.persists = last["observed"] if cell.persists_censored else last["rounds"]
+                cell.came_back = last["sustained"] != last["rounds"] and not cell.persists_censored
     return cells
 
 
@@ -181,11 +177,12 @@ def _cell_text(c: Cell) -> str:
         return f"acc {_pct(c.test_acc)}"
     head = _pct(c.effect)
     if c.kind in ("backdoor", "targeted") and c.persists is not None:
-        head += f", {'>' if c.persists_censored else ''}{c.persists} r"
+        mark = RETURNED if c.came_back else ""
+        head += f", {'>' if c.persists_censored else ''}{c.persists}{mark} r"
     return f"{head} (acc {_pct(c.test_acc)})"
 
 
-def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str, wall: float | None) -> str:
+def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str) -> str:
     """The matrix as a Markdown table, with what each number means and the runtime."""
     by = {(c.attack, c.defense): c for c in cells}
     defenses = list(spec.axes["defense"])
@@ -198,14 +195,13 @@ def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str, wall: float 
         spec.description.strip(),
         "",
         f"Command: `{command}`. Cells finished: {len(done)} of {len(cells)}; compute "
-        f"{compute / 60:.1f} min (the runs' own times)"
-        + (f", wall clock of this sweep {wall / 60:.1f} min" if wall else "")
-        + ".",
+        f"{compute / 60:.1f} min (the runs' own times)" + ".",
         "",
         "Each cell: the attack's success at the end of the attack window in percent, then the "
         "test accuracy then. Success is the backdoor success rate for backdoors, the target "
         "probability on D_M for eq. 3 (each followed by the rounds after the window until it "
-        f"fell below {PERSIST_BELOW:.0%}, '>k' if it never did in the k rounds seen), and the "
+        f"fell below {PERSIST_BELOW:.0%}, '>k' if it never did in the k rounds seen, "
+        f"'k{RETURNED}' if it came back above later), and the "
         "accuracy drop against the same defense without attack (points) for the rest.",
         "",
         "| attack | kind | " + " | ".join(defenses) + " |",
@@ -258,13 +254,11 @@ def plot_matrix(spec: Spec, cells: list[Cell], prefix: Path) -> list[Path]:
     return _finish(plt, fig, prefix, spec.title)
 
 
-def write_matrix(
-    spec: Spec, cells: list[Cell], out: Path, *, command: str, wall: float | None
-) -> list[Path]:
+def write_matrix(spec: Spec, cells: list[Cell], out: Path, *, command: str) -> list[Path]:
     """cells.csv, matrix.md and the heatmap into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "cells.csv", cells_csv(cells).encode())
-    md = matrix_markdown(spec, cells, command=command, wall=wall)
+    md = matrix_markdown(spec, cells, command=command)
     atomic_write_bytes(out / "matrix.md", md.encode())
     return [out / "cells.csv", out / "matrix.md", *plot_matrix(spec, cells, out / "heatmap")]
 
@@ -317,5 +311,4 @@ def run_matrix(
             f"{done}; point --runs at the store that holds its runs, or pass --overwrite"
         )
     cmd = command or "flwbc matrix " + shlex.quote(name or "matrix")
-    wall = sweep.seconds if sweep is not None and sweep.finished else None
-    return sweep, write_matrix(spec, cells, out, command=cmd, wall=wall)
+    return sweep, write_matrix(spec, cells, out, command=cmd)

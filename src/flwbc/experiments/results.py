@@ -96,7 +96,7 @@ class Point:
         return self._stat([r.cost for r in self.runs])
 
 
-def _timing_seconds(path: Path) -> float:
+def timing_seconds(path: Path) -> float:
     try:
         return sum(float(t.get("seconds", 0.0)) for t in read_jsonl(path / "timings.jsonl"))
     except FileNotFoundError:
@@ -125,7 +125,7 @@ def load_branch(store: Path, run: RunSpec, parent: RunSpec | None) -> BranchResu
         warm_acc=warm_acc,
         events=events,
         mean_acc=statistics.fmean(accs) if accs else None,
-        seconds=_timing_seconds(path),
+        seconds=timing_seconds(path),
     )
 
 
@@ -179,7 +179,7 @@ def collect(spec: Spec, runs: list[RunSpec], store: Path) -> SpecResults:
     for run in runs:
         path = run_dir(store, run)
         if is_finished(path):
-            run_seconds[run.key] = _timing_seconds(path)
+            run_seconds[run.key] = timing_seconds(path)
         if run.role != "branch":
             continue
         ident = tuple(run.coords[a] for a in axes)

@@ -1,0 +1,152 @@
+"""`flwbc matrix`: a tiny matrix end to end on real Fashion-MNIST, each cell checked against the
+runs' own records read independently, rerun without redoing anything, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flwbc.cli import main
+from flwbc.runio import read_jsonl
+
+TINY = {
+    "id": "tiny",
+    "title": "tiny matrix",
+    "settings": ["fmnist-iid-e1"],
+    "seeds": [0],
+    "base": {
+        "data": {"train_fraction": 0.05},
+        "federation": {"num_clients": 10, "clients_per_round": 5},
+        "attack": {"num_malicious": 2, "source": "test"},
+    },
+    "branch": {"rounds": 4, "config": {"attack": {"rounds": [1, 2]}}},
+    "axes": {
+        "attack": {
+            "none": {"attack": {"name": "honest"}},
+            "sign flipping": {"attack": {"name": "sign_flip", "options": {"c": 3.0}}},
+            "eq. 3": {"attack": {"name": "targeted"}},
+        },
+        "defense": {"FedAvg": {}, "median": {"server": {"aggregator": "median"}}},
+    },
+    "quick": {"branch_rounds": 4, "attack_rounds": [1, 2]},
+}
+
+
+def _argv(spec: Path, tmp: Path, data: Path, *extra: str) -> list[str]:
+    return [
+        "matrix",
+        str(spec),
+        "--quick",
+        "--runs",
+        str(tmp / "store"),
+        "--out",
+        str(tmp / "out"),
+        "--data-dir",
+        str(data),
+        "--no-progress",
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+        *extra,
+    ]
+
+
+def _branch(store: Path, attack: str, defense: str) -> list[dict]:
+    for d in store.iterdir():
+        req = d / "request.json"
+        if req.exists():
+            coords = json.loads(req.read_text())["coords"]
+            if coords.get("attack") == attack and coords.get("defense") == defense:
+                return read_jsonl(d / "rounds.jsonl")
+    raise AssertionError(f"no run for {attack} x {defense}")
+
+
+@pytest.mark.slow
+def test_tiny_matrix_end_to_end(real_data_dir: Path, tmp_path: Path, capsys) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    assert main(_argv(spec, tmp_path, real_data_dir)) == 0
+    out = tmp_path / "out"
+    for name in ("cells.csv", "matrix.md", "heatmap.png", "heatmap.svg"):
+        assert (out / name).stat().st_size > 0
+    rows = {(r["attack"], r["defense"]): r for r in csv.DictReader((out / "cells.csv").open())}
+    assert len(rows) == 6
+    store = tmp_path / "store"
+    for defense in ("FedAvg", "median"):
+        clean = _branch(store, "none", defense)
+        flip = _branch(store, "sign flipping", defense)
+        eq3 = _branch(store, "eq. 3", defense)
+        assert [r["adversarial"] for r in flip] == [True, True, False, False]
+        assert [r["adversarial"] for r in clean] == [True, True, False, False]
+        # the same participants in every round: only the attack differs
+        assert [r["clients"] for r in clean] == [r["clients"] for r in flip]
+        assert clean[0]["malicious"] == flip[0]["malicious"] and len(flip[0]["malicious"]) == 2
+        # untargeted: the clean run's accuracy minus the attacked one's, at round 2
+        row = rows[("sign flipping", defense)]
+        assert row["kind"] == "untargeted" and row["window_end"] == "2"
+        want = clean[1]["test_acc"] - flip[1]["test_acc"]
+        assert float(row["effect"]) == pytest.approx(want, abs=1e-12)
+        assert float(row["final_effect"]) == pytest.approx(
+            clean[3]["test_acc"] - flip[3]["test_acc"], abs=1e-12
+        )
+        # eq. 3: D_M's target probability at round 2; persistence by brute force
+        row = rows[("eq. 3", defense)]
+        assert row["kind"] == "targeted"
+        assert float(row["effect"]) == pytest.approx(eq3[1]["target_conf"], abs=1e-12)
+        below = [i for i in (1, 2, 3) if eq3[i]["target_conf"] < 0.5]
+        if below:
+            assert int(row["persists"]) == below[0] - 1 and row["persists_censored"] == "False"
+        else:
+            assert int(row["persists"]) == 2 and row["persists_censored"] == "True"
+        assert rows[("none", defense)]["kind"] == "clean"
+    text = (out / "matrix.md").read_text()
+    assert "| sign flipping | untargeted |" in text and "Cells finished: 6 of 6" in text
+    # rerun: nothing is trained again, the outputs are the same
+    before = (out / "cells.csv").read_text()
+    mtimes = {p: p.stat().st_mtime_ns for p in store.rglob("rounds.jsonl")}
+    capsys.readouterr()
+    assert main(_argv(spec, tmp_path, real_data_dir)) == 0
+    assert "0 failed" in capsys.readouterr().err
+    assert (out / "cells.csv").read_text() == before
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("rounds.jsonl")} == mtimes
+    # a store with fewer finished cells never replaces the table without --overwrite
+    empty = tmp_path / "empty"
+    argv = _argv(spec, tmp_path, real_data_dir, "--no-run")
+    argv[argv.index(str(tmp_path / "store"))] = str(empty)
+    assert main(argv) == 2
+    assert "holds 6 finished cells" in capsys.readouterr().err
+    assert (out / "cells.csv").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"axes": {"attack": {"none": {}}}}, "exactly the axes attack and defense"),
+        (
+            {"axes": {"attack": {"x": {}}, "defense": {"FedAvg": {}}}},
+            "needs a point 'none'",
+        ),
+    ],
+)
+def test_bad_matrix_specs_give_one_line(tmp_path: Path, capsys, change, message) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, **change}))
+    assert main(["matrix", str(spec), "--no-run", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_the_bundled_matrix_expands(real_data_dir: Path) -> None:
+    from flwbc.experiments.matrix import matrix_spec
+    from flwbc.experiments.specs import expand, load_settings
+
+    spec = matrix_spec(None)
+    runs = expand(spec, load_settings(), data_dir=str(real_data_dir))
+    branches = [r for r in runs if r.role == "branch"]
+    assert len(branches) == len(spec.axes["attack"]) * len(spec.axes["defense"])
+    assert len({r.parent for r in branches}) == 1  # every cell from one warm model
