@@ -375,6 +375,9 @@ def test_simulation_asking_more_cores_than_usable_is_one_error(
         {"name": "mimic", "options": {"knowledge": "partial"}},
         {"name": "fang_trmean"},
         {"name": "label_flip"},
+        {"name": "dba"},
+        {"name": "model_replacement", "options": {"norm_bound": 1.0}},
+        {"name": "neurotoxin", "options": {"mask": "clean_gradient"}},
     ],
     ids=lambda a: a["name"],
 )
@@ -385,6 +388,7 @@ def test_every_kind_of_attack_runs_in_the_flower_path_as_natively(
     (simulated collusion); the run equals the sequential engine's bit for bit."""
     over = {
         "dtype": "float32",
+        "model": "mlp",
         "attack.num_malicious": 2,
         "federation.num_clients": 6,
         "federation.clients_per_round": 4,
