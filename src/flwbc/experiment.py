@@ -132,7 +132,7 @@ class Experiment:
             # the server's clean root set (FLTrust): drawn from the training pool, D_M excluded;
             # it may overlap clients' data, so the client partition is the same with or without it
             root = np.sort(numpy_rng(cfg.seed, "root-set").choice(pool, root_size, replace=False))
-        return cls(
+        exp = cls(
             cfg,
             ds,
             model,
@@ -151,6 +151,11 @@ class Experiment:
             build_metrics(cfg.eval.metrics, cfg.attack),
             build_schedule(cfg),
         )
+        if exp.attack is not None:
+            exp.attack.check(exp)
+        for m in exp.metrics:
+            m.check(exp)
+        return exp
 
     def reference_update(self, t: int, w: Tensor) -> Tensor:
         """The server's own update on its root set: one client's local training from w."""

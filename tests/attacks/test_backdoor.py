@@ -473,3 +473,24 @@ def test_backdoor_attacks_run_on_both_engines(
     for a, b in zip(seq.records, bat.records, strict=True):
         assert a["backdoor_acc"] == pytest.approx(b["backdoor_acc"], abs=2e-3)
     assert torch.allclose(seq.weights, bat.weights, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("badnets", {"target": 12}, "target 12 outside 0..9 of fmnist"),
+        ("dba", {"pattern": "pixel", "parts": 4}, "cannot be split into 4 parts"),
+        ("badnets", {"size": 40}, "does not fit 28x28 images"),
+    ],
+)
+def test_backdoor_options_that_do_not_fit_fail_before_any_round(
+    real_data_dir: Path, name: str, options: dict, message: str
+) -> None:
+    cfg = flwbc.make_config(
+        {
+            "data": {"dir": str(real_data_dir), "train_fraction": 0.01},
+            "attack": {"name": name, "num_malicious": 2, "options": options},
+        }
+    )
+    with pytest.raises(FlwbcError, match=message):
+        Experiment.prepare(cfg)

@@ -268,13 +268,18 @@ class BackdoorAttack(Attack):
         return self.trigger().stamp(h, w)
 
     def check(self, exp: Experiment) -> None:
-        """One-line errors for options that do not fit the dataset."""
+        """One-line errors for options that do not fit the dataset: the target, and every
+        attacker's trigger (built once here, so a misfit shows before any round)."""
         k = exp.dataset.num_classes
         if self.target >= k:
             raise FlwbcError(
                 f"attack '{self.name}': target {self.target} outside 0..{k - 1} of "
                 f"{exp.cfg.data.name}"
             )
+        _, h, w = exp.dataset.image_shape
+        self.trigger().stamp(h, w)
+        for c in exp.malicious_ids:
+            self.local_stamp(exp, 1, c)
 
     def poisoned_data(self, exp: Experiment, t: int, c: int) -> tuple[Tensor, Tensor]:
         """Attacker c's round-t training set (normalised, on the device) and labels."""

@@ -69,6 +69,10 @@ class Attack(ConfiguredPlugin, ABC):
         partial knowledge must use only the rows it may see."""
         return updates
 
+    def check(self, exp: Experiment) -> None:
+        """Raise `FlwbcError` (one line) for options that do not fit the prepared experiment
+        (its dataset, its clients), before any round runs. Default: nothing to check."""
+
     def observe(self, exp: Experiment, t: int, w: Tensor) -> None:
         """Called with the new global model w after every round t, before its checkpoint is
         written (t = 0: the initial model of a run that starts afresh). Default: nothing."""

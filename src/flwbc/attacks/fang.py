@@ -107,11 +107,13 @@ def benign_direction(seen: Tensor) -> Tensor:
     return torch.where(seen.mean(0) > 0, 1.0, -1.0).to(seen.dtype)
 
 
-def fang_krum_lambda(seen: Tensor, f: int) -> float:
-    """The paper's upper bound on λ for the m_b seen benign updates [m_b, P] and f attackers."""
+def fang_krum_lambda(seen: Tensor, f: int, seen_sq: Tensor | None = None) -> float:
+    """The paper's upper bound on λ for the m_b seen benign updates [m_b, P] and f attackers
+    (`seen_sq`: their pairwise squared distances, when already computed)."""
     mb, d = seen.shape
     m, c = mb + f, f
-    dist = pairwise_sq_dists(seen).clamp_min(0).sqrt().fill_diagonal_(float("inf"))
+    sq = pairwise_sq_dists(seen) if seen_sq is None else seen_sq
+    dist = sq.clamp_min(0).sqrt().fill_diagonal_(float("inf"))
     k = max(m - c - 2, 0)
     nearest = dist.sort(dim=1).values[:, :k].sum(dim=1)
     term1 = nearest.min().item() / (max(m - 2 * c - 1, 1) * math.sqrt(d))
@@ -153,7 +155,7 @@ class FangKrum(CraftedAttack):
         s = benign_direction(seen)
         seen_sq = pairwise_sq_dists(seen)
         krum_f = self.krum_f(f)
-        lam = fang_krum_lambda(seen, f)
+        lam = fang_krum_lambda(seen, f, seen_sq)
         while lam > self.options.threshold:
             if krum_picks_crafted(seen_sq, seen, -lam * s, f, krum_f):
                 break

@@ -20,9 +20,10 @@ it is the attacker's own clean data. Without a previous global update (round 1, 
 model is the first the attacker sees) `global_update` masks nothing: that round's attack is
 plain backdoor training.
 
-`topk`: the percentage of coordinates masked, the count being ⌊P·topk/100 + ½⌋ of P; ties
-are broken by the lower index. Default 1 (%): the official code's CIFAR-10 runs
-(`--gradmask_ratio 0.99`, i.e. the top 1% masked); the paper's ablation sweeps this ratio.
+`topk`: the percentage of coordinates masked, the count being ⌊P·topk/100 + ½⌋ of P (the
+official code masks P − int(P·ratio), which can differ by one coordinate); ties are broken by
+the lower index. Default 1 (%): `--gradmask_ratio 0.99` (the top 1% masked), the value most of
+the official code's run scripts use (some use 0.97 and 0.95); the paper's ablation sweeps it.
 
 Assumed knowledge: the attacker's own data and the global models of the last two rounds
 (`clean_gradient`: of the current round only).

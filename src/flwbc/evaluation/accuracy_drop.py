@@ -57,8 +57,10 @@ class AccuracyDrop(Metric):
             self._clean = {r["round"]: r for r in read_jsonl(path)}
         return self._clean
 
-    def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+    def check(self, exp: Experiment) -> None:
         self._records()
+
+    def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
         return {}
 
     def derive(self, record: dict[str, Any], t: int) -> dict[str, Any]:

@@ -43,6 +43,11 @@ class Metric(ABC):
     def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
         """The fields measured on global weights `w` after round t (a subset of `fields`)."""
 
+    def check(self, exp: Experiment) -> None:
+        """Raise `FlwbcError` (one line) for options that do not fit the prepared experiment,
+        before any round runs. Default: nothing to check."""
+        return None
+
     def derive(self, record: dict[str, Any], t: int) -> dict[str, Any]:
         """Fields computed from what the metrics measured in round t (`record`), after all of
         them have measured (e.g. a difference to another run's record). Default: none."""

@@ -149,10 +149,14 @@ def collect_cells(spec: Spec, runs: list[RunSpec], store: Path) -> list[Cell]:
                 assert cell.metric is not None
                 cell.effect = _value(records[end], cell.metric)
                 cell.final_effect = _value(records[-1], cell.metric)
-                last = rounds_until(records, cell.metric, PERSIST_BELOW)[-1]
-                cell.persists_censored = last["rounds"] is None
-                cell.persists = last["observed"] if cell.persists_censored else last["rounds"]
-                cell.came_back = last["sustained"] != last["rounds"] and not cell.persists_censored
+                windows = rounds_until(records, cell.metric, PERSIST_BELOW)
+                if windows:  # the last attack window's persistence
+                    last = windows[-1]
+                    cell.persists_censored = last["rounds"] is None
+                    cell.persists = last["observed"] if cell.persists_censored else last["rounds"]
+                    cell.came_back = (
+                        last["sustained"] != last["rounds"] and not cell.persists_censored
+                    )
     return cells
 
 
