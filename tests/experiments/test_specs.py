@@ -386,6 +386,7 @@ def test_run_key_identity():
         {"output": {"dir": "elsewhere", "name": "b", "checkpoint_every": 3}},
         {"threads": 1},
         {"threads": 2, "output": {"name": None}},
+        {"data": {"dir": "/somewhere/data"}},
     ]
     for over in same:
         assert run_key(deep_merge(BASE_CFG, over), None) == k, over
@@ -668,3 +669,18 @@ def test_a_shared_run_has_one_directory(expanded, quick):
         for r in expanded[(name, quick)]:
             dirs.setdefault(r.key, set()).add(r.dir_name())
     assert all(len(d) == 1 for d in dirs.values()), {k: d for k, d in dirs.items() if len(d) > 1}
+
+
+def test_a_store_written_under_the_earlier_keys_is_still_found(settings, tmp_path):
+    """Keys once depended on whether a data location was given; such stores stay usable."""
+    from flwbc.experiments.sweep import run_dir
+
+    plain = expand(load_spec("fig3", settings), settings, quick=True)
+    given = expand(load_spec("fig3", settings), settings, quick=True, data_dir=str(tmp_path))
+    assert [r.key for r in plain] == [r.key for r in given]
+    assert [r.aliases for r in plain] == [r.aliases for r in given]
+    for run in plain:
+        assert run.aliases and run.aliases[0] != run.key
+        old = tmp_path / f"{run.label}--{run.aliases[0]}"
+        old.mkdir()
+        assert run_dir(tmp_path, run) == old

@@ -5,7 +5,7 @@ attack axis has a point `none`, the clean baseline (best `attack.name: honest`: 
 take part but send honest updates): every cell is a branch from one warm model, so the
 attacked runs and the clean run of each defense share the warm model, the clients, the data
 order and the participants of every round (a paired comparison). The bundled matrix is
-`specs/matrix.yaml`; a user's spec file with the same two axes works the same way.
+`matrices/matrix.yaml`; a user's spec file with the same two axes works the same way.
 
 What a cell measures depends on what the attack wants, read from the run itself:
 - a backdoor (its records hold `backdoor_acc`): the backdoor success rate;
@@ -26,6 +26,7 @@ import csv
 import io
 import shlex
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,6 @@ from flwbc.errors import FlwbcError
 from flwbc.evaluation.accuracy_drop import accuracy_drop
 from flwbc.experiments.results import RETURNED, timing_seconds
 from flwbc.experiments.specs import (
-    SPEC_DIR,
     RunSpec,
     Spec,
     expand,
@@ -44,6 +44,7 @@ from flwbc.experiments.sweep import SweepReport, is_finished, run_dir, run_sweep
 from flwbc.metrics import rounds_until
 from flwbc.runio import atomic_write_bytes, read_jsonl
 
+MATRIX_DIR = resources.files("flwbc.experiments") / "matrices"
 AXES = ("attack", "defense")
 CLEAN = "none"
 PERSIST_BELOW = 0.5
@@ -78,7 +79,7 @@ class Cell:
 
 def matrix_spec(name: str | None) -> Spec:
     """The bundled matrix (`None` or `matrix`) or a user's spec file, checked for its axes."""
-    path = str(SPEC_DIR / "matrix.yaml") if name in (None, "matrix") else str(name)
+    path = str(MATRIX_DIR / "matrix.yaml") if name in (None, "matrix") else str(name)
     if not path.endswith((".yaml", ".yml")):
         raise FlwbcError(f"a matrix is 'matrix' (the bundled one) or a spec file (.yaml): {name}")
     spec = load_spec(path)

@@ -152,6 +152,9 @@ class RunSpec:
     parent: str | None = None
     role: Literal["warmup", "branch"] = "branch"
     coords: dict[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    """Keys the same run had under earlier versions of `run_key` (a store written then is
+    still found)."""
 
     def dir_name(self) -> str:
         return f"{self.label}--{self.key}"
@@ -205,20 +208,31 @@ def substitute(tree: Any, variables: dict[str, Any], where: str) -> Any:
 IDENTITY_EXCLUDED = ("output", "threads")
 
 
-def run_key(config: dict[str, Any], parent: str | None) -> str:
+def run_key(config: dict[str, Any], parent: str | None, *, legacy: bool = False) -> str:
     """A run's identity: a hash of its validated config and of the run it starts from.
 
     Only values that differ from the schema's defaults count, so a field added to the schema
     later (with a default that keeps old behaviour) leaves existing runs' keys unchanged; the
     output location, data location and thread count do not change results and do not count.
+    `legacy`: the key as flwbc computed it before the data location was fully left out (an
+    empty `data` section stayed behind, so a run had another key with `--data-dir` than
+    without); `expand` gives runs those keys as aliases, so stores written then stay usable.
     """
     cfg = make_config(config).model_dump(mode="json", exclude_defaults=True)
     for k in IDENTITY_EXCLUDED:
         cfg.pop(k, None)
     cfg.get("data", {}).pop("dir", None)
+    if not legacy and cfg.get("data") == {}:
+        cfg.pop("data")
     cfg.pop("init_model", None)
     blob = json.dumps({"config": cfg, "parent": parent}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _with_data_dir(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with some data location: the legacy keys of runs stored with `--data-dir`
+    (whose value never counted) whether or not one is given now."""
+    return deep_merge(config, {"data": {"dir": config.get("data", {}).get("dir") or "."}})
 
 
 def _read_yaml(path: Path | Any, what: str) -> dict[str, Any]:
@@ -322,6 +336,7 @@ def expand(
                 },
             )
             wkey = run_key(warm_cfg, None)
+            wold = run_key(_with_data_dir(warm_cfg), None, legacy=True)
             runs.setdefault(
                 wkey,
                 RunSpec(
@@ -331,6 +346,7 @@ def expand(
                     warm_rounds,
                     role="warmup",
                     coords={"setting": sname, "seed": seed},
+                    aliases=(wold,) if wold != wkey else (),
                 ),
             )
             for combo in itertools.product(*[list(pts.items()) for pts in axes.values()]):
@@ -343,6 +359,7 @@ def expand(
                     {"seed": seed, "federation": {"rounds": branch_rounds}},
                 )
                 key = run_key(branch_cfg, wkey)
+                old = run_key(_with_data_dir(branch_cfg), wold, legacy=True)
                 names = [p for p, _ in combo]
                 coords = {"setting": sname, "seed": seed, **dict(zip(axes, names, strict=True))}
                 runs.setdefault(
@@ -354,6 +371,7 @@ def expand(
                         branch_rounds,
                         parent=wkey,
                         coords=coords,
+                        aliases=(old,) if old != key else (),
                     ),
                 )
     return list(runs.values())

@@ -38,13 +38,16 @@ REQUEST = "request.json"
 
 
 def run_dir(store: Path, run: RunSpec) -> Path:
-    """The run's directory: `<label>--<key>`, or an existing directory with the same key (a
-    store written under other labels stays usable)."""
+    """The run's directory: `<label>--<key>`, or an existing directory with the same key or one
+    of its earlier keys (a store written under other labels or versions stays usable)."""
     path = store / run.dir_name()
     if path.is_dir():
         return path
-    found = sorted(store.glob(f"*--{run.key}"))
-    return found[0] if found else path
+    for key in (run.key, *run.aliases):
+        found = sorted(store.glob(f"*--{key}"))
+        if found:
+            return found[0]
+    return path
 
 
 def is_finished(path: Path) -> bool:
