@@ -33,7 +33,7 @@ from flwbc.engine import Engine, get_engine
 from flwbc.errors import FlwbcError
 from flwbc.evaluation import measure_round
 from flwbc.experiment import Experiment, RoundPlan
-from flwbc.metrics import mitigation_rounds
+from flwbc.metrics import mitigation_rounds, rounds_until
 from flwbc.models import FlatModel, build_model
 from flwbc.plugins import LOADED as PLUGINS_LOADED
 from flwbc.provenance import current_source
@@ -52,6 +52,9 @@ from flwbc.runio import (
 from flwbc.runtime import tune_allocator
 
 AGG_PREFIX = "aggregator_state."
+BACKDOOR_LEVELS = (0.5, 0.1)
+"""A backdoor run's summary counts, per attack window, the rounds until its success rate is
+below each of these."""
 ATTACK_PREFIX = "attack_state."
 RoundCallback = Callable[[dict[str, Any]], bool | None]
 
@@ -439,4 +442,9 @@ def _summary(
     }
     if exp.x_mal is not None:
         summary["mitigation"] = mitigation_rounds(records)
+    if any(r.get("backdoor_acc") is not None for r in records):
+        summary["final_backdoor_acc"] = records[-1]["backdoor_acc"]
+        summary["backdoor_mitigation"] = {
+            str(level): rounds_until(records, "backdoor_acc", level) for level in BACKDOOR_LEVELS
+        }
     return summary

@@ -371,6 +371,13 @@ def _print_summary(run_dir: Path, summary: dict[str, Any]) -> None:
             m["rounds"] if m["rounds"] is not None else f"> {m['observed']} (not within the run)"
         )
         print(f"adversarial round {m['round']}: attack mitigation rounds {shown}")
+    for level, windows in summary.get("backdoor_mitigation", {}).items():
+        for w in windows:
+            shown = w["rounds"] if w["rounds"] is not None else f"> {w['observed']}"
+            print(
+                f"attack window {w['round']}-{w['last_round']}: backdoor success below "
+                f"{float(level):.0%} after {shown} rounds"
+            )
 
 
 def compare_table(run_dirs: list[Path]) -> str:

@@ -470,6 +470,17 @@ def test_backdoor_attacks_run_on_both_engines(
         assert [len(r["malicious"]) for r in res.records] == [2, 2]
         assert all(0.0 <= r["backdoor_acc"] <= 1.0 for r in res.records)
         assert "backdoor_acc" in res.columns()
+        # the summary counts rounds from the window's end (round 2, the last) until success < level
+        assert res.summary["final_backdoor_acc"] == res.records[-1]["backdoor_acc"]
+        for level in ("0.5", "0.1"):
+            (w,) = res.summary["backdoor_mitigation"][level]
+            low = res.records[-1]["backdoor_acc"] < float(level)
+            assert (w["round"], w["last_round"], w["rounds"], w["observed"]) == (
+                1,
+                2,
+                0 if low else None,
+                0,
+            )
     for a, b in zip(seq.records, bat.records, strict=True):
         assert a["backdoor_acc"] == pytest.approx(b["backdoor_acc"], abs=2e-3)
     assert torch.allclose(seq.weights, bat.weights, atol=1e-4)
