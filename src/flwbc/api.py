@@ -447,4 +447,19 @@ def _summary(
         summary["backdoor_mitigation"] = {
             str(level): rounds_until(records, "backdoor_acc", level) for level in BACKDOOR_LEVELS
         }
+    if any("detection" in r for r in records):
+        summary["detection"] = _detection_totals(records)
     return summary
+
+
+def _detection_totals(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A detecting rule's confusion counts summed over the rounds, with precision
+    tp/(tp+fp) and recall tp/(tp+fn) (None when their denominator is 0)."""
+    rounds = [r["detection"] for r in records if "detection" in r]
+    sums = {k: sum(d[k] for d in rounds) for k in ("tp", "fp", "fn", "tn")}
+    tp, fp, fn = sums["tp"], sums["fp"], sums["fn"]
+    return {
+        **sums,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+    }

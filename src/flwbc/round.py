@@ -208,6 +208,18 @@ class RoundUpdates:
         )
 
 
+def detection_record(plan: RoundPlan, flagged: Sequence[int]) -> dict[str, Any]:
+    """The round's `detection` entry: the client ids of the flagged rows (rows in
+    `plan.clients` order) and the confusion counts against `plan.malicious` (tp: flagged
+    attackers, fp: flagged benign clients, fn: unflagged attackers, tn: unflagged benign)."""
+    rows = set(int(r) for r in flagged)
+    counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+    for row, bad in enumerate(plan.malicious):
+        hit = row in rows
+        counts["tp" if bad and hit else "fp" if hit else "fn" if bad else "tn"] += 1
+    return {"flagged": [int(plan.clients[r]) for r in sorted(rows)], **counts}
+
+
 def aggregate_round(
     exp: Experiment,
     plan: RoundPlan,
@@ -219,8 +231,10 @@ def aggregate_round(
     """Let a colluding attack craft its rows (adversarial rounds), then apply the
     pre-aggregation steps and the aggregator to the round's updates [K, P] (rows in
     `plan.clients` order); the record's info holds the steps', the aggregator's, then
-    each client stat's mean over its reporters. The new model is w + the aggregate, or,
-    when the plan has a `model_scale` (the reference code's average), model_scale·w + it."""
+    each client stat's mean over its reporters; a rule that flags rows (`Aggregate.flagged`)
+    adds `detection` (`detection_record`) when every step keeps the rows (`keeps_rows`). The new
+    model is w + the aggregate, or, when the plan has a `model_scale` (the reference code's
+    average), model_scale·w + it."""
     ctx = RoundContext(
         round=plan.round,
         client_ids=plan.clients,
@@ -245,6 +259,8 @@ def aggregate_round(
         info["pre"] = pre_info
     if agg.info:
         info["aggregator"] = agg.info
+    if agg.flagged is not None and all(s.keeps_rows for s in exp.pre_steps):
+        info["detection"] = detection_record(plan, agg.flagged)
     for key in dict.fromkeys(k for s in stats for k in s):
         values = [s[key] for s in stats if key in s]
         info[key] = sum(values) / len(values)

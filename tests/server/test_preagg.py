@@ -39,7 +39,10 @@ def test_clip_scales_only_updates_above_the_bound() -> None:
             "pre-aggregation step 'clip': option bound = 0.0: Input should be greater than 0",
         ),
         (Ref("clip", limit=1.0), "pre-aggregation step 'clip' has no option limit"),
-        (Ref("bucket"), "unknown pre-aggregation step 'bucket'; choose one of clip"),
+        (
+            Ref("bucket"),
+            "unknown pre-aggregation step 'bucket'; choose one of bucketing, clip, nnm",
+        ),
     ],
 )
 def test_bad_steps_are_one_line(ref: Ref, message: str) -> None:

@@ -29,6 +29,9 @@ class PreAggregator(ABC):
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel] | None] = None
+    keeps_rows: ClassVar[bool] = True
+    """Whether output row i is still the update of the round's client i (a step that merges or
+    reorders rows, like bucketing, says False: the rule's flags then name no client)."""
 
     def __init__(self, options: BaseModel | None) -> None:
         self.options = options

@@ -48,6 +48,10 @@ class RoundContext:
 class Aggregate:
     update: Tensor
     info: dict[str, Any] = field(default_factory=dict)
+    flagged: list[int] | None = None
+    """Rows of `updates` the rule excluded or down-weighted as suspicious (its docstring says
+    which); None for rules that do not detect. When set, the round's record gets a `detection`
+    entry counted against the real attackers (`flwbc.round.aggregate_round`)."""
 
 
 class Aggregator(ABC):
