@@ -94,10 +94,14 @@ def test_tiny_matrix_end_to_end(real_data_dir: Path, tmp_path: Path, capsys) -> 
         assert float(row["final_effect"]) == pytest.approx(
             clean[3]["test_acc"] - flip[3]["test_acc"], abs=1e-12
         )
+        drops = [clean[i]["test_acc"] - flip[i]["test_acc"] for i in (0, 1)]
+        assert float(row["window_mean"]) == pytest.approx(sum(drops) / 2, abs=1e-12)
         # eq. 3: D_M's target probability at round 2; persistence by brute force
         row = rows[("eq. 3", defense)]
         assert row["kind"] == "targeted"
         assert float(row["effect"]) == pytest.approx(eq3[1]["target_conf"], abs=1e-12)
+        want = (eq3[0]["target_conf"] + eq3[1]["target_conf"]) / 2
+        assert float(row["window_mean"]) == pytest.approx(want, abs=1e-12)
         below = [i for i in (1, 2, 3) if eq3[i]["target_conf"] < 0.5]
         if below:
             assert int(row["persists"]) == below[0] - 1 and row["persists_censored"] == "False"

@@ -64,6 +64,9 @@ class Cell:
     effect: float | None = None
     """At the window's end: backdoor success, D_M confidence, or accuracy drop (fraction)."""
     final_effect: float | None = None
+    window_mean: float | None = None
+    """The same success measure averaged over the rounds of the last attack window (less noisy
+    than one round's value)."""
     test_acc: float | None = None
     """Test accuracy at the window's end."""
     final_acc: float | None = None
@@ -142,14 +145,17 @@ def collect_cells(spec: Spec, runs: list[RunSpec], store: Path) -> list[Cell]:
             cell.window_end = records[end]["round"]
             cell.test_acc = _value(records[end], "test_acc")
             cell.final_acc = _value(records[-1], "test_acc")
+            window = records[_window_start(records, end) : end + 1]
             if cell.kind == "untargeted":
                 clean = loaded[(CLEAN, defense)][1]
                 cell.effect = _drop(clean, records[end])
                 cell.final_effect = _drop(clean, records[-1])
+                cell.window_mean = _mean([_drop(clean, r) for r in window])
             elif cell.kind != "clean":
                 assert cell.metric is not None
                 cell.effect = _value(records[end], cell.metric)
                 cell.final_effect = _value(records[-1], cell.metric)
+                cell.window_mean = _mean([_value(r, cell.metric) for r in window])
                 windows = rounds_until(records, cell.metric, PERSIST_BELOW)
                 if windows:  # the last attack window's persistence
                     last = windows[-1]
@@ -159,6 +165,19 @@ def collect_cells(spec: Spec, runs: list[RunSpec], store: Path) -> list[Cell]:
                         last["sustained"] != last["rounds"] and not cell.persists_censored
                     )
     return cells
+
+
+def _window_start(records: list[dict[str, Any]], end: int) -> int:
+    """The position of the first round of the attack window that ends at position `end`."""
+    start = end
+    while start > 0 and records[start - 1]["adversarial"]:
+        start -= 1
+    return start
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
 
 
 def _pct(v: float | None) -> str:
@@ -180,11 +199,11 @@ def _cell_text(c: Cell) -> str:
         return "not run"
     if c.kind == "clean":
         return f"acc {_pct(c.test_acc)}"
-    head = _pct(c.effect)
+    head = f"{_pct(c.effect)} (mean {_pct(c.window_mean)})"
     if c.kind in ("backdoor", "targeted") and c.persists is not None:
         mark = RETURNED if c.came_back else ""
         head += f", {'>' if c.persists_censored else ''}{c.persists}{mark} r"
-    return f"{head} (acc {_pct(c.test_acc)})"
+    return f"{head}; acc {_pct(c.test_acc)}"
 
 
 def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str) -> str:
@@ -202,8 +221,9 @@ def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str) -> str:
         f"Command: `{command}`. Cells finished: {len(done)} of {len(cells)}; compute "
         f"{compute / 60:.1f} min (the runs' own times)" + ".",
         "",
-        "Each cell: the attack's success at the end of the attack window in percent, then the "
-        "test accuracy then. Success is the backdoor success rate for backdoors, the target "
+        "Each cell: the attack's success at the end of the attack window in percent (in "
+        "parentheses its mean over the window's rounds), then the test accuracy at the window's "
+        "end. Success is the backdoor success rate for backdoors, the target "
         "probability on D_M for eq. 3 (each followed by the rounds after the window until it "
         f"fell below {PERSIST_BELOW:.0%}, '>k' if it never did in the k rounds seen, "
         f"'k{RETURNED}' if it came back above later), and the "
