@@ -324,7 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
         "finished, 1 when any failed, 2 on bad input, 130 when interrupted.",
     )
     mat.add_argument(
-        "spec", nargs="?", default="matrix", help="matrix (the bundled one) or a spec file (.yaml)"
+        "spec",
+        nargs="?",
+        default="matrix",
+        help="a bundled matrix (matrix: the attack issue's 6 defenses; defenses: every rule) or "
+        "a spec file (.yaml)",
     )
     mat.add_argument("--quick", action="store_true", help="a few rounds: minutes, a smoke test")
     mat.add_argument("--runs", default=None, help="run store (default runs/matrix)")

@@ -154,3 +154,21 @@ def test_the_bundled_matrix_expands(real_data_dir: Path) -> None:
     branches = [r for r in runs if r.role == "branch"]
     assert len(branches) == len(spec.axes["attack"]) * len(spec.axes["defense"])
     assert len({r.parent for r in branches}) == 1  # every cell from one warm model
+
+
+def test_the_every_defense_matrix_reuses_every_run_of_the_first(real_data_dir: Path) -> None:
+    from flwbc.experiments.matrix import bundled_matrices, matrix_spec
+    from flwbc.experiments.specs import expand, load_settings
+
+    assert bundled_matrices() == ["defenses", "matrix"]
+    first = expand(matrix_spec("matrix"), load_settings(), data_dir=str(real_data_dir))
+    every = expand(matrix_spec("defenses"), load_settings(), data_dir=str(real_data_dir))
+    assert {r.key for r in first} < {r.key for r in every}
+    spec = matrix_spec("defenses")
+    assert len(every) == 1 + len(spec.axes["attack"]) * len(spec.axes["defense"])
+
+
+def test_an_unknown_matrix_name_is_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["matrix", "nope", "--no-run", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown matrix 'nope'; choose one of defenses, matrix" in err and err.count("\n") == 1

@@ -80,11 +80,22 @@ class Cell:
     run: str | None = None
 
 
+def bundled_matrices() -> list[str]:
+    """The names of the bundled matrices (`matrices/NAME.yaml`)."""
+    return sorted(
+        p.name.removesuffix(".yaml") for p in MATRIX_DIR.iterdir() if p.name.endswith(".yaml")
+    )
+
+
 def matrix_spec(name: str | None) -> Spec:
-    """The bundled matrix (`None` or `matrix`) or a user's spec file, checked for its axes."""
-    path = str(MATRIX_DIR / "matrix.yaml") if name in (None, "matrix") else str(name)
+    """A bundled matrix by name (None: `matrix`) or a user's spec file, checked for its axes."""
+    name = name or "matrix"
+    path = str(MATRIX_DIR / f"{name}.yaml") if name in bundled_matrices() else name
     if not path.endswith((".yaml", ".yml")):
-        raise FlwbcError(f"a matrix is 'matrix' (the bundled one) or a spec file (.yaml): {name}")
+        raise FlwbcError(
+            f"unknown matrix '{name}'; choose one of {', '.join(bundled_matrices())} or give a "
+            "spec file (.yaml)"
+        )
     spec = load_spec(path)
     if set(spec.axes) != set(AXES):
         raise FlwbcError(
