@@ -211,7 +211,8 @@ def _cell_text(c: Cell) -> str:
     if c.kind == "clean":
         return f"acc {_pct(c.test_acc)}"
     head = f"{_pct(c.effect)} (mean {_pct(c.window_mean)})"
-    if c.kind in ("backdoor", "targeted") and c.persists is not None:
+    succeeded = c.effect is not None and c.effect >= PERSIST_BELOW
+    if c.kind in ("backdoor", "targeted") and c.persists is not None and succeeded:
         mark = RETURNED if c.came_back else ""
         head += f", {'>' if c.persists_censored else ''}{c.persists}{mark} r"
     return f"{head}; acc {_pct(c.test_acc)}"
@@ -230,15 +231,15 @@ def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str) -> str:
         spec.description.strip(),
         "",
         f"Command: `{command}`. Cells finished: {len(done)} of {len(cells)}; compute "
-        f"{compute / 60:.1f} min (the runs' own times)" + ".",
+        f"{compute / 60:.1f} min (the runs' own times).",
         "",
         "Each cell: the attack's success at the end of the attack window in percent (in "
         "parentheses its mean over the window's rounds), then the test accuracy at the window's "
-        "end. Success is the backdoor success rate for backdoors, the target "
-        "probability on D_M for eq. 3 (each followed by the rounds after the window until it "
-        f"fell below {PERSIST_BELOW:.0%}, '>k' if it never did in the k rounds seen, "
-        f"'k{RETURNED}' if it came back above later), and the "
-        "accuracy drop against the same defense without attack (points) for the rest.",
+        "end. Success is the backdoor success rate for backdoors, the target probability on D_M "
+        f"for eq. 3 (each, when at least {PERSIST_BELOW:.0%} at the window's end, followed by "
+        f"the rounds after the window until it fell below {PERSIST_BELOW:.0%}: '>k' if it never "
+        f"did in the k rounds seen, 'k{RETURNED}' if it came back above later), and the accuracy "
+        "drop against the same defense without attack (points) for the rest.",
         "",
         "| attack | kind | " + " | ".join(defenses) + " |",
         "|---|---|" + "---|" * len(defenses),
