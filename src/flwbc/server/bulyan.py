@@ -12,7 +12,8 @@ With n updates and at most f Byzantine (n >= 4f + 3):
    average them (plain mean).
 
 Rank-based: the FedAvg weights are ignored. `info["selected"]` lists the selected client ids and
-`info["selected_pos"]` their rows, in selection order.
+`info["selected_pos"]` their rows, in selection order; the 2f rows never selected are flagged
+(the round's detection record).
 
 In the last selection steps only r = 2f + 1 ... updates remain, so for f = 1 the final Krum scores
 use no neighbour at all (every score is 0, the lowest row wins) and for f <= 2 they use at most
@@ -64,4 +65,5 @@ class Bulyan(Aggregator):
         return Aggregate(
             update,
             {"selected": [int(ctx.client_ids[p]) for p in chosen], "selected_pos": chosen},
+            flagged=remaining,
         )

@@ -3,7 +3,8 @@
 The server trains the global model on its root set exactly as a client would, giving g0. Each
 client update g_i gets trust score TS_i = ReLU(cos(g_i, g0)) and is rescaled to the norm of g0;
 the aggregate is Σ TS_i · g_i·‖g0‖/‖g_i‖ / Σ TS_i (zero if every score is zero). The root set
-(`root_size` training images, never the malicious set) is drawn by the experiment.
+(`root_size` training images, never the malicious set) is drawn by the experiment. Updates
+with trust 0 are weighted out and flagged (the round's detection record).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ class FLTrust(Aggregator):
         cos = (updates @ g0) / (norms * g0_norm.clamp_min(1e-12))
         trust = torch.relu(cos)
         total = trust.sum()
+        zero = [int(r) for r in torch.nonzero(trust == 0).flatten()]  # weighted out: flagged
         if float(total) == 0.0:
-            return Aggregate(torch.zeros_like(g0), {"trust": trust.tolist()})
+            return Aggregate(torch.zeros_like(g0), {"trust": trust.tolist()}, flagged=zero)
         scaled = updates * (g0_norm / norms).unsqueeze(1)
-        return Aggregate((trust / total) @ scaled, {"trust": [round(v, 6) for v in trust.tolist()]})
+        info = {"trust": [round(v, 6) for v in trust.tolist()]}
+        return Aggregate((trust / total) @ scaled, info, flagged=zero)

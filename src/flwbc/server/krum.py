@@ -9,7 +9,8 @@ squared L2 distances from x_i to its n - f - 2 nearest other updates.
   scores computed once on all n updates (ties: lower rows first); m defaults to n - f.
 
 Both need n > 2f + 2 and are rank-based: the FedAvg weights are ignored. `info["selected"]`
-lists the chosen client ids and `info["selected_pos"]` their rows, best score first.
+lists the chosen client ids and `info["selected_pos"]` their rows, best score first; the rows
+left out are flagged (the round's detection record).
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def _selection_info(positions: list[int], ctx: RoundContext) -> dict[str, list[i
     }
 
 
+def _unselected(positions: list[int], n: int) -> list[int]:
+    """The rows a selection rule left out: what it flags as suspicious."""
+    kept = set(positions)
+    return [r for r in range(n) if r not in kept]
+
+
 def _check_krum_bound(name: str, n: int, f: int) -> None:
     if n <= 2 * f + 2:
         raise FlwbcError(f"aggregator '{name}' needs n > 2f + 2 updates per round (n={n}, f={f})")
@@ -78,7 +85,11 @@ class Krum(Aggregator):
         self.check(updates.shape[0])
         scores = krum_scores(pairwise_sq_dists(updates), self.f)
         best = int(torch.argmin(scores))  # the first minimum: ties go to the lowest row
-        return Aggregate(updates[best].clone(), _selection_info([best], ctx))
+        return Aggregate(
+            updates[best].clone(),
+            _selection_info([best], ctx),
+            flagged=_unselected([best], len(updates)),
+        )
 
 
 @register_aggregator("multikrum")
@@ -104,4 +115,8 @@ class MultiKrum(Aggregator):
         scores = krum_scores(pairwise_sq_dists(updates), self.f)
         order = torch.sort(scores, stable=True).indices[: self.selected_count(n)]
         positions = [int(p) for p in order]
-        return Aggregate(updates[order].mean(dim=0), _selection_info(positions, ctx))
+        return Aggregate(
+            updates[order].mean(dim=0),
+            _selection_info(positions, ctx),
+            flagged=_unselected(positions, n),
+        )
