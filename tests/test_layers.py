@@ -69,3 +69,18 @@ def test_engines_read_no_attack_or_defense_config() -> None:
 def test_deployment_harness_is_outside_the_library() -> None:
     assert not (SRC / "flower" / "deploy.py").exists()
     assert (SRC.parents[1] / "examples" / "flower_deploy.py").is_file()
+
+
+def test_a_plain_run_does_not_import_the_heavy_optional_libraries() -> None:
+    """scikit-learn (and the scipy it pulls in) costs every process 1-2 s to import; only the
+    rules that cluster may import it, when they run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, flwbc.cli, flwbc.api, flwbc.experiment, flwbc.server, flwbc.attacks, "
+        "flwbc.evaluation, flwbc.preagg, flwbc.defenses, flwbc.engine; "
+        "print(sorted(m for m in ('sklearn', 'scipy', 'pandas', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.cluster import HDBSCAN
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
@@ -52,6 +51,8 @@ def cosine_distances(updates: Tensor) -> np.ndarray:
 def majority_cluster(dist: np.ndarray, min_cluster_size: int, min_samples: int) -> list[int]:
     """Rows of the largest HDBSCAN cluster on the precomputed distances `dist` (ties: the lower
     label); all rows if HDBSCAN labels every row noise."""
+    from sklearn.cluster import HDBSCAN  # here: importing scikit-learn costs every run 1-2 s
+
     model = HDBSCAN(
         metric="precomputed",
         min_cluster_size=min_cluster_size,

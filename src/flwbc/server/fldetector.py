@@ -73,7 +73,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
@@ -134,6 +133,8 @@ def gap_statistic_k(
     ref_sets = rng.uniform(0.0, 1.0, size=(top, refs, len(x)))
     tiny = 1e-12
 
+    from sklearn.cluster import KMeans  # here: importing scikit-learn costs every run 1-2 s
+
     def within(data: np.ndarray, k: int, starts: int) -> float:
         km = KMeans(n_clusters=k, n_init=starts, random_state=seed).fit(data.reshape(-1, 1))
         return max(float(km.inertia_), tiny)
@@ -150,6 +151,8 @@ def gap_statistic_k(
 
 def malicious_cluster(scores: np.ndarray, seed: int, n_init: int = 10) -> np.ndarray:
     """Boolean mask of the 2-means cluster of `scores` with the higher mean."""
+    from sklearn.cluster import KMeans
+
     x = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
     labels = KMeans(n_clusters=2, n_init=n_init, random_state=seed).fit(x).labels_
     means = [x[labels == c].mean() if np.any(labels == c) else -np.inf for c in (0, 1)]
