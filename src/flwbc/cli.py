@@ -470,10 +470,7 @@ def _reproduce(args: argparse.Namespace, argv: list[str] | None) -> int:
             seeds = [int(s) for s in args.seeds.split(",")]
         except ValueError:
             raise FlwbcError(f"--seeds takes comma-separated integers: {args.seeds!r}") from None
-    base = Path("runs/reproduce-quick") if args.quick else Path("runs/reproduce")
-    store = Path(args.runs) if args.runs else base
-    out = Path(args.out) if args.out else store / "results"
-    words = ["flwbc", *(argv if argv is not None else sys.argv[1:])]
+    store, out, command = _sweep_places(args, argv, "reproduce")
     try:
         sweep, report_path = reproduce(
             args.results,
@@ -486,7 +483,7 @@ def _reproduce(args: argparse.Namespace, argv: list[str] | None) -> int:
             data_dir=args.data_dir,
             run=not args.no_run,
             progress=not args.no_progress,
-            command=" ".join(words),
+            command=command,
             overwrite=args.overwrite,
         )
     except KeyboardInterrupt:
@@ -508,6 +505,17 @@ def _sweep_status(sweep: SweepReport | None) -> int:
     return 1 if sweep.failed else 0
 
 
+def _sweep_places(
+    args: argparse.Namespace, argv: list[str] | None, name: str
+) -> tuple[Path, Path, str]:
+    """A sweep command's run store (default `runs/NAME`, `runs/NAME-quick` with --quick), its
+    output folder (default `STORE/results`) and the command line as typed."""
+    default = Path(f"runs/{name}-quick" if args.quick else f"runs/{name}")
+    store = Path(args.runs) if args.runs else default
+    out = Path(args.out) if args.out else store / "results"
+    return store, out, " ".join(["flwbc", *(argv if argv is not None else sys.argv[1:])])
+
+
 def _check_workers(args: argparse.Namespace) -> None:
     for name in ("jobs", "threads"):
         value = getattr(args, name)
@@ -519,11 +527,7 @@ def _matrix(args: argparse.Namespace, argv: list[str] | None) -> int:
     from flwbc.experiments.matrix import run_matrix
 
     _check_workers(args)
-    store = (
-        Path(args.runs) if args.runs else Path("runs/matrix-quick" if args.quick else "runs/matrix")
-    )
-    out = Path(args.out) if args.out else store / "results"
-    words = ["flwbc", *(argv if argv is not None else sys.argv[1:])]
+    store, out, command = _sweep_places(args, argv, "matrix")
     sweep, files = run_matrix(
         args.spec,
         store=store,
@@ -534,7 +538,7 @@ def _matrix(args: argparse.Namespace, argv: list[str] | None) -> int:
         data_dir=args.data_dir,
         run=not args.no_run,
         progress=not args.no_progress,
-        command=" ".join(words),
+        command=command,
         overwrite=args.overwrite,
     )
     for path in files:
