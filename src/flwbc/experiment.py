@@ -22,7 +22,7 @@ from flwbc.defenses import ClientDefense, build_client_defenses
 from flwbc.errors import FlwbcError
 from flwbc.evaluation import Metric, build_metrics
 from flwbc.models import FlatModel, build_model
-from flwbc.preagg import PreAggregator, build_pre_aggregators
+from flwbc.preagg import PRE_AGGREGATORS, PreAggregator, build_pre_aggregators
 from flwbc.rng import numpy_rng, torch_generator
 from flwbc.schedules import Schedule, build_schedule
 from flwbc.server import Aggregator, build_aggregator
@@ -309,6 +309,12 @@ def check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator) -> None:
             "(or boost)"
         )
     aggregator.check(k - att.num_malicious + 1 if emulating else k)
+    merging = [s.name for s in cfg.server.pre if not PRE_AGGREGATORS.lookup(s.name).keeps_rows]
+    if aggregator.per_client and merging:
+        raise FlwbcError(
+            f"aggregator '{aggregator.name}' keeps a history per client, which the "
+            f"pre-aggregation step '{merging[0]}' breaks by merging or reordering rows"
+        )
 
 
 def _partition_options(cfg: ExperimentConfig) -> dict[str, object]:

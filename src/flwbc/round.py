@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -211,7 +211,9 @@ class RoundUpdates:
 def detection_record(plan: RoundPlan, flagged: Sequence[int]) -> dict[str, Any]:
     """The round's `detection` entry: the client ids of the flagged rows (rows in
     `plan.clients` order) and the confusion counts against `plan.malicious` (tp: flagged
-    attackers, fp: flagged benign clients, fn: unflagged attackers, tn: unflagged benign)."""
+    attackers, fp: flagged benign clients, fn: unflagged attackers, tn: unflagged benign).
+    Rows are counted, so under `attack.mode: emulate` the one attacker row standing for N_m
+    attackers counts once."""
     rows = set(int(r) for r in flagged)
     counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
     for row, bad in enumerate(plan.malicious):
@@ -253,13 +255,17 @@ def aggregate_round(
         updates, weights, got = step.apply(updates, weights, ctx, gen)
         if got:
             pre_info[step.name] = got
+        if not step.keeps_rows:
+            ctx = replace(ctx, rows_are_clients=False)
+    if updates.shape[0] != len(plan.clients):
+        exp.aggregator.check(updates.shape[0])  # checked before the run for a row per client
     agg = exp.aggregator.aggregate(updates, weights, ctx)
     info: dict[str, Any] = {}
     if pre_info:
         info["pre"] = pre_info
     if agg.info:
         info["aggregator"] = agg.info
-    if agg.flagged is not None and all(s.keeps_rows for s in exp.pre_steps):
+    if agg.flagged is not None and ctx.rows_are_clients:
         info["detection"] = detection_record(plan, agg.flagged)
     for key in dict.fromkeys(k for s in stats for k in s):
         values = [s[key] for s in stats if key in s]

@@ -6,6 +6,7 @@ on both engines; bad options and bounds as one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def test_bucketing_means_of_the_permuted_buckets(k: int, s: int) -> None:
 
 def test_bucketing_after_a_merging_step_records_positions() -> None:
     (step,) = build_pre_aggregators([Ref("bucketing", s=2)])
-    _, _, info = step.apply(torch.eye(3), torch.ones(3), _ctx(5), torch.Generator())
+    after_merge = dataclasses.replace(_ctx(5), rows_are_clients=False)
+    _, _, info = step.apply(torch.eye(3), torch.ones(3), after_merge, torch.Generator())
     assert sorted(j for b in info["buckets"] for j in b) == [0, 1, 2]
 
 

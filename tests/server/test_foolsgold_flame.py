@@ -335,3 +335,34 @@ def test_detection_is_recorded_end_to_end(real_data_dir: Path, tmp_path: Path, e
         for k in ("tp", "fp", "fn", "tn"):
             assert summary["detection"][k] == sum(r["detection"][k] for r in records)
         assert torch.isfinite(res.weights).all()
+
+
+def test_rules_see_whether_rows_are_still_clients(real_data_dir: Path) -> None:
+    """A per-client rule behind a row-merging step is refused before any round; a rule whose
+    bound depends on the row count is checked on the rows it gets."""
+    from flwbc.errors import FlwbcError
+    from flwbc.experiment import Experiment
+    from flwbc.preagg import build_pre_aggregators
+    from flwbc.server import build_aggregator
+
+    for rule in ("foolsgold", "fldetector"):
+        cfg = flwbc.make_config(
+            {
+                "data": {"dir": str(real_data_dir), "train_fraction": 0.01},
+                "server": {"aggregator": rule, "pre": ["bucketing"]},
+            }
+        )
+        with pytest.raises(FlwbcError, match=f"'{rule}' keeps a history per client.*'bucketing'"):
+            Experiment.prepare(cfg)
+    plan = RoundPlan(
+        round=1,
+        adversarial=False,
+        clients=list(range(10)),
+        malicious=[False] * 10,
+        weights=torch.full((10,), 0.1, dtype=torch.float64),
+    )
+    exp = _fake_exp(build_aggregator("rlr", {"threshold": 8}))
+    exp.pre_steps = build_pre_aggregators([SimpleNamespace(name="bucketing", options={})])
+    updates = torch.randn(10, 4, dtype=torch.float64)
+    with pytest.raises(FlwbcError, match="rlr"):
+        aggregate_round(exp, plan, torch.zeros(4, dtype=torch.float64), updates, 0.0, [{}] * 10)

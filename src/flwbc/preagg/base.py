@@ -30,8 +30,10 @@ class PreAggregator(ABC):
     name: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel] | None] = None
     keeps_rows: ClassVar[bool] = True
-    """Whether output row i is still the update of the round's client i (a step that merges or
-    reorders rows, like bucketing, says False: the rule's flags then name no client)."""
+    """Whether output row i still stands for the round's client i (a step that merges or
+    reorders rows, like bucketing, says False: the rule's flags then name no client). A step
+    that mixes each row with others but keeps its place (nnm) says True: a flag on row i is then
+    charged to client i, whose row it was."""
 
     def __init__(self, options: BaseModel | None) -> None:
         self.options = options

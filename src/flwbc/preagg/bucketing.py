@@ -56,6 +56,6 @@ class Bucketing(PreAggregator):
         means = torch.stack([updates[b].mean(dim=0) for b in buckets])
         w = weights.to(updates.device)
         sums = torch.stack([w[b].sum() for b in buckets])
-        rows = ctx.client_ids if len(ctx.client_ids) == n else list(range(n))
+        rows = ctx.client_ids if ctx.rows_are_clients else list(range(n))
         info = {"buckets": [[int(rows[i]) for i in b.tolist()] for b in buckets]}
         return means, sums, info

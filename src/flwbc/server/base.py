@@ -42,6 +42,9 @@ class RoundContext:
     global_weights: Tensor
     reference_update: Callable[[], Tensor] | None = None
     """For rules with a server-side root dataset (FLTrust): the server's own update."""
+    rows_are_clients: bool = True
+    """Whether row i of the updates is still client `client_ids[i]`'s (False after a
+    pre-aggregation step that merges or reorders rows, e.g. bucketing)."""
 
 
 @dataclass
@@ -65,6 +68,9 @@ class Aggregator(ABC):
     rank_based: ClassVar[bool] = False
     root_size: int | None = None
     """Images of the server's clean root set this rule needs (None: none)."""
+    per_client: ClassVar[bool] = False
+    """The rule keeps a history per client id (FoolsGold, FLDetector), so no pre-aggregation
+    step may merge or reorder rows in front of it."""
     Options: ClassVar[type[BaseModel] | None] = None
     """Typed options; default: a model built from the constructor's signature."""
 

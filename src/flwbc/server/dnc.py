@@ -86,7 +86,7 @@ class DivideAndConquer(Aggregator):
             good &= set(dnc_keep(sub, n - self.removed()).tolist())
         kept = sorted(good)
         flagged = [i for i in range(n) if i not in good]
-        rows = ctx.client_ids if len(ctx.client_ids) == n else list(range(n))
+        rows = ctx.client_ids if ctx.rows_are_clients else list(range(n))
         info = {"selected": [int(rows[i]) for i in kept]}
         if not kept:  # disjoint kept sets: nothing left to trust this round
             return Aggregate(updates.new_zeros(p), info, flagged=flagged)

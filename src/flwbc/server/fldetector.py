@@ -166,6 +166,8 @@ def _check_int(name: str, value: Any, low: int) -> None:
 
 @register_aggregator("fldetector")
 class FLDetector(Aggregator):
+    per_client = True
+
     def __init__(
         self,
         window: int = 10,

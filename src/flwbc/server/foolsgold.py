@@ -87,6 +87,7 @@ def foolsgold_weights(history: Tensor, kappa: float = 1.0) -> Tensor:
 @register_aggregator("foolsgold")
 class FoolsGold(Aggregator):
     rank_based = True
+    per_client = True
 
     def __init__(
         self,

@@ -140,7 +140,7 @@ class SignGuard(Aggregator):
         )
         sign_ok = set(cluster)
         kept = sorted(norm_ok & sign_ok)
-        rows = ctx.client_ids if len(ctx.client_ids) == n else list(range(n))
+        rows = ctx.client_ids if ctx.rows_are_clients else list(range(n))
         info = {
             "selected": [int(rows[i]) for i in kept],
             "norm_rejected": [int(rows[i]) for i in range(n) if i not in norm_ok],
