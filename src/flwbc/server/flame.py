@@ -39,10 +39,10 @@ from flwbc.transforms import clip_by_norm, noise
 def cosine_distances(updates: Tensor) -> np.ndarray:
     """[n, n] cosine distances 1 − cos(Δ_i, Δ_j) in float64, exactly symmetric, zero on the
     diagonal and clipped to [0, 2] (a zero update has distance 1 to every other one)."""
-    x = updates.detach().to(device="cpu", dtype=torch.float64)
+    x = updates.detach().to(torch.float64)  # on the updates' device: only [n, n] leaves it
     norms = x.norm(dim=1, keepdim=True)
     unit = x / torch.where(norms > 0, norms, torch.ones_like(norms))
-    d = 1.0 - unit @ unit.T
+    d = 1.0 - (unit @ unit.T).cpu()
     d = ((d + d.T) / 2).clamp(0.0, 2.0)
     d.fill_diagonal_(0.0)
     return d.numpy()
