@@ -17,7 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flwbc.client.local import Epoch, GroupLoss, StepHook, benign_plan, local_train, single_loss
+from flwbc.client.local import (
+    Epoch,
+    GroupLoss,
+    StepHook,
+    benign_plan,
+    bind_velocity,
+    local_train,
+    single_loss,
+)
 from flwbc.experiment import Experiment, RoundPlan
 from flwbc.rng import torch_generator
 from flwbc.server import RoundContext
@@ -88,6 +96,10 @@ class _Chain:
     def new_epoch(self) -> None:
         for h in self.hooks:
             h.new_epoch()
+
+    def bind(self, velocity: Tensor, momentum: float) -> None:
+        for h in self.hooks:
+            bind_velocity(h, velocity, momentum)
 
     def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor:
         for h in self.hooks:

@@ -33,6 +33,11 @@ Epoch = list[Step]
 
 
 class StepHook(Protocol):
+    """Acts after each SGD step: gets the stepped weights Ŵ, the step −ηv and the gradient,
+    returns the weights to continue from. A hook that takes an optimiser step of its own (the
+    official LeadFL code's second step) also defines `bind(velocity, momentum)`, called once
+    before the first step with the momentum buffer, which it then advances in place."""
+
     def new_epoch(self) -> None: ...
 
     def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor: ...
@@ -47,8 +52,18 @@ class _OneRow:
     def new_epoch(self) -> None:
         self.hook.new_epoch()
 
+    def bind(self, velocity: Tensor, momentum: float) -> None:
+        bind_velocity(self.hook, velocity[0], momentum)
+
     def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor:
         return self.hook(w_hat[0], step[0], grad[0]).unsqueeze(0)
+
+
+def bind_velocity(hook: StepHook, velocity: Tensor, momentum: float) -> None:
+    """Hand the momentum buffer to a hook that takes optimiser steps of its own (if it does)."""
+    bind = getattr(hook, "bind", None)
+    if bind is not None:
+        bind(velocity, momentum)
 
 
 @dataclass
@@ -113,6 +128,8 @@ def local_train(
     g = w0.shape[0]
     weights = w0.detach().clone()
     velocity = torch.zeros_like(weights)
+    if hook is not None:
+        bind_velocity(hook, velocity, momentum)
     loss_sum = torch.zeros(g, dtype=torch.float64, device=weights.device)
     extras = list(extra_grads)
     steps = 0
