@@ -405,3 +405,26 @@ def test_every_kind_of_attack_runs_in_the_flower_path_as_natively(
     )
     assert len(ref.records[1]["malicious"]) == 2
     assert_same_run(res, ref, atol=0.0)
+
+
+@pytest.mark.parametrize("form", ["hessian", "code"])
+def test_leadfl_runs_in_the_client_apps_as_natively(
+    real_data_dir: Path, tmp_path: Path, form: str
+) -> None:
+    """LeadFL, in both forms, trains in the ClientApps exactly as in the sequential engine."""
+    over = {
+        "dtype": "float32",
+        "model": "mlp",
+        "federation.num_clients": 6,
+        "federation.clients_per_round": 4,
+        "defense.client": "leadfl",
+        "defense.options": {"leadfl": {"form": form}},
+    }
+    ref = flwbc.run(
+        tiny(real_data_dir, tmp_path, "seq", engine="sequential", **over), progress=False
+    )
+    res, _ = run_local(
+        tiny(real_data_dir, tmp_path, "flower", engine="flower", **over),
+        [{"partition-id": c} for c in range(6)],
+    )
+    assert_same_run(res, ref, atol=0.0)
