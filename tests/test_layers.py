@@ -73,14 +73,17 @@ def test_deployment_harness_is_outside_the_library() -> None:
 
 def test_a_plain_run_does_not_import_the_heavy_optional_libraries() -> None:
     """scikit-learn (and the scipy it pulls in) costs every process 1-2 s to import; only the
-    rules that cluster may import it, when they run."""
+    rules that cluster may import it, when they run. Ray (seconds, and a different process
+    model) is imported only by a sweep on the Ray backend."""
     import subprocess
     import sys
 
     code = (
         "import sys, flwbc.cli, flwbc.api, flwbc.experiment, flwbc.server, flwbc.attacks, "
-        "flwbc.evaluation, flwbc.preagg, flwbc.defenses, flwbc.engine; "
-        "print(sorted(m for m in ('sklearn', 'scipy', 'pandas', 'matplotlib') if m in sys.modules))"
+        "flwbc.evaluation, flwbc.preagg, flwbc.defenses, flwbc.engine, flwbc.experiments.sweep, "
+        "flwbc.experiments.worker, flwbc.experiments.ray_backend; "
+        "print(sorted(m for m in ('sklearn', 'scipy', 'pandas', 'matplotlib', 'ray') "
+        "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

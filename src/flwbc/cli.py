@@ -18,10 +18,13 @@ from pydantic import BaseModel
 from flwbc._version import __version__
 from flwbc.config import ExperimentConfig, load_config_file, make_config, set_dotted
 from flwbc.errors import FlwbcError
+from flwbc.experiments import BACKENDS
 from flwbc.textvalues import parse_mapping, parse_scalar
 
 if typing.TYPE_CHECKING:
     from flwbc.experiments.sweep import SweepReport
+
+RAY_FLAGS = ("address", "cpus_per_run", "gpus_per_run", "max_retries")
 
 ALIASES = {
     "dataset": "data.name",
@@ -296,7 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace a REPORT.md in --out even when it covers more finished runs",
     )
     rep.add_argument(
-        "--jobs", type=int, default=None, help="runs in parallel (default: the number of cores)"
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs in parallel (default: the number of cores; --backend ray: as many as the "
+        "cluster's resources take)",
     )
     rep.add_argument(
         "--threads",
@@ -312,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only rewrite figures, tables and the report from finished runs",
     )
     rep.add_argument("--no-progress", action="store_true")
+    _add_backend_args(rep)
 
     mat = sub.add_parser(
         "matrix",
@@ -338,12 +346,66 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a cells.csv in --out even when it holds more finished cells",
     )
-    mat.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: cores)")
+    mat.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs in parallel (default: cores; --backend ray: as the cluster's resources take)",
+    )
     mat.add_argument("--threads", type=int, default=None, help="torch threads per run")
     mat.add_argument("--data-dir", default=None)
     mat.add_argument("--no-run", action="store_true", help="only rewrite the outputs")
     mat.add_argument("--no-progress", action="store_true")
+    _add_backend_args(mat)
     return parser
+
+
+def _add_backend_args(parser: argparse.ArgumentParser) -> None:
+    """Where a sweep command's runs run: this machine's worker processes or a Ray cluster."""
+    group = parser.add_argument_group("where the runs run (docs/cluster.md)")
+    group.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local: worker processes on this machine (default); ray: one Ray task per run on "
+        "a Ray cluster, results written into --runs here",
+    )
+    group.add_argument(
+        "--address",
+        default=None,
+        metavar="HOST:PORT",
+        help="the Ray cluster's head (or 'auto'); default: a Ray instance on this machine for "
+        "the sweep alone",
+    )
+    group.add_argument(
+        "--cpus-per-run",
+        type=float,
+        default=None,
+        metavar="N",
+        help="CPUs Ray reserves for each run, fractions allowed (default 1); its torch threads "
+        "unless --threads",
+    )
+    group.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=None,
+        metavar="N",
+        help="GPUs Ray reserves for each run (default 0); 0.25 packs four runs on a GPU",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="times a run lost to a dead Ray node or worker is restarted from its last saved "
+        "round before it counts as failed (default 3)",
+    )
+    group.add_argument(
+        "--device",
+        default=None,
+        help="torch device of every run, e.g. cuda (default: the spec's, cpu); not part of a "
+        "run's identity",
+    )
 
 
 def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -485,6 +547,7 @@ def _reproduce(args: argparse.Namespace, argv: list[str] | None) -> int:
             progress=not args.no_progress,
             command=command,
             overwrite=args.overwrite,
+            **_sweep_backend(args),
         )
     except KeyboardInterrupt:
         raise KeyboardInterrupt("reproduce") from None
@@ -523,6 +586,21 @@ def _check_workers(args: argparse.Namespace) -> None:
             raise FlwbcError(f"--{name} must be at least 1, got {value}")
 
 
+def _sweep_backend(args: argparse.Namespace) -> dict[str, Any]:
+    """`run_sweep`'s backend, device and Ray options from a sweep command's flags."""
+    given = [f"--{n.replace('_', '-')}" for n in RAY_FLAGS if getattr(args, n) is not None]
+    if args.backend != "ray":
+        if given:
+            raise FlwbcError(f"{', '.join(given)}: only with --backend ray")
+        return {"backend": args.backend, "device": args.device}
+    from flwbc.experiments.ray_backend import RayOptions, require_ray
+
+    if not args.no_run:
+        require_ray()
+    chosen = {n: getattr(args, n) for n in RAY_FLAGS if getattr(args, n) is not None}
+    return {"backend": "ray", "device": args.device, "ray_options": RayOptions(**chosen)}
+
+
 def _matrix(args: argparse.Namespace, argv: list[str] | None) -> int:
     from flwbc.experiments.matrix import run_matrix
 
@@ -540,6 +618,7 @@ def _matrix(args: argparse.Namespace, argv: list[str] | None) -> int:
         progress=not args.no_progress,
         command=command,
         overwrite=args.overwrite,
+        **_sweep_backend(args),
     )
     for path in files:
         print(path)

@@ -28,7 +28,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from flwbc.errors import FlwbcError
 from flwbc.evaluation.accuracy_drop import accuracy_drop
@@ -43,6 +43,9 @@ from flwbc.experiments.specs import (
 from flwbc.experiments.sweep import SweepReport, is_finished, run_dir, run_sweep
 from flwbc.metrics import rounds_until
 from flwbc.runio import atomic_write_bytes, read_jsonl
+
+if TYPE_CHECKING:
+    from flwbc.experiments.ray_backend import RayOptions
 
 MATRIX_DIR = resources.files("flwbc.experiments") / "matrices"
 AXES = ("attack", "defense")
@@ -322,9 +325,13 @@ def run_matrix(
     progress: bool = True,
     command: str | None = None,
     overwrite: bool = False,
+    backend: Literal["local", "ray"] = "local",
+    device: str | None = None,
+    ray_options: RayOptions | None = None,
 ) -> tuple[SweepReport | None, list[Path]]:
     """Run the matrix's unfinished runs (resumably), then write its table and heatmap. An
-    existing `cells.csv` in `out` with more finished cells is kept unless `overwrite`."""
+    existing `cells.csv` in `out` with more finished cells is kept unless `overwrite`.
+    `backend`, `device` and `ray_options` say where the runs run (`run_sweep`)."""
     from flwbc.plots import require_matplotlib
 
     require_matplotlib()
@@ -338,8 +345,17 @@ def run_matrix(
         )
     sweep = None
     if run:
-        sweep = run_sweep(runs, store, jobs=jobs, threads=threads, progress=progress,
-                          desc=f"matrix {spec.id}")  # fmt: skip
+        sweep = run_sweep(
+            runs,
+            store,
+            jobs=jobs,
+            threads=threads,
+            progress=progress,
+            desc=f"matrix {spec.id}",
+            backend=backend,
+            device=device,
+            ray_options=ray_options,
+        )
     cells = collect_cells(spec, runs, store)
     done = sum(1 for c in cells if c.kind is not None)
     if not overwrite and before > done:

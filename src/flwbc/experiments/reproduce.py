@@ -22,6 +22,7 @@ import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -49,6 +50,9 @@ from flwbc.experiments.specs import (
 )
 from flwbc.experiments.sweep import SweepReport, run_sweep
 from flwbc.runio import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from flwbc.experiments.ray_backend import RayOptions
 
 
 @dataclass
@@ -277,6 +281,9 @@ def reproduce(
     progress: bool = True,
     command: str | None = None,
     overwrite: bool = False,
+    backend: Literal["local", "ray"] = "local",
+    device: str | None = None,
+    ray_options: RayOptions | None = None,
 ) -> tuple[SweepReport | None, Path]:
     """Run the named results (`fig3`, ..., `all`, or spec files), then write their figures,
     tables and REPORT.md: every paper result from the store's runs when any is named (so
@@ -285,7 +292,7 @@ def reproduce(
 
     An existing `out/REPORT.md` that covers more finished runs than the new one is kept (a
     `FlwbcError`, before any run starts when even a complete sweep could not match it) unless
-    `overwrite`."""
+    `overwrite`. `backend`, `device` and `ray_options` say where the runs run (`run_sweep`)."""
     from flwbc.plots import require_matplotlib
 
     require_matplotlib()
@@ -308,6 +315,9 @@ def reproduce(
             threads=threads,
             progress=progress,
             desc="reproduce " + " ".join(s.id for s in todo.specs),
+            backend=backend,
+            device=device,
+            ray_options=ray_options,
         )
     results = [collect(spec, everything.runs[spec.id], store) for spec in everything.specs]
     guard_report(out, len(_distinct_runs(results)[0]), overwrite=overwrite)

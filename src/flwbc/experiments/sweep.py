@@ -1,80 +1,75 @@
-"""Run a sweep's runs in parallel worker processes, resumably.
+"""Run a sweep's runs in parallel, resumably, on a backend: worker processes on this machine
+(`local`, the default) or tasks on a Ray cluster (`ray`, `flwbc.experiments.ray_backend`).
 
-Each run lives in `<store>/<label>--<key>`. A run is finished when its `summary.json` says
-complete and its `model.safetensors` exists; finished runs are never redone. A run that was
-interrupted (Ctrl-C, SIGKILL, power loss) continues from its last per-round checkpoint, and
-since every random stream is keyed by (seed, round, client) the result is the same as an
-uninterrupted run. Every file is written atomically, so a kill at any moment leaves no
-half-written result.
-
-Workers are separate processes (`python -m flwbc.experiments.worker RUN_DIR`) that share the
-cores: each gets `cores // jobs` torch threads unless told otherwise (two one-thread processes
-share a 2-core machine better than one two-thread process), and they die with the sweep
-(PR_SET_PDEATHSIG). A lock file keeps two
-sweeps from running the same run at once.
+Each run lives in `<store>/<label>--<key>` (`flwbc.experiments.store`); finished runs are never
+redone. A run that was interrupted (Ctrl-C, SIGKILL, power loss, a node that died) continues
+from its last per-round checkpoint, and since every random stream is keyed by (seed, round,
+client) the result is the same as an uninterrupted run. Every file is written atomically, so a
+kill at any moment leaves no half-written result; a store written by one backend is continued
+by the other.
 
 Branches start from their warm-up's saved model, so they wait for it; everything else runs in
-the order given, as many at a time as `jobs`.
+the order given, as many at a time as the backend takes (`jobs`). One progress bar counts the
+rounds of the whole sweep.
 """
 
 from __future__ import annotations
 
-import ctypes
+import math
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tqdm.auto import tqdm
 
 from flwbc.errors import FlwbcError
-from flwbc.experiments.specs import RunSpec, deep_merge
-from flwbc.runio import atomic_write_json, read_json
+from flwbc.experiments import BACKENDS
+from flwbc.experiments.local_backend import LocalBackend, first_error, threads_per_worker
+from flwbc.experiments.specs import RunSpec
+from flwbc.experiments.store import REQUEST, is_finished, rounds_done, run_dir, run_request
 from flwbc.runtime import usable_cpus
 
-REQUEST = "request.json"
+if TYPE_CHECKING:
+    from flwbc.experiments.ray_backend import RayOptions
+
+__all__ = [
+    "BACKENDS",
+    "REQUEST",
+    "SweepBackend",
+    "SweepReport",
+    "first_error",
+    "is_finished",
+    "rounds_done",
+    "run_dir",
+    "run_sweep",
+    "threads_per_worker",
+]
 
 
-def run_dir(store: Path, run: RunSpec) -> Path:
-    """The run's directory: `<label>--<key>`, or an existing directory with the same key or one
-    of its earlier keys (a store written under other labels or versions stays usable)."""
-    path = store / run.dir_name()
-    if path.is_dir():
-        return path
-    for key in (run.key, *run.aliases):
-        found = sorted(store.glob(f"*--{key}"))
-        if found:
-            return found[0]
-    return path
+class SweepBackend(Protocol):
+    """Where a sweep's runs execute. The sweep decides what runs when; a backend starts runs,
+    reports which ended, and leaves each finished run's files in the store."""
 
+    name: str
+    slots: int | None
+    """Runs at once (None: as many as are ready; the backend queues them)."""
 
-def is_finished(path: Path) -> bool:
-    summary = path / "summary.json"
-    if not summary.is_file() or not (path / "model.safetensors").is_file():
-        return False
-    try:
-        return bool(read_json(summary).get("complete"))
-    except (FlwbcError, ValueError):
-        return False
+    def start(self, key: str, path: Path, request: dict[str, Any]) -> None:
+        """Start the run `key` whose directory is `path` (`store.run_request`'s request)."""
 
+    def poll(self, timeout: float) -> dict[str, str | None]:
+        """Wait up to `timeout` seconds; the runs that ended since: None when finished (its
+        files in the store), else why it failed."""
+        ...
 
-def rounds_done(path: Path) -> int:
-    """Rounds logged so far (cheap: counts complete lines of rounds.jsonl)."""
-    try:
-        with open(path / "rounds.jsonl", "rb") as f:
-            return f.read().count(b"\n")
-    except FileNotFoundError:
-        return 0
+    def stop(self) -> None:
+        """Interrupted: end every run at once (each resumes from its last saved round)."""
 
-
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    def close(self) -> None:
+        """Release what the backend holds (called once, at the end)."""
 
 
 def _interrupt_on_sigterm() -> signal.Handlers | None:
@@ -89,41 +84,26 @@ def _interrupt_on_sigterm() -> signal.Handlers | None:
         return None
 
 
-def threads_per_worker(jobs: int, cpus: int) -> int:
-    """Torch threads for each of `jobs` workers on `cpus` cores: an equal share, at least one.
-
-    Sharing out the cores keeps workers from oversubscribing them (here two two-thread
-    processes on two cores ran a quarter as fast as two one-thread ones) while a machine with
-    more cores than jobs still uses them all."""
-    return max(1, cpus // max(1, jobs))
-
-
-def first_error(log: Path, offset: int = 0) -> str | None:
-    """The line that says why a worker failed, from byte `offset` of its log: the first
-    `error: ...` line (a user error), else the exception line that ends a traceback, else the
-    last line."""
-    try:
-        with open(log, "rb") as f:
-            f.seek(offset)
-            lines = [ln.rstrip() for ln in f.read().decode(errors="replace").splitlines()]
-    except FileNotFoundError:
-        return None
-    lines = [ln for ln in lines if ln.strip()]
-    for ln in lines:
-        if ln.startswith("error: "):
-            return ln.removeprefix("error: ")
-    if any(ln.startswith("Traceback") for ln in lines):
-        raised = [ln for ln in lines if not ln[0].isspace() and not ln.startswith("Traceback")]
-        if raised:
-            return raised[-1]
-    return lines[-1] if lines else None
-
-
 @dataclass
 class SweepReport:
     finished: list[str]
     failed: dict[str, str]
     seconds: float
+
+
+def check_device(device: str | None, backend: str) -> None:
+    """Refuse a device torch does not know, and CUDA on a local sweep without a GPU (a Ray
+    sweep's GPUs are on its nodes, not necessarily here)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise FlwbcError(f"unknown device '{device}': {str(err).splitlines()[0]}") from None
+    if dev.type == "cuda" and backend == "local" and not torch.cuda.is_available():
+        raise FlwbcError(f"--device {device}: torch sees no CUDA device on this machine")
 
 
 def run_sweep(
@@ -134,23 +114,44 @@ def run_sweep(
     threads: int | None = None,
     progress: bool = True,
     desc: str = "sweep",
+    backend: Literal["local", "ray"] = "local",
+    device: str | None = None,
+    ray_options: RayOptions | None = None,
 ) -> SweepReport:
-    """Run every unfinished run of `runs`, `jobs` at a time (default: one per core), each with
-    `threads` torch threads (default: `threads_per_worker`); return which finished or failed.
+    """Run every unfinished run of `runs` and return which finished or failed.
+
+    `backend="local"`: `jobs` worker processes at a time (default: one per core), each with
+    `threads` torch threads (default: `threads_per_worker`). `backend="ray"`: one Ray task per
+    run on the cluster of `ray_options` (`flwbc.experiments.ray_backend`), at most `jobs` at a
+    time (default: as many as the cluster's resources allow), each with `threads` torch threads
+    (default: its CPUs rounded up). `device` (e.g. `cuda`) overrides every run's config; it is
+    not part of a run's identity.
 
     A failed run (its log is `<run dir>/worker.log`) does not stop the others, but its
     branches are skipped.
     """
+    if backend not in BACKENDS:
+        raise FlwbcError(f"unknown sweep backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    check_device(device, backend)
     store = store.resolve()
     store.mkdir(parents=True, exist_ok=True)
     by_key = {r.key: r for r in runs}
     done = {r.key for r in runs if is_finished(run_dir(store, r))}
     failed: dict[str, str] = {}
     pending = [r for r in runs if r.key not in done]
-    jobs = jobs or min(len(pending), usable_cpus()) or 1
-    threads = threads or threads_per_worker(jobs, usable_cpus())
-    running: dict[str, subprocess.Popen[bytes]] = {}
-    log_start: dict[str, int] = {}
+    runner: SweepBackend | None = None
+    if backend == "ray":
+        from flwbc.experiments.ray_backend import RayBackend, RayOptions
+
+        opts = ray_options or RayOptions()
+        threads = threads or max(1, math.ceil(opts.cpus_per_run))
+        if pending:  # a finished sweep does not even connect to the cluster
+            runner = RayBackend(opts, slots=jobs, runs=pending, device=device)
+    else:
+        jobs = jobs or min(len(pending), usable_cpus()) or 1
+        threads = threads or threads_per_worker(jobs, usable_cpus())
+        runner = LocalBackend(jobs)
+    running: set[str] = set()
     total = sum(r.rounds for r in runs)
     started = time.time()
     # rounds that interrupted runs had already logged, so that resuming does not count as speed
@@ -173,10 +174,12 @@ def run_sweep(
         smoothing=0.05,
     )
     previous = _interrupt_on_sigterm()
+    shown = time.monotonic()
     try:
         while pending or running:
+            assert runner is not None
             for r in list(pending):
-                if len(running) >= jobs:
+                if runner.slots is not None and len(running) >= runner.slots:
                     break
                 if r.parent is not None and r.parent in failed:
                     failed[r.key] = f"its warm-up {by_key[r.parent].dir_name()} failed"
@@ -184,24 +187,22 @@ def run_sweep(
                     continue
                 if r.parent is not None and r.parent not in done:
                     continue
-                log = run_dir(store, r) / "worker.log"
-                log_start[r.key] = log.stat().st_size if log.is_file() else 0
-                running[r.key] = _launch(store, r, by_key, threads)
+                request = run_request(store, r, by_key, threads=threads, device=device)
+                runner.start(r.key, run_dir(store, r), request)
+                running.add(r.key)
                 pending.remove(r)
             if not running and pending:
                 raise FlwbcError("sweep stuck: runs wait for warm-ups that are not in the sweep")
-            time.sleep(0.5)
-            for key, proc in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[key]
-                path = run_dir(store, by_key[key])
-                if proc.returncode == 0 and is_finished(path):
+            ended = runner.poll(0.5)
+            for key, why in ended.items():
+                running.discard(key)
+                if why is None:
                     done.add(key)
                 else:
-                    log = path / "worker.log"
-                    why = first_error(log, log_start[key]) or "no output"
-                    failed[key] = f"{why} (exit {proc.returncode}; log: {log})"
+                    failed[key] = why
+            if not ended and time.monotonic() - shown < 0.5:
+                continue  # a backend that returns at every round: the bar twice a second
+            shown = time.monotonic()
             bar.n = count()
             bar.set_postfix_str(
                 f"runs {len(done)}/{len(runs)}" + (f", failed {len(failed)}" if failed else ""),
@@ -209,47 +210,16 @@ def run_sweep(
             )
             bar.refresh()
     except KeyboardInterrupt:
-        # workers stop at once; each resumes from its last finished round
-        for proc in running.values():
-            proc.terminate()
-        for proc in running.values():
-            proc.wait()
+        # runs stop at once; each resumes from its last finished round
+        if runner is not None:
+            runner.stop()
         raise
     finally:
         bar.close()
+        if runner is not None:
+            runner.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return SweepReport(
         finished=[k for k in by_key if k in done], failed=failed, seconds=time.time() - started
     )
-
-
-def _launch(
-    store: Path, run: RunSpec, by_key: dict[str, RunSpec], threads: int
-) -> subprocess.Popen[bytes]:
-    path = run_dir(store, run)
-    path.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, object] = {
-        "output": {"dir": str(store), "name": run.dir_name(), "checkpoint_every": 1},
-        "threads": threads,
-    }
-    if run.parent is not None:
-        extra["init_model"] = str(run_dir(store, by_key[run.parent]) / "model.safetensors")
-    request = {
-        "key": run.key,
-        "role": run.role,
-        "coords": run.coords,
-        "config": deep_merge(run.config, extra),
-    }
-    atomic_write_json(path / REQUEST, request)
-    log = open(path / "worker.log", "ab")  # noqa: SIM115 - handed to the child
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "flwbc.experiments.worker", str(path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
-        )
-    finally:
-        log.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flwbc.api import run
 from flwbc.errors import FlwbcError
-from flwbc.experiments.sweep import REQUEST, is_finished
+from flwbc.experiments.store import REQUEST, is_finished
 from flwbc.runio import read_json
 
 
