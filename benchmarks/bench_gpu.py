@@ -97,7 +97,8 @@ def throughput(dataset: str, data_dir: str, rounds: int, pack: int, work: Path) 
             "--no-progress",
         ]  # fmt: skip
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-    errors = [p.communicate()[1].decode()[-400:] for p in procs if p.wait() != 0]
+    outcomes = [(p.communicate()[1], p.returncode) for p in procs]
+    errors = [err.decode()[-400:] for err, rc in outcomes if rc != 0]
     if errors:
         print(f"pack {pack}: a run failed: {errors[0]}", file=sys.stderr)
         return {"dataset": dataset, "pack": pack, "error": errors[0]}

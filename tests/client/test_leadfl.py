@@ -249,7 +249,7 @@ def test_composes_with_median_and_chains_with_wbc(real_data_dir: Path, tmp_path:
         ({"clip": 0.0}, "option clip = 0.0"),
         ({"direction": "hessian"}, "option direction = 'hessian'"),
         ({"lam": 0.1}, "has no option lam"),
-        ({"form": "code", "direction": "step"}, "direction only apply to form: hessian"),
+        ({"form": "code", "direction": "step"}, "not with form: code (direction: form hessian's"),
     ],
 )
 def test_bad_options_give_one_clear_line(real_data_dir: Path, options: dict, needle: str) -> None:

@@ -262,11 +262,9 @@ def test_a_sweep_on_two_nodes_equals_the_local_one(cluster, reference, tmp_path)
 
     # a second sweep finds everything finished: it neither connects to Ray nor writes a file
     before = file_stamps(store)
-    t0 = time.monotonic()
     again = run_sweep(runs, store, backend="ray", ray_options=ray_options(cluster), progress=False)
     assert again.failed == {} and sorted(again.finished) == sorted(r.key for r in runs)
     assert file_stamps(store) == before
-    assert time.monotonic() - t0 < 2.0
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
 
 

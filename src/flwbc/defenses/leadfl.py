@@ -37,10 +37,17 @@ to [−q, q] over all parameters, biases included, and a second optimiser step i
 gradient is applied twice and the momentum buffer advanced twice. The first step of every epoch
 has no term and forgets the previous one. With α = 0 this form still takes the second step.
 
+The code form equals the official loop within a round (a test transcribes it), up to float
+rounding. Across rounds the official client keeps one optimiser, so its momentum buffer carries
+over from round to round (its default momentum is 0.1); here, as for every client, momentum
+starts at zero each round (`local.momentum`). The official `regular_schedule` flag (off by
+default) scales the term by 0.8^⌊round/100⌋ and is not modelled. Chained after this form, a
+hook sees the ordinary step and the loss gradient, not the second step.
+
 Both: `first_half` (the code's `defense_half`, off there by default too) regularises only epochs
 < ⌊E/2⌋, none when E = 1. α = 0.4 and q = 0.2 are `regular_weight` and `pert_strength` of the
 code's `configs/template.yaml` (its Fashion-MNIST setup with η = 0.01 and batch 32, as in the
-paper). The code's `regular_schedule` is constantly 1 in the client and is not modelled.
+paper).
 """
 
 from __future__ import annotations
@@ -264,8 +271,8 @@ class LeadFL(ClientDefense):
                 set_ = [f for f in fields if info.data.get(f) != cls.model_fields[f].default]
                 if set_:
                     raise ValueError(
-                        f"{', '.join(set_)} only apply to form: hessian (the code form "
-                        "computes no Hessian and always regularises weights, per epoch)"
+                        f"not with form: code ({', '.join(set_)}: form hessian's; the code "
+                        "form computes no Hessian and always regularises weights, per epoch)"
                     )
             return form
 

@@ -519,8 +519,11 @@ class RayBackend:
             return False, None
         if "done" in item:
             self._write(task, item["files"])
-            self._log(task, "finished")
             self._release(task)
+            if not is_finished(task.path):
+                self._log(task, "error: ended without a complete summary and model")
+                return True, f"ended without a complete summary and model (log: {task.log})"
+            self._log(task, "finished")
             return True, None
         self._log(task, f"error: {item['error']}")
         if "traceback" in item:
@@ -530,8 +533,14 @@ class RayBackend:
         return True, f"{item['error']} (log: {task.log})"
 
     def _lost(self, task: _Task, err: Exception) -> str | None:
-        """A task lost to its node or worker: submit it again, or say why it failed."""
+        """A task lost to its node or worker: submit it again, or say why it failed. An
+        exception the task itself raised (outside the run, whose errors come as items) is not
+        a lost node and is not retried."""
         why = _why(err)
+        if isinstance(err, self.ray.exceptions.RayTaskError):
+            self._log(task, f"error: {_first_line(err)}")
+            self._release(task)
+            return f"{_first_line(err)} (log: {task.log})"
         if task.attempts < self.options.max_retries:
             task.attempts += 1
             tries = f"{task.attempts} of {self.options.max_retries}"
@@ -571,6 +580,8 @@ class RayBackend:
                     item, err = None, e
                 if item is None:
                     del self._streams[stream]
+                    with contextlib.suppress(Exception):  # already over, or its node is gone
+                        self.ray.cancel(stream, force=True)
                     why = self._lost(task, err)
                     if task.key not in self._tasks:
                         ended[key] = why
