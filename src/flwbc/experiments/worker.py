@@ -3,25 +3,23 @@ RUN_DIR/request.json; used by the sweep runner, one process per run."""
 
 from __future__ import annotations
 
-import fcntl
+import os
 import sys
 from pathlib import Path
 
 from flwbc.api import run
 from flwbc.errors import FlwbcError
-from flwbc.experiments.store import REQUEST, is_finished
+from flwbc.experiments.store import REQUEST, is_finished, lock_run, remove_stale_temp_files
 from flwbc.runio import read_json
 
 
 def main(path: Path) -> int:
-    with open(path / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"{path} is being run by another process", file=sys.stderr)
-            return 3
-        for stale in path.glob(".*.tmp"):  # left by a kill during an atomic write
-            stale.unlink()
+    lock = lock_run(path)
+    if lock is None:
+        print(f"{path} is being run by another process", file=sys.stderr)
+        return 3
+    try:
+        remove_stale_temp_files(path)
         if is_finished(path):
             return 0
         request = read_json(path / REQUEST)
@@ -29,6 +27,8 @@ def main(path: Path) -> int:
             run(resume=path, progress=False)
         else:
             run(request["config"], progress=False)
+    finally:
+        os.close(lock)
     return 0
 
 
