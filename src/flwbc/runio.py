@@ -167,6 +167,13 @@ def save_model(
         raise
 
 
+def model_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a model or checkpoint file written by `save_model` (e.g. its "round"),
+    without reading its tensors."""
+    with safe_open(Path(path), framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+
+
 def load_model(path: str | Path, model: FlatModel) -> tuple[Tensor, dict[str, Any]]:
     """Flat weights and metadata from a model file written by `save_model`.
 

@@ -25,13 +25,13 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 import flwbc
 from flwbc.experiments.ray_backend import RayOptions
 from flwbc.experiments.specs import RunSpec, run_key
 from flwbc.experiments.sweep import is_finished, run_dir, run_sweep
+from flwbc.runio import model_metadata
 
 from .test_sweep import JOBS, assert_complete, dirs_of, file_stamps, tiny_runs
 
@@ -366,8 +366,7 @@ def test_plugins_reach_the_workers_and_run_errors_are_not_retried(cluster, plugi
 
 
 def _ckpt_round(path: Path) -> int:
-    with safe_open(str(path), framework="pt") as f:
-        return int(json.loads(f.metadata()["round"]))
+    return int(model_metadata(path)["round"])
 
 
 def _saved(path: Path) -> tuple[int, list[str]]:

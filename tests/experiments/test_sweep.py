@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 import flwbc
 from flwbc.experiments.specs import RunSpec, expand, load_settings, load_spec
 from flwbc.experiments.sweep import is_finished, run_sweep, threads_per_worker
+from flwbc.runio import model_metadata
 from flwbc.runtime import usable_cpus
 
 pytestmark = pytest.mark.slow
@@ -225,8 +226,7 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _ckpt_round(path: Path) -> int:
-    with safe_open(str(path), framework="pt") as f:
-        return int(json.loads(f.metadata()["round"]))
+    return int(model_metadata(path)["round"])
 
 
 def test_sweep_resumes_after_sigkill_to_the_same_results(real_data_dir, tmp_path):

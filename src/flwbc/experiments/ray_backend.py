@@ -53,7 +53,7 @@ from flwbc.experiments.store import (
     lock_run,
     remove_stale_temp_files,
 )
-from flwbc.runio import atomic_write_bytes, atomic_write_json
+from flwbc.runio import atomic_write_bytes, atomic_write_json, model_metadata
 
 PARTIAL_FILES = ("config.json", "timings.jsonl", "rounds.jsonl", "checkpoint.safetensors")
 """A running run's files, in the order the driver writes them: the logs before the checkpoint,
@@ -365,10 +365,7 @@ def _first_line(err: Exception) -> str:
 
 
 def _checkpoint_round(path: Path) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(path / "checkpoint.safetensors"), framework="pt") as f:
-        return int(json.loads((f.metadata() or {}).get("round", "0")))
+    return int(model_metadata(path / "checkpoint.safetensors").get("round", 0))
 
 
 @dataclass
