@@ -30,7 +30,10 @@ TINY = {
             "sign flipping": {"attack": {"name": "sign_flip", "options": {"c": 3.0}}},
             "eq. 3": {"attack": {"name": "targeted"}},
         },
-        "defense": {"FedAvg": {}, "median": {"server": {"aggregator": "median"}}},
+        "defense": {
+            "FedAvg": {},
+            "Krum": {"server": {"aggregator": "krum", "options": {"f": 1}}},
+        },
     },
     "quick": {"branch_rounds": 4, "attack_rounds": [1, 2]},
 }
@@ -77,7 +80,7 @@ def test_tiny_matrix_end_to_end(real_data_dir: Path, tmp_path: Path, capsys) -> 
     rows = {(r["attack"], r["defense"]): r for r in csv.DictReader((out / "cells.csv").open())}
     assert len(rows) == 6
     store = tmp_path / "store"
-    for defense in ("FedAvg", "median"):
+    for defense in ("FedAvg", "Krum"):
         clean = _branch(store, "none", defense)
         flip = _branch(store, "sign flipping", defense)
         eq3 = _branch(store, "eq. 3", defense)
@@ -108,8 +111,24 @@ def test_tiny_matrix_end_to_end(real_data_dir: Path, tmp_path: Path, capsys) -> 
         else:
             assert int(row["persists"]) == 2 and row["persists_censored"] == "True"
         assert rows[("none", defense)]["kind"] == "clean"
+        # detection over the window (rounds 1-2): Krum flags every row it does not select
+        for attack, runs in (("none", clean), ("sign flipping", flip), ("eq. 3", eq3)):
+            row = rows[(attack, defense)]
+            if defense == "FedAvg":
+                assert row["flag_tp"] == row["flag_fp"] == row["flag_fn"] == ""
+                continue
+            bad = [set(r["malicious"]) for r in runs[:2]]
+            flagged = [set(r["detection"]["flagged"]) for r in runs[:2]]
+            clients = [set(r["clients"]) for r in runs[:2]]
+            assert all(len(c - f) == 1 for c, f in zip(clients, flagged))  # Krum keeps one
+            assert int(row["flag_tp"]) == sum(len(f & b) for f, b in zip(flagged, bad))
+            assert int(row["flag_fp"]) == sum(len(f - b) for f, b in zip(flagged, bad))
+            assert int(row["flag_fn"]) == sum(len(b - f) for f, b in zip(flagged, bad))
     text = (out / "matrix.md").read_text()
     assert "| sign flipping | untargeted |" in text and "Cells finished: 6 of 6" in text
+    krum = rows[("eq. 3", "Krum")]
+    want = f"| eq. 3 | {krum['flag_tp']}/{krum['flag_fp']}/{krum['flag_fn']} |"
+    assert "attacker rows flagged / benign rows flagged" in text and want in text
     # rerun: nothing is trained again, the outputs are the same
     before = (out / "cells.csv").read_text()
     mtimes = {p: p.stat().st_mtime_ns for p in store.rglob("rounds.jsonl")}

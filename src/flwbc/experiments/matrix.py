@@ -81,6 +81,12 @@ class Cell:
     """Below one half after `persists` rounds, then back above it without a new attack."""
     seconds: float | None = None
     run: str | None = None
+    flag_tp: int | None = None
+    """Over the attack window, for a rule that records detection: attacker rows it flagged."""
+    flag_fp: int | None = None
+    """Benign rows it flagged over the attack window."""
+    flag_fn: int | None = None
+    """Attacker rows it did not flag over the attack window."""
 
 
 def bundled_matrices() -> list[str]:
@@ -160,6 +166,11 @@ def collect_cells(spec: Spec, runs: list[RunSpec], store: Path) -> list[Cell]:
             cell.test_acc = _value(records[end], "test_acc")
             cell.final_acc = _value(records[-1], "test_acc")
             window = records[_window_start(records, end) : end + 1]
+            flags = [r["detection"] for r in window if "detection" in r]
+            if flags:
+                cell.flag_tp, cell.flag_fp, cell.flag_fn = (
+                    sum(d[k] for d in flags) for k in ("tp", "fp", "fn")
+                )
             if cell.kind == "untargeted":
                 clean = loaded[(CLEAN, defense)][1]
                 cell.effect = _drop(clean, records[end])
@@ -250,7 +261,27 @@ def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str) -> str:
     for attack in spec.axes["attack"]:
         row = [_cell_text(by[(attack, d)]) for d in defenses]
         lines.append(f"| {attack} | {kinds.get(attack) or ''} | " + " | ".join(row) + " |")
+    detecting = [d for d in defenses if any(c.flag_tp is not None for c in cells if c.defense == d)]
+    if detecting:
+        lines += [
+            "",
+            "Detection over the attack window, for the rules that flag clients: attacker rows "
+            "flagged / benign rows flagged / attacker rows missed, summed over the window's "
+            "rounds (in the clean row the attackers send honest updates).",
+            "",
+            "| attack | " + " | ".join(detecting) + " |",
+            "|---|" + "---|" * len(detecting),
+        ]
+        for attack in spec.axes["attack"]:
+            row = [_flag_text(by[(attack, d)]) for d in detecting]
+            lines.append(f"| {attack} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _flag_text(c: Cell) -> str:
+    if c.kind is None:
+        return "not run"
+    return "–" if c.flag_tp is None else f"{c.flag_tp}/{c.flag_fp}/{c.flag_fn}"
 
 
 def plot_matrix(spec: Spec, cells: list[Cell], prefix: Path) -> list[Path]:
