@@ -192,3 +192,45 @@ def test_an_unknown_matrix_name_is_one_line(tmp_path: Path, capsys) -> None:
     assert main(["matrix", "nope", "--no-run", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unknown matrix 'nope'; choose one of defenses, matrix" in err and err.count("\n") == 1
+
+
+def test_a_wide_matrix_is_drawn_with_defenses_as_rows(tmp_path: Path, monkeypatch) -> None:
+    """More defenses than attacks: the heatmap's rows are the defenses, each annotation on its
+    own cell; the detection table lists only the rules that flag."""
+    import matplotlib.pyplot as plt
+
+    from flwbc.experiments.matrix import Cell, matrix_markdown, matrix_spec, plot_matrix
+
+    wide = {
+        **TINY,
+        "axes": {
+            "attack": {"none": {"attack": {"name": "honest"}}, "gauss": {}},
+            "defense": {"A": {}, "B": {}, "C": {}},
+        },
+    }
+    path = tmp_path / "wide.yaml"
+    path.write_text(yaml.safe_dump(wide, sort_keys=False))
+    spec = matrix_spec(str(path))
+    cells = [Cell("none", d, kind="clean", test_acc=0.9) for d in "ABC"]
+    cells[1].flag_tp, cells[1].flag_fp, cells[1].flag_fn = 0, 2, 4
+    cells += [
+        Cell("gauss", "A", kind="untargeted", effect=0.5, test_acc=0.4),
+        Cell("gauss", "B", kind="untargeted", effect=0.0, test_acc=0.9),
+        Cell("gauss", "C"),  # not run
+    ]
+    cells[4].flag_tp, cells[4].flag_fp, cells[4].flag_fn = 3, 1, 0
+    figures = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to inspect it
+    written = plot_matrix(spec, cells, tmp_path / "heat")
+    assert all(p.stat().st_size > 0 for p in written)
+    ax = figures[0].axes[0]
+    assert [t.get_text().split("\n")[0] for t in ax.get_yticklabels()] == ["A", "B", "C"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["gauss [untargeted]"]
+    texts = {
+        (round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts
+    }
+    assert texts == {(0, 0): "50.0\nacc 40.0", (1, 0): "0.0\nacc 90.0", (2, 0): "not run"}
+    real_close(figures[0])
+    md = matrix_markdown(spec, cells, command="x")
+    assert "| attack | B |\n|---|---|\n| none | 0/2/4 |\n| gauss | 3/1/0 |" in md

@@ -285,8 +285,9 @@ def _flag_text(c: Cell) -> str:
 
 
 def plot_matrix(spec: Spec, cells: list[Cell], prefix: Path) -> list[Path]:
-    """Heatmap: rows attacks, columns defenses, colour the attack's success at the window's
-    end (0 to 1), each cell annotated with it and the test accuracy."""
+    """Heatmap of the attack's success at the window's end (0 to 1), each cell annotated with
+    it and the test accuracy: attacks as rows and defenses as columns, or the other way round
+    when there are more defenses than attacks, so that a wide matrix stays readable."""
     import numpy as np
 
     from flwbc.plots import _finish, _pyplot
@@ -295,26 +296,36 @@ def plot_matrix(spec: Spec, cells: list[Cell], prefix: Path) -> list[Path]:
     attacks = [a for a in spec.axes["attack"] if a != CLEAN]
     defenses = list(spec.axes["defense"])
     by = {(c.attack, c.defense): c for c in cells}
-    grid = np.full((len(attacks), len(defenses)), np.nan)
-    for i, a in enumerate(attacks):
-        for j, d in enumerate(defenses):
-            v = by[(a, d)].effect
-            grid[i, j] = np.nan if v is None else max(v, 0.0)
-    fig, ax = plt.subplots(figsize=(1.5 * len(defenses) + 2.5, 0.55 * len(attacks) + 1.8))
-    img = ax.imshow(grid, cmap="Reds", vmin=0.0, vmax=1.0, aspect="auto")
     clean = {d: by[(CLEAN, d)].test_acc for d in defenses}
-    ax.set_xticks(
-        range(len(defenses)),
-        [f"{d}\n(clean {_pct(clean[d])}%)" if clean[d] is not None else d for d in defenses],
-        fontsize=8,
+    defense_labels = [
+        f"{d}\n(clean {_pct(clean[d])}%)" if clean[d] is not None else d for d in defenses
+    ]
+    attack_labels = [f"{a} [{by[(a, defenses[0])].kind or '?'}]" for a in attacks]
+    flip = len(defenses) > len(attacks)
+    rows, cols = (defenses, attacks) if flip else (attacks, defenses)
+    row_labels, col_labels = (
+        (defense_labels, attack_labels) if flip else (attack_labels, defense_labels)
     )
-    ax.set_yticks(
-        range(len(attacks)), [f"{a} [{by[(a, defenses[0])].kind or '?'}]" for a in attacks]
-    )
+
+    def cell(i: int, j: int) -> Cell:
+        return by[(cols[j], rows[i])] if flip else by[(rows[i], cols[j])]
+
+    grid = np.full((len(rows), len(cols)), np.nan)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            v = cell(i, j).effect
+            grid[i, j] = np.nan if v is None else max(v, 0.0)
+    fig, ax = plt.subplots(figsize=(1.5 * len(cols) + 2.5, 0.55 * len(rows) + 1.8))
+    img = ax.imshow(grid, cmap="Reds", vmin=0.0, vmax=1.0, aspect="auto")
+    if flip:
+        ax.set_xticks(range(len(cols)), col_labels, fontsize=8, rotation=30, ha="right")
+    else:
+        ax.set_xticks(range(len(cols)), col_labels, fontsize=8)
+    ax.set_yticks(range(len(rows)), row_labels)
     ax.tick_params(axis="y", labelsize=8)
-    for i, a in enumerate(attacks):
-        for j, d in enumerate(defenses):
-            c = by[(a, d)]
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            c = cell(i, j)
             text = "not run" if c.kind is None else f"{_pct(c.effect)}\nacc {_pct(c.test_acc)}"
             dark = not np.isnan(grid[i, j]) and grid[i, j] > 0.6
             ax.text(
