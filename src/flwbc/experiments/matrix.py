@@ -255,12 +255,14 @@ def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str) -> str:
         f"did in the k rounds seen, 'k{RETURNED}' if it came back above later), and the accuracy "
         "drop against the same defense without attack (points) for the rest.",
         "",
-        "| attack | kind | " + " | ".join(defenses) + " |",
-        "|---|---|" + "---|" * len(defenses),
+        *_table(
+            ["attack", "kind", *defenses],
+            [
+                [a, kinds.get(a) or "", *(_cell_text(by[(a, d)]) for d in defenses)]
+                for a in spec.axes["attack"]
+            ],
+        ),
     ]
-    for attack in spec.axes["attack"]:
-        row = [_cell_text(by[(attack, d)]) for d in defenses]
-        lines.append(f"| {attack} | {kinds.get(attack) or ''} | " + " | ".join(row) + " |")
     detecting = [d for d in defenses if any(c.flag_tp is not None for c in cells if c.defense == d)]
     if detecting:
         lines += [
@@ -269,13 +271,21 @@ def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str) -> str:
             "flagged / benign rows flagged / attacker rows missed, summed over the window's "
             "rounds (in the clean row the attackers send honest updates).",
             "",
-            "| attack | " + " | ".join(detecting) + " |",
-            "|---|" + "---|" * len(detecting),
+            *_table(
+                ["attack", *detecting],
+                [[a, *(_flag_text(by[(a, d)]) for d in detecting)] for a in spec.axes["attack"]],
+            ),
         ]
-        for attack in spec.axes["attack"]:
-            row = [_flag_text(by[(attack, d)]) for d in detecting]
-            lines.append(f"| {attack} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
 
 
 def _flag_text(c: Cell) -> str:
