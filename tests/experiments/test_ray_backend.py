@@ -33,7 +33,16 @@ from flwbc.experiments.specs import RunSpec, run_key
 from flwbc.experiments.sweep import is_finished, run_dir, run_sweep
 from flwbc.runio import model_metadata
 
-from .test_sweep import JOBS, assert_complete, dirs_of, file_stamps, tiny_runs
+from .test_sweep import (
+    JOBS,
+    SESSION,
+    assert_complete,
+    dirs_of,
+    file_stamps,
+    live_pids,
+    stat_field,
+    tiny_runs,
+)
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -60,27 +69,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _session_pids(sid: int) -> list[int]:
-    """The live processes of session `sid` (a node's `ray start` and everything it started:
-    GCS, raylet, agents, workers)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def _session_of(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 class Node:
@@ -125,16 +113,16 @@ class Node:
             time.sleep(0.2)
 
     def owns(self, pid: int) -> bool:
-        return _session_of(pid) == self.proc.pid
+        return stat_field(pid, SESSION) == self.proc.pid
 
     def kill(self) -> None:
         """SIGKILL every process of the node at once, as a machine that dies."""
-        for pid in _session_pids(self.proc.pid):
+        for pid in live_pids(SESSION, self.proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
         deadline = time.monotonic() + 30
-        while _session_pids(self.proc.pid):
+        while live_pids(SESSION, self.proc.pid):
             assert time.monotonic() < deadline, f"processes of ray node {self.name} survived"
             time.sleep(0.1)
 

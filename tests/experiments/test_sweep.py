@@ -213,16 +213,29 @@ sys.exit(1 if report.failed else 0)
 """
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a live (non-zombie) process of the process group is left."""
+PGRP, SESSION = 2, 3
+"""Positions in /proc/PID/stat after the command name: the process group and the session."""
+
+
+def stat_field(pid: int, field: int) -> int | None:
+    """A numeric field of /proc/PID/stat (`PGRP`, `SESSION`); None if the process is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[field])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def live_pids(field: int, value: int) -> list[int]:
+    """The live (non-zombie) processes whose /proc stat `field` equals `value`."""
+    pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        if int(fields[field]) == value and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 def _ckpt_round(path: Path) -> int:
@@ -273,7 +286,7 @@ def test_sweep_resumes_after_sigkill_to_the_same_results(real_data_dir, tmp_path
             proc.wait()
         log.close()
     deadline = time.monotonic() + 20
-    while _group_alive(proc.pid):  # the workers die with the sweep
+    while live_pids(PGRP, proc.pid):  # the workers die with the sweep
         assert time.monotonic() < deadline, "workers outlived the killed sweep"
         time.sleep(0.05)
 
