@@ -5,7 +5,9 @@ Sybils that push the same poisoning objective send updates that point the same w
 round, while honest clients' (non-IID) updates differ. The server keeps, per client id, the sum
 H_i of all the updates it has sent (its history), and each round:
 
-1. cs_ij = cos(H_i, H_j) over the scored clients (i ≠ j), v_i = max_j cs_ij;
+1. cs_ij = cos(H_i, H_j) over the scored clients, with the diagonal set to 0 (the authors'
+   `cosine_similarity(grads) - np.eye(n)`), and v_i = max_j cs_ij over that row, the zero
+   diagonal included, so v_i ≥ 0 (`self_in_max`);
 2. pardoning: cs_ij ← cs_ij · v_i / v_j wherever v_j > v_i (an honest client that merely
    resembles a sybil is not punished for it);
 3. α_i = 1 − max_j cs_ij, clipped to [0, 1], then divided by max_i α_i (so the most distinct
@@ -24,6 +26,13 @@ Options:
   flat layout (parameters in `named_parameters` order) the output layer is the last
   `classes·(hidden + 1)` entries (its weight and bias). Default: the full update, since a rule
   does not know the model's layout and the paper's algorithm is stated on whole updates.
+- `self_in_max` (True): v_i is the maximum of row i of cs − I, the zeroed diagonal included,
+  as the authors' code computes (`np.max(cs, axis=1)` after subtracting the identity).
+  False takes it over j ≠ i only, Algorithm 1 read literally; then a client whose history is
+  anti-correlated with every other gets v_i < 0, the pardoning ratio v_i / v_j turns negative
+  and flips the sign of its similarities: five correlated histories and one at −3 times their
+  direction are weighted [0.96, 1, 1, 0.96, 1, 1] there, [0, 0, 0, 0, 0, 1] by the authors'
+  code. Kept to compare with earlier runs (it was the default until December 2026).
 - `scope` ("round"): "round" scores the round's clients among themselves (Algorithm 1, where
   every client takes part each round, and the official code); "seen" scores every client seen
   so far and uses the round's clients' weights (sybils need not be sampled together), as the
@@ -53,8 +62,9 @@ from flwbc.errors import FlwbcError
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
 
 
-def foolsgold_weights(history: Tensor, kappa: float = 1.0) -> Tensor:
-    """FoolsGold's weights α [n] for the histories [n, P] (steps 1-4 of the module docstring).
+def foolsgold_weights(history: Tensor, kappa: float = 1.0, self_in_max: bool = True) -> Tensor:
+    """FoolsGold's weights α [n] for the histories [n, P] (steps 1-4 of the module docstring;
+    `self_in_max` as the option of that name).
 
     Computed in float64; a zero history has cosine 0 with every other one.
     """
@@ -67,8 +77,10 @@ def foolsgold_weights(history: Tensor, kappa: float = 1.0) -> Tensor:
     cs.fill_diagonal_(0.0)
     if n == 1:
         return h.new_ones(1)
-    others = cs.clone().fill_diagonal_(-math.inf)
-    v = others.max(dim=1).values
+    if self_in_max:
+        v = cs.max(dim=1).values
+    else:
+        v = cs.clone().fill_diagonal_(-math.inf).max(dim=1).values
     # pardoning: row i's similarity to a j with v_j > v_i is scaled by v_i / v_j
     ratio = v.unsqueeze(1) / v.unsqueeze(0)
     pardon = (v.unsqueeze(1) < v.unsqueeze(0)) & (v.unsqueeze(0) != 0)
@@ -94,6 +106,7 @@ class FoolsGold(Aggregator):
         kappa: float = 1.0,
         history_entries: int | None = None,
         scope: Literal["round", "seen"] = "round",
+        self_in_max: bool = True,
     ) -> None:
         if isinstance(kappa, bool) or not isinstance(kappa, int | float) or not kappa > 0:
             raise ValueError(f"kappa must be a number > 0 (got {kappa!r})")
@@ -108,6 +121,7 @@ class FoolsGold(Aggregator):
         self.kappa = float(kappa)
         self.history_entries = history_entries
         self.scope = scope
+        self.self_in_max = self_in_max
         self._ids: Tensor | None = None
         self._history: Tensor | None = None
 
@@ -150,9 +164,9 @@ class FoolsGold(Aggregator):
         rows = self._add_to_history(self._features(updates), ctx.client_ids)
         assert self._history is not None
         if self.scope == "round":
-            alpha = foolsgold_weights(self._history[rows], self.kappa)
+            alpha = foolsgold_weights(self._history[rows], self.kappa, self.self_in_max)
         else:
-            alpha = foolsgold_weights(self._history, self.kappa)[rows]
+            alpha = foolsgold_weights(self._history, self.kappa, self.self_in_max)[rows]
         alpha = alpha.to(device=updates.device)
         total = float(alpha.sum())
         if total == 0.0:
