@@ -142,7 +142,7 @@ def test_dnc_intersects_the_kept_sets_and_averages(b: int, niters: int, c: float
     gen, good = torch.Generator().manual_seed(9), set(range(10))
     for _ in range(niters):
         coords = torch.randperm(40, generator=gen)[:b].numpy() if b < 40 else np.arange(40)
-        good &= _dnc_keep_ref(x[:, coords], 10 - int(np.floor(c * f)))
+        good &= _dnc_keep_ref(x[:, coords], int(10 - c * f))
     kept = sorted(good)
     np.testing.assert_allclose(got.update.numpy(), x[kept].mean(axis=0), rtol=1e-12)
     assert got.flagged == [i for i in range(10) if i not in good]
@@ -234,7 +234,7 @@ def test_signguard_on_a_sampled_fraction_keeps_the_benign_majority() -> None:
         (lambda: build_aggregator("dnc", {"k": 1}), "aggregator 'dnc' has no option k"),
         (
             lambda: build_aggregator("dnc", {"f": 3}).check(3),
-            "aggregator 'dnc' needs n > ⌊c·f⌋ updates per round (n=3, ⌊c·f⌋=3)",
+            "aggregator 'dnc' needs n > ⌈c·f⌉ updates per round (n=3, ⌈c·f⌉=3)",
         ),
         (
             lambda: build_aggregator("signguard", {"lower": 2.0, "upper": 1.0}),

@@ -4,15 +4,19 @@ model poisoning attacks and defenses for federated learning", NDSS 2021, Algorit
 `niters` times: draw b of the P coordinates at random (from `ctx.generator`; all of them when
 b >= P), centre the n subsampled updates on their mean, take the top right-singular vector v
 of the centred [n, b] matrix, score each update by its squared projection <x_i - μ, v>², and
-keep the n - ⌊c·f⌋ updates with the lowest scores (ties: lower rows). The good set is the
+keep the n - ⌈c·f⌉ updates with the lowest scores (ties: lower rows). The good set is the
 intersection of the kept sets over the iterations; the aggregate is the plain mean of the
 updates in it. Assumes at most f of the n updates are malicious and that they share a common
-direction (the top singular direction) that sets them apart; needs n > ⌊c·f⌋.
+direction (the top singular direction) that sets them apart; needs n > ⌈c·f⌉.
 
 Rank-based like the paper's mean over the good set: the FedAvg weights are ignored.
 Deviations: none in the computation. The authors' release (vrt1shjwlkr/NDSS21-Model-Poisoning)
-holds the attacks' notebooks; this follows the paper's Algorithm 2. If the kept sets have no
-update in common the aggregate is zero (the paper leaves that case open).
+holds the attacks' notebooks but no DnC; this follows the paper's Algorithm 2. The paper keeps
+"n − c·m" updates, which is no count when c·f is not an integer: the implementations that
+exist keep `int(n − c·f)`, i.e. remove ⌈c·f⌉ (SignGuard's authors, JianXu95/SignGuard
+`aggregators/DnC.py`; FLPoison), and so does this rule (until December 2026 it removed ⌊c·f⌋:
+n = 12, f = 3, c = 1.5 now keeps 7, before 8). If the kept sets have no update in common the
+aggregate is zero (the paper leaves that case open).
 
 `Aggregate.flagged` lists the rows outside the good set; `info["selected"]` the averaged ones
 (client ids, or row positions when a pre-aggregation step merged rows).
@@ -38,7 +42,7 @@ class DnCOptions(PluginOptions):
         1.0,
         gt=0,
         allow_inf_nan=False,
-        description="filtering fraction: each iteration removes the ⌊c·f⌋ highest scores",
+        description="filtering fraction: each iteration removes the ⌈c·f⌉ highest scores",
     )
     f: int = Field(1, ge=0, description="malicious updates expected per round")
 
@@ -61,13 +65,14 @@ class DivideAndConquer(Aggregator):
         self.niters, self.b, self.c, self.f = niters, b, c, f
 
     def removed(self) -> int:
-        return math.floor(self.c * self.f)
+        """⌈c·f⌉, the count `int(n − c·f)` leaves out for any n ≥ c·f."""
+        return math.ceil(self.c * self.f)
 
     def check(self, num_updates: int) -> None:
         if num_updates <= self.removed():
             raise FlwbcError(
-                f"aggregator '{self.name}' needs n > ⌊c·f⌋ updates per round "
-                f"(n={num_updates}, ⌊c·f⌋={self.removed()})"
+                f"aggregator '{self.name}' needs n > ⌈c·f⌉ updates per round "
+                f"(n={num_updates}, ⌈c·f⌉={self.removed()})"
             )
 
     def coordinates(self, p: int, generator: torch.Generator) -> Tensor | None:

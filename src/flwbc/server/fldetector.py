@@ -47,7 +47,9 @@ Options:
   FedAvg and trimmed mean) and `rule_options` ({}): the rule applied to the kept updates; it
   decides `rank_based` and a root set;
 - `gap_refs` (10) and `max_k` (7): the gap statistic's reference sets and largest k, as in
-  the official code.
+  the official code;
+- `gap` ("paper"): Gap(k) = E*[log W*_k] − log W_k, Tibshirani's gap statistic that the paper
+  cites; "authors" takes log E*[W*_k] − log W_k, as the official code (`detection1`) does.
 
 State (`state_dict`): "ids" [M] int64, "last_round" [M] int64, "last_update" [M, P],
 "last_model" [M, P], "scores" [M, N] float64 (oldest first, NaN where empty), the L-BFGS
@@ -62,14 +64,20 @@ scratch; here the detection repeats every round and excludes the flagged rows of
 only (the run goes on). Scores are normalised by the mean over the round's scored clients
 rather than by the sum, so rounds with different numbers of scored clients are comparable
 (the same up to a factor with full participation; clustering ignores that factor). The gap
-uses Tibshirani's E*[log W_k] (the official code takes log E*[W_k]), only k up to the number
-of distinct scores, and k = max_k when no k satisfies the rule (the official code fails).
+uses Tibshirani's E*[log W_k] by default (the official code takes log E*[W_k]: `gap`), only k
+up to the number of distinct scores, and k = max_k when no k satisfies the rule (the official
+code fails). The official code clusters the sum of each client's last N normalised distances
+(the mean here: the same up to the factor N, which min-max scaling and k-means ignore) and
+first detects once N scored rounds exist; here scores start in round 3 and flagging in
+`start_round`, so with full participation the window is full from round N + 2 on.
+Checked against a transcription of the official `detection1`/`detection` and its scoring loop
+over several rounds (tests/server/test_authors_code.py).
 If fewer updates are kept than the inner rule accepts, nothing is excluded that round.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -113,11 +121,17 @@ def lbfgs_hvp(s: Tensor, y: Tensor, v: Tensor) -> Tensor:
 
 
 def gap_statistic_k(
-    scores: np.ndarray, seed: int, max_k: int = 7, refs: int = 10, n_init: int = 10
+    scores: np.ndarray,
+    seed: int,
+    max_k: int = 7,
+    refs: int = 10,
+    n_init: int = 10,
+    gap: str = "paper",
 ) -> int:
     """The number of clusters the gap statistic picks for 1-D `scores` (min-max scaled to
     [0, 1]): the smallest k with Gap(k) ≥ Gap(k+1) − s_{k+1}, where Gap(k) = E*[log W*_k] −
-    log W_k over `refs` uniform [0, 1] reference sets of the same size, W_k the k-means
+    log W_k (`gap="paper"`; `"authors"`: log E*[W*_k] − log W_k, as the official code) over
+    `refs` uniform [0, 1] reference sets of the same size, W_k the k-means
     within-cluster sum of squares (`n_init` k-means++ starts for the scores, one for each
     reference set, which the mean over the sets smooths), s_k = sd(log W*_k)·√(1 + 1/refs).
     1 when the scores are all equal; k ranges up to min(max_k, distinct scores), and that
@@ -141,8 +155,10 @@ def gap_statistic_k(
 
     gaps, sds = [], []
     for k in range(1, top + 1):
-        log_ref = np.log([within(r, k, 1) for r in ref_sets[k - 1]])
-        gaps.append(float(log_ref.mean()) - np.log(within(x, k, n_init)))
+        ref_w = np.array([within(r, k, 1) for r in ref_sets[k - 1]])
+        log_ref = np.log(ref_w)
+        expected = float(log_ref.mean()) if gap == "paper" else float(np.log(ref_w.mean()))
+        gaps.append(expected - np.log(within(x, k, n_init)))
         sds.append(float(log_ref.std()) * np.sqrt(1.0 + 1.0 / refs))
         if k > 1 and gaps[k - 2] >= gaps[k - 1] - sds[k - 1]:
             return k - 1
@@ -176,12 +192,15 @@ class FLDetector(Aggregator):
         rule_options: dict[str, Any] | None = None,
         gap_refs: int = 10,
         max_k: int = 7,
+        gap: Literal["paper", "authors"] = "paper",
     ) -> None:
         _check_int("window", window, 1)
         if start_round is not None:
             _check_int("start_round", start_round, 1)
         _check_int("gap_refs", gap_refs, 1)
         _check_int("max_k", max_k, 2)
+        if gap not in ("paper", "authors"):
+            raise ValueError(f"gap must be 'paper' or 'authors' (got {gap!r})")
         if not isinstance(rule, str) or rule == "fldetector":
             raise ValueError(f"rule must name another aggregation rule (got {rule!r})")
         try:
@@ -192,6 +211,7 @@ class FLDetector(Aggregator):
         self.start_round = window + 1 if start_round is None else start_round
         self.gap_refs = gap_refs
         self.max_k = max_k
+        self.gap = gap
         self.rank_based = self.inner.rank_based  # type: ignore[misc]
         self.root_size = self.inner.root_size
         self._state: dict[str, Tensor] = {}
@@ -308,7 +328,7 @@ class FLDetector(Aggregator):
         has = ~torch.isnan(window_scores).all(dim=1)
         if ctx.round >= self.start_round and int(has.sum()) >= 2:
             avg = torch.nanmean(window_scores[has], dim=1).numpy()
-            gap_k = gap_statistic_k(avg, seed, self.max_k, self.gap_refs)
+            gap_k = gap_statistic_k(avg, seed, self.max_k, self.gap_refs, gap=self.gap)
             if gap_k > 1:
                 detected = True
                 bad = malicious_cluster(avg, seed)
