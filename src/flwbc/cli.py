@@ -425,55 +425,155 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return make_config(data)
 
 
-def _print_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+def _spans(rounds: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    parts: list[list[int]] = []
+    for r in rounds:
+        if parts and r == parts[-1][1] + 1:
+            parts[-1][1] = r
+        else:
+            parts.append([r, r])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def summary_lines(run_dir: Path, summary: dict[str, Any]) -> list[str]:
+    """A run's closing lines: its accuracy, the measure its attack is judged by (backdoor
+    success, D_M confidence and mitigation rounds, or the accuracy drop against a paired clean
+    run) and, when a rule flags clients, its detection counts."""
+    from flwbc.config import load_run_config
+    from flwbc.metrics import attack_kind
+    from flwbc.runio import read_jsonl
+
     acc = summary.get("final_test_acc")
-    print(f"run directory: {run_dir}")
-    print(
+    lines = [
+        f"run directory: {run_dir}",
         f"rounds: {summary['rounds_done']}  final test accuracy: "
-        f"{'-' if acc is None else f'{acc:.4f}'}"
-    )
-    for m in summary.get("mitigation", []):
-        shown = (
-            m["rounds"] if m["rounds"] is not None else f"> {m['observed']} (not within the run)"
+        f"{'-' if acc is None else f'{acc:.4f}'}",
+    ]
+    adversarial = summary.get("adversarial_rounds") or []
+    if not adversarial:
+        return lines
+    cfg = load_run_config(run_dir)
+    records = read_jsonl(run_dir / "rounds.jsonl")
+    kind, _ = attack_kind(cfg.attack.model_dump(), records)
+    named = cfg.attack.name if cfg.attack.name == kind else f"{cfg.attack.name} ({kind})"
+    lines.append(f"attack: {named}, adversarial rounds {_spans(adversarial)}")
+    last = records[-1] if records else {}
+    if kind == "backdoor":
+        during = [
+            r["backdoor_acc"]
+            for r in records
+            if r["adversarial"] and r.get("backdoor_acc") is not None
+        ]
+        mean = sum(during) / len(during) if during else None
+        lines.append(
+            f"backdoor success: {_pct(last.get('backdoor_acc'))} at round {last.get('round')} "
+            f"(mean over the adversarial rounds {_pct(mean)})"
         )
-        print(f"adversarial round {m['round']}: attack mitigation rounds {shown}")
-    for level, windows in summary.get("backdoor_mitigation", {}).items():
-        for w in windows:
-            shown = w["rounds"] if w["rounds"] is not None else f"> {w['observed']}"
-            print(
-                f"attack window {w['round']}-{w['last_round']}: backdoor success below "
-                f"{float(level):.0%} after {shown} rounds"
+        for level, windows in summary.get("backdoor_mitigation", {}).items():
+            for w in windows:
+                shown = w["rounds"] if w["rounds"] is not None else f"> {w['observed']}"
+                lines.append(
+                    f"attack window {w['round']}-{w['last_round']}: backdoor success below "
+                    f"{float(level):.0%} after {shown} rounds"
+                )
+    elif kind == "targeted":
+        conf = last.get("target_conf")
+        lines.append(
+            f"misclassification confidence on D_M: {'-' if conf is None else f'{conf:.4f}'} "
+            f"at round {last.get('round')}"
+        )
+        for m in summary.get("mitigation", []):
+            shown = (
+                m["rounds"]
+                if m["rounds"] is not None
+                else f"> {m['observed']} (not within the run)"
             )
+            lines.append(f"adversarial round {m['round']}: attack mitigation rounds {shown}")
+    elif kind == "untargeted":
+        drops = [r["acc_drop"] for r in records if r.get("acc_drop") is not None]
+        if drops:
+            lines.append(
+                f"accuracy drop against the clean run: {100 * drops[-1]:.1f} points at round "
+                f"{last.get('round')}"
+            )
+        else:
+            lines.append(
+                "accuracy drop: not measured (run the same config without the attack, then add "
+                "eval.metrics: [{name: accuracy_drop, options: {clean_run: DIR}}])"
+            )
+    det = summary.get("detection")
+    if det:
+        rule = cfg.server.aggregator
+        attackers, benign = det["tp"] + det["fn"], det["fp"] + det["tn"]
+        prec = "-" if det["precision"] is None else f"{det['precision']:.2f}"
+        rec = "-" if det["recall"] is None else f"{det['recall']:.2f}"
+        lines.append(
+            f"detection ({rule}, summed over the rounds): attacker rows flagged {det['tp']} of "
+            f"{attackers}, benign rows flagged {det['fp']} of {benign}; precision {prec}, "
+            f"recall {rec}"
+        )
+    return lines
+
+
+def _print_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    print("\n".join(summary_lines(run_dir, summary)))
+
+
+_MEASURE_COLUMNS = {
+    "backdoor": ("backdoor", "backdoor_acc"),
+    "targeted": ("conf", "target_conf"),
+    "untargeted": ("acc drop", "acc_drop"),
+}
 
 
 def compare_table(run_dirs: list[Path]) -> str:
-    """A Markdown table: per round, each run's test accuracy and misclassification confidence,
-    then each run's attack mitigation rounds."""
-    from flwbc.metrics import mitigation_rounds
+    """A Markdown table: per round and run, whether the round was adversarial in that run, its
+    test accuracy and the measure its attack is judged by (backdoor success, D_M confidence, or
+    the accuracy drop when recorded); then each targeted run's attack mitigation rounds."""
+    from flwbc.config import load_run_config
+    from flwbc.metrics import attack_kind, mitigation_rounds
     from flwbc.runio import read_jsonl
 
     runs = {d.name: read_jsonl(d / "rounds.jsonl") for d in run_dirs}
-    for name, recs in runs.items():
+    kinds: dict[str, str] = {}
+    for d in run_dirs:
+        recs = runs[d.name]
         if not recs:
-            raise FlwbcError(f"no rounds recorded in {name}")
-    head = "| round | adv |" + "".join(f" {n} acc | {n} conf |" for n in runs)
-    lines = [head, "|" + "---|" * (2 + 2 * len(runs))]
+            raise FlwbcError(f"no rounds recorded in {d.name}")
+        attacked = any(r["adversarial"] for r in recs)
+        attack = load_run_config(d).attack.model_dump()
+        kinds[d.name] = attack_kind(attack, recs)[0] if attacked else "clean"
+    columns: dict[str, list[tuple[str, str]]] = {}
+    for n, kind in kinds.items():
+        measure = _MEASURE_COLUMNS.get(kind)
+        if measure and not any(r.get(measure[1]) is not None for r in runs[n]):
+            measure = None  # e.g. an untargeted run without a paired clean run
+        columns[n] = [("adv", "adversarial"), ("acc", "test_acc"), *([measure] if measure else [])]
+    head = "| round |" + "".join(
+        f" {n} {label} |" for n, cols in columns.items() for label, _ in cols
+    )
+    width = 1 + sum(len(c) for c in columns.values())
+    lines = [head, "|" + "---|" * width]
     by_round = {n: {r["round"]: r for r in recs} for n, recs in runs.items()}
     for t in sorted({r["round"] for recs in runs.values() for r in recs}):
-        cells, adv = [], ""
-        for n in runs:
+        cells = []
+        for n, cols in columns.items():
             r = by_round[n].get(t)
-            if r is None:
-                cells += ["", ""]
-                continue
-            adv = "yes" if r["adversarial"] else adv
-            acc = "" if r["test_acc"] is None else f"{r['test_acc']:.4f}"
-            conf = "" if r["target_conf"] is None else f"{r['target_conf']:.4f}"
-            cells += [acc, conf]
-        lines.append(f"| {t} | {adv} | " + " | ".join(cells) + " |")
+            for _, field in cols:
+                value = None if r is None else r.get(field)
+                if field == "adversarial":
+                    cells.append("yes" if value else "")
+                else:
+                    cells.append("" if value is None else f"{value:.4f}")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
     lines.append("")
     for n, recs in runs.items():
-        for m in mitigation_rounds(recs) if recs[0]["target_conf"] is not None else []:
+        for m in mitigation_rounds(recs) if kinds[n] == "targeted" else []:
             shown = m["rounds"] if m["rounds"] is not None else f"> {m['observed']}"
             lines.append(f"{n}: adversarial round {m['round']}: mitigation rounds {shown}")
     return "\n".join(lines)

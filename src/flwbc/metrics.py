@@ -184,3 +184,17 @@ def rounds_until(
             }
         )
     return out
+
+
+def attack_kind(attack: dict[str, Any], records: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """What a run's attack is measured by, from its config's `attack` section and its records:
+    ("clean", "test_acc") without an attack (or the honest one), ("backdoor", "backdoor_acc")
+    when the records hold a backdoor's success, ("targeted", "target_conf") for the paper's
+    eq. 3 attack, else ("untargeted", "accuracy drop"), the drop against a paired clean run."""
+    if attack.get("enabled", True) is False or attack.get("name") == "honest":
+        return "clean", "test_acc"
+    if any(r.get("backdoor_acc") is not None for r in records):
+        return "backdoor", "backdoor_acc"
+    if attack.get("name", "targeted") == "targeted":
+        return "targeted", "target_conf"
+    return "untargeted", "accuracy drop"

@@ -41,7 +41,7 @@ from flwbc.experiments.specs import (
     load_spec,
 )
 from flwbc.experiments.sweep import SweepReport, is_finished, run_dir, run_sweep
-from flwbc.metrics import rounds_until
+from flwbc.metrics import attack_kind, rounds_until
 from flwbc.runio import atomic_write_bytes, read_jsonl
 
 if TYPE_CHECKING:
@@ -123,17 +123,6 @@ def _value(rec: dict[str, Any] | None, field: str) -> float | None:
     return None if rec is None else rec.get(field)
 
 
-def _kind(run: RunSpec, records: list[dict[str, Any]]) -> tuple[str, str]:
-    att = run.config.get("attack", {})
-    if att.get("enabled", True) is False or att.get("name") == "honest":
-        return "clean", "test_acc"
-    if any(r.get("backdoor_acc") is not None for r in records):
-        return "backdoor", "backdoor_acc"
-    if att.get("name", "targeted") == "targeted":
-        return "targeted", "target_conf"
-    return "untargeted", "accuracy drop"
-
-
 def _drop(clean: list[dict[str, Any]], record: dict[str, Any]) -> float | None:
     """The clean run's test accuracy minus `record`'s, in the same round."""
     same = [r for r in clean if r["round"] == record["round"]]
@@ -158,7 +147,7 @@ def collect_cells(spec: Spec, runs: list[RunSpec], store: Path) -> list[Cell]:
             run, records, path = loaded[(attack, defense)]
             if not records:
                 continue
-            cell.kind, cell.metric = _kind(run, records)
+            cell.kind, cell.metric = attack_kind(run.config.get("attack", {}), records)
             cell.seconds, cell.run = timing_seconds(path), path.name
             adv = [i for i, r in enumerate(records) if r["adversarial"]]
             end = adv[-1] if adv else len(records) - 1
