@@ -1,6 +1,10 @@
 """flwbc: federated learning under model poisoning, with the FL-WBC client-side defense."""
 
-from flwbc._version import __version__
+from flwbc.runtime import prefer_passive_openmp
+
+prefer_passive_openmp()  # before torch is imported (flwbc.runtime's docstring says why)
+
+from flwbc._version import __version__  # noqa: E402
 from flwbc.api import RunResult, load_run, run, run_many  # noqa: E402
 from flwbc.attacks import register_attack  # noqa: E402
 from flwbc.config import ExperimentConfig, make_config  # noqa: E402

@@ -178,10 +178,17 @@ class RunSession:
     Every engine drives it the same way: `record` after each round, `finish` at the end, so
     every engine writes the same run directory."""
 
-    def __init__(self, config: ExperimentConfig | dict[str, Any] | None, resume: str | Path | None):
+    def __init__(
+        self,
+        config: ExperimentConfig | dict[str, Any] | None,
+        resume: str | Path | None,
+        threads: int | None = None,
+    ):
         if resume is not None:
             run_dir = Path(resume)
             cfg = load_run_config(run_dir, "nothing to resume")
+            if threads is not None:  # threads change no number; config.json keeps its own
+                cfg = cfg.model_copy(update={"threads": threads})
             self._lock = _lock_run_dir(run_dir)
         else:
             cfg = config if isinstance(config, ExperimentConfig) else make_config(config or {})
@@ -296,13 +303,19 @@ def run(
     resume: str | Path | None = None,
     progress: bool = True,
     callback: RoundCallback | None = None,
+    threads: int | None = None,
 ) -> RunResult:
     """Run an experiment (or continue the one in `resume`) and return its records and summary.
+
+    `threads` sets torch's threads for a resumed run (its config's own otherwise; threads
+    change no number).
 
     `callback(record)` is called after every round; returning False stops the run after that
     round (it can be resumed later).
     """
-    sess = RunSession(config, resume)
+    if threads is not None and resume is None:
+        raise FlwbcError("run(threads=...) is for a resumed run; set the config's threads")
+    sess = RunSession(config, resume, threads)
     cfg, exp = sess.cfg, sess.exp
     bar = tqdm(
         total=cfg.federation.rounds,

@@ -750,7 +750,9 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.resume:
                 given = [
-                    k[4:] for k, v in vars(args).items() if k.startswith("cfg:") and v is not None
+                    k[4:]
+                    for k, v in vars(args).items()
+                    if k.startswith("cfg:") and v is not None and k != "cfg:threads"
                 ]
                 if given or args.config or args.set:
                     raise FlwbcError(
@@ -761,7 +763,14 @@ def main(argv: list[str] | None = None) -> int:
                             + (["--set"] if args.set else [])
                         )
                     )
-                result = run(resume=args.resume, progress=not args.no_progress)
+                raw = getattr(args, "cfg:threads", None)
+                if raw is not None and (not raw.isdigit() or int(raw) < 1):
+                    raise FlwbcError(f"--threads must be an integer >= 1, got '{raw}'")
+                result = run(
+                    resume=args.resume,
+                    progress=not args.no_progress,
+                    threads=None if raw is None else int(raw),
+                )
             else:
                 result = run(_config_from_args(args), progress=not args.no_progress)
             _print_summary(result.run_dir, result.summary)

@@ -8,6 +8,14 @@ floats measured 1.6x slower (`benchmarks/bench_wbc_step.py --default-malloc`), a
 jumped between processes as glibc's adaptive thresholds settled differently. Raising both
 thresholds once per process keeps that memory mapped and reused.
 
+`prefer_passive_openmp` makes OpenMP's idle threads sleep instead of spin (OMP_WAIT_POLICY
+=PASSIVE, unless the environment sets a policy). With spinning waits, torch's two threads on a
+2-core machine that two other busy processes share took 19 s a round (7-32 s) against 5.5 s with
+one thread and 3.6 s with two sleeping threads; on the idle machine, 2.0 s with two threads,
+sleeping or not, against 3.5 s with one (`benchmarks/bench_threads.py`). It must run before
+torch loads its OpenMP runtime: `import flwbc` calls it first thing, so a process that
+imported torch before flwbc keeps the runtime's own policy (set OMP_WAIT_POLICY=PASSIVE there).
+
 `usable_cpus` counts the cores this process may run on (its CPU affinity, which a container or
 `taskset` can narrow below `os.cpu_count()`), for sizing worker pools and thread counts.
 """
@@ -42,6 +50,11 @@ def tune_allocator(trim_threshold: int = 1 << 30, mmap_threshold: int = 32 << 20
     )
     _done = ok
     return ok
+
+
+def prefer_passive_openmp() -> None:
+    """OMP_WAIT_POLICY=PASSIVE for this process and its children, unless already set."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def usable_cpus() -> int:
