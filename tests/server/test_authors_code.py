@@ -42,8 +42,9 @@ def _ctx(ids: list[int], seed: int, w: np.ndarray | None = None, rnd: int = 1) -
 # ---------------------------------------------------------------- FoolsGold
 
 
-def _foolsgold_authors(grads: np.ndarray) -> np.ndarray:
-    """deep-fg/fg/foolsgold.py, `foolsgold(grads)`, with numpy's cosine."""
+def _foolsgold_authors(grads: np.ndarray, kappa: float = 1.0) -> np.ndarray:
+    """deep-fg/fg/foolsgold.py, `foolsgold(grads)`, with numpy's cosine; `kappa` multiplies
+    the logit (the paper's κ, fixed at 1 in the original)."""
     n = grads.shape[0]
     unit = grads / np.linalg.norm(grads, axis=1, keepdims=True)
     cs = unit @ unit.T
@@ -62,7 +63,7 @@ def _foolsgold_authors(grads: np.ndarray) -> np.ndarray:
     wv = wv / np.max(wv)
     wv[(wv == 1)] = 0.99
     with np.errstate(divide="ignore"):
-        wv = np.log(wv / (1 - wv)) + 0.5
+        wv = kappa * (np.log(wv / (1 - wv)) + 0.5)
     wv[(np.isinf(wv) + wv > 1)] = 1
     wv[(wv < 0)] = 0
     return wv

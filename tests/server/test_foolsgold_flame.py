@@ -22,6 +22,8 @@ from flwbc.experiment import RoundPlan
 from flwbc.round import aggregate_round, detection_record
 from flwbc.server import Aggregate, Aggregator, RoundContext, build_aggregator
 
+from .test_authors_code import _foolsgold_authors as _foolsgold_ref
+
 
 def _ctx(ids: list[int], p: int, seed: int = 0) -> RoundContext:
     return RoundContext(
@@ -42,33 +44,6 @@ def _aggregate(agg: Aggregator, x: np.ndarray, ids: list[int], seed: int = 0) ->
 
 
 # ---------------------------------------------------------------- FoolsGold
-
-
-def _foolsgold_ref(h: np.ndarray, kappa: float = 1.0) -> np.ndarray:
-    """The paper's Algorithm 1 on histories h [n, P], with Python loops."""
-    n = len(h)
-    cs = np.zeros((n, n))
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                ni, nj = np.linalg.norm(h[i]), np.linalg.norm(h[j])
-                cs[i, j] = h[i] @ h[j] / (ni * nj) if ni > 0 and nj > 0 else 0.0
-    v = [max(cs[i, j] for j in range(n) if j != i) for i in range(n)]
-    pardoned = cs.copy()
-    for i in range(n):
-        for j in range(n):
-            if i != j and v[j] > v[i]:
-                pardoned[i, j] = cs[i, j] * v[i] / v[j]
-    alpha = np.array(
-        [min(max(1 - max(pardoned[i, j] for j in range(n) if j != i), 0.0), 1.0) for i in range(n)]
-    )
-    alpha = alpha / alpha.max()
-    alpha[alpha == 1] = 0.99
-    out = np.zeros(n)
-    for i in range(n):
-        if alpha[i] > 0:
-            out[i] = min(max(kappa * (math.log(alpha[i] / (1 - alpha[i])) + 0.5), 0.0), 1.0)
-    return out
 
 
 def _sybil_rounds(rounds: int, seed: int = 0, p: int = 40):
