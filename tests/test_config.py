@@ -120,3 +120,51 @@ def test_load_config_errors(tmp_path):
     badj.write_text("{")
     with pytest.raises(FlwbcError):
         load_config_file(badj)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        (
+            "broken.yaml",
+            "federation: {rounds: 3\nlocal: {epochs: 1}\n",
+            "line 2, column 6: expected ',' or '}', but got ':' (while parsing a flow mapping "
+            "from line 1, column 13)",
+        ),
+        (
+            "indent.yaml",
+            "seed: 1\n  local: 2\n",
+            "line 2, column 8: mapping values are not allowed here",
+        ),
+        (
+            "broken.json",
+            '{\n  "seed": 1,\n}',
+            "line 3, column 1: Expecting property name enclosed in double quotes",
+        ),
+    ],
+)
+def test_unparsable_config_file_names_line_and_column(tmp_path, name, text, where):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(FlwbcError) as ei:
+        load_config_file(path)
+    assert str(ei.value) == f"cannot parse config file {path}: {where}"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"federation": {"round": 3}}, "'federation.round' (did you mean 'federation.rounds'?)"),
+        ({"federaton": {"rounds": 3}}, "'federaton' (did you mean 'federation'?)"),
+        ({"defense": {"wbc": {"ss": 0.4}}}, "'defense.wbc.ss' (did you mean 'defense.wbc.s'?)"),
+        (
+            {"server": {"pre": [{"name": "clip", "option": {}}]}},
+            "'server.pre.0.option' (did you mean 'server.pre.0.options'?)",
+        ),
+        ({"local": {"nope": 1}}, "'local.nope'"),  # nothing close: no guess
+    ],
+)
+def test_unknown_field_suggests_the_closest_names(data, message):
+    with pytest.raises(FlwbcError) as ei:
+        make_config(data)
+    assert str(ei.value) == f"invalid config: unknown field {message}"

@@ -49,7 +49,7 @@ from flwbc.runio import (
     read_jsonl,
     save_model,
 )
-from flwbc.runtime import tune_allocator
+from flwbc.runtime import Terminated, tune_allocator
 
 AGG_PREFIX = "aggregator_state."
 BACKDOOR_LEVELS = (0.5, 0.1)
@@ -170,6 +170,11 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, run_dir: Path):
         super().__init__(str(run_dir))
         self.run_dir = run_dir
+
+
+class RunTerminated(RunInterrupted, Terminated):
+    """SIGTERM during a run (where `flwbc.runtime.stop_on_sigterm` turned it into `Terminated`);
+    `run_dir` holds every finished round and can be resumed."""
 
 
 class RunSession:
@@ -304,11 +309,13 @@ def run(
     progress: bool = True,
     callback: RoundCallback | None = None,
     threads: int | None = None,
+    announce: bool | None = None,
 ) -> RunResult:
     """Run an experiment (or continue the one in `resume`) and return its records and summary.
 
     `threads` sets torch's threads for a resumed run (its config's own otherwise; threads
-    change no number).
+    change no number). `announce`: a resumed run first prints, on stderr, the round it
+    continues from (default: when `progress` is on, whose bar then starts at that round).
 
     `callback(record)` is called after every round; returning False stops the run after that
     round (it can be resumed later).
@@ -317,6 +324,8 @@ def run(
         raise FlwbcError("run(threads=...) is for a resumed run; set the config's threads")
     sess = RunSession(config, resume, threads)
     cfg, exp = sess.cfg, sess.exp
+    if resume is not None and (progress if announce is None else announce):
+        print(f"flwbc: {_resume_line(sess)}", file=sys.stderr)
     bar = tqdm(
         total=cfg.federation.rounds,
         initial=sess.next_round - 1,
@@ -343,15 +352,26 @@ def run(
                 record = sess.record(plan, out, tick, time.perf_counter() - tick)
                 if not after_round(record):
                     break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         sess.close()
-        raise RunInterrupted(sess.run_dir) from None
+        stopped = RunTerminated if isinstance(err, Terminated) else RunInterrupted
+        raise stopped(sess.run_dir) from None
     except BaseException:
         sess.close()
         raise
     finally:
         bar.close()
     return sess.finish()
+
+
+def _resume_line(sess: RunSession) -> str:
+    """What a resumed run continues from: its last saved round of all its rounds."""
+    saved, total = sess.next_round - 1, sess.cfg.federation.rounds
+    if saved == 0:
+        return f"resuming {sess.run_dir}: no round was saved, so it starts at round 1 of {total}"
+    if sess.done:
+        return f"resuming {sess.run_dir}: all {total} rounds are done already"
+    return f"resuming {sess.run_dir} from round {saved} of {total} (its last saved round)"
 
 
 def run_many(

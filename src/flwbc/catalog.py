@@ -1,5 +1,6 @@
 """`flwbc list`: every registered plug-in of each kind, with its one-line description and its
-options (name, type and default), built-in and loaded ones alike."""
+options (name, type, default or 'required', bounds and description), built-in and loaded ones
+alike."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flwbc.errors import FlwbcError
+from flwbc.errors import FlwbcError, did_you_mean
 from flwbc.plugin_options import signature_model
 
 
@@ -22,6 +23,8 @@ class Option:
     default: Any
     limits: str = ""
     description: str = ""
+    required: bool = False
+    """The option has no default: a config must give it (`default` is then None)."""
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,19 @@ def model_options(model: type[BaseModel] | None) -> tuple[Option, ...]:
             for attr, sign in _BOUNDS
             if getattr(m, attr, None) is not None
         ]
+        if any(getattr(m, "allow_inf_nan", True) is False for m in f.metadata):
+            limits.append("finite")
         ann = f.annotation
         plain = typing.get_origin(ann) is None and hasattr(ann, "__name__")
+        required = f.is_required()
         out.append(
             Option(
                 name,
                 ann.__name__ if plain else str(ann).replace("typing.", ""),
-                f.get_default(call_default_factory=True),
+                None if required else f.get_default(call_default_factory=True),
                 ", ".join(limits),
                 f.description or "",
+                required,
             )
         )
     return tuple(out)
@@ -199,7 +206,9 @@ def catalog(kind: str | None = None) -> dict[str, list[Entry]]:
 
     load_plugins()
     if kind is not None and kind not in KINDS:
-        raise FlwbcError(f"unknown kind '{kind}'; choose one of {', '.join(KINDS)}")
+        raise FlwbcError(
+            f"unknown kind '{kind}'{did_you_mean(kind, KINDS)}; choose one of {', '.join(KINDS)}"
+        )
     kinds = [kind] if kind is not None else list(KINDS)
     return {k: sorted(KINDS[k](), key=lambda e: e.name) for k in kinds}
 
@@ -213,8 +222,9 @@ def render(entries: dict[str, list[Entry]]) -> str:
             lines.append(f"  {e.name}: {e.description}" + (f" [{e.notes}]" if e.notes else ""))
             for o in e.options:
                 kind_text = f": {o.type}" if o.type else ""
+                default = ", required" if o.required else f" = {o.default!r}"
                 limits = f" ({o.limits})" if o.limits else ""
                 desc = f": {o.description}" if o.description else ""
-                lines.append(f"      {o.name}{kind_text} = {o.default!r}{limits}{desc}")
+                lines.append(f"      {o.name}{kind_text}{default}{limits}{desc}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

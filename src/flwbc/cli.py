@@ -19,6 +19,7 @@ from flwbc._version import __version__
 from flwbc.config import ExperimentConfig, load_config_file, make_config, set_dotted
 from flwbc.errors import FlwbcError
 from flwbc.experiments import BACKENDS
+from flwbc.runtime import Terminated, stop_on_sigterm
 from flwbc.textvalues import parse_mapping, parse_scalar
 
 if typing.TYPE_CHECKING:
@@ -138,6 +139,9 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flwbc.catalog import KINDS
+    from flwbc.experiments.matrix import DEFAULT_MATRIX, bundled_help
+
     parser = argparse.ArgumentParser(
         prog="flwbc",
         description="Federated learning under targeted model poisoning, with FL-WBC.",
@@ -171,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "start SuperNode c with --node-config "
         "'partition-id=c partition-file=DIR/client-<c>.safetensors'.",
     )
-    parts.add_argument("dir", metavar="DIR")
+    parts.add_argument("dir", metavar="DIR", help="folder for the partition files")
     _add_config_args(parts)
     fapp = fsub.add_parser(
         "app",
@@ -179,28 +183,37 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write DIR/pyproject.toml: a Flower app whose ServerApp and ClientApp are "
         "flwbc's (installed in the environment, so the app holds no code).",
     )
-    fapp.add_argument("dir", metavar="DIR")
+    fapp.add_argument("dir", metavar="DIR", help="folder for the app's pyproject.toml")
 
+    kinds = ", ".join(KINDS)
     lst = sub.add_parser(
         "list",
-        help="list the registered plug-ins of every kind (attacks, defenses, aggregators, ...)",
+        help=f"list the registered plug-ins of every kind ({kinds})",
         description="Every registered plug-in of each kind, built in or loaded (entry points of "
-        "the group flwbc.plugins, and --plugins modules), with its description and options.",
+        "the group flwbc.plugins, and --plugins modules), with its description and options: "
+        "name, type, default (or 'required'), bounds and meaning.",
     )
-    lst.add_argument("kind", nargs="?", default=None, help="one kind only")
+    lst.add_argument(
+        "kind", nargs="?", default=None, metavar="KIND", help=f"one kind only: {kinds}"
+    )
     lst.add_argument(
         "--plugins", default="", metavar="MODULE,...", help="import these plug-in modules first"
     )
 
     summ = sub.add_parser("summary", help="print the summary of a run directory")
-    summ.add_argument("run_dir")
+    summ.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
 
     comp = sub.add_parser("compare", help="per-round confidence and accuracy of runs side by side")
-    comp.add_argument("run_dirs", nargs="+")
+    comp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
 
     fetch = sub.add_parser("fetch", help="download a dataset into the cache (MD5-checked)")
     fetch.add_argument("dataset", help="fmnist, mnist or cifar10")
-    fetch.add_argument("--data-dir", default=None)
+    fetch.add_argument(
+        "--data-dir",
+        default=None,
+        help="look for the dataset here first (default: $FLWBC_DATA_DIR); a download goes to "
+        "the cache ($FLWBC_CACHE_DIR, else ~/.cache/flwbc)",
+    )
 
     ana = sub.add_parser(
         "analyze",
@@ -213,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "2-5 min a round on 2 cores (Fashion-MNIST, E=10, B=10); --estimator-rounds 0 "
         "--hessian-clients 0 leaves only the replay.",
     )
-    ana.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    ana.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories to analyse")
     ana.add_argument("--rounds", type=int, default=None, help="only the first N rounds")
     ana.add_argument(
         "--estimator-rounds",
@@ -249,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         "accuracy, test accuracy). Writes rules.jsonl, rules.md and rules.png|svg into the run "
         "directory and prints the table.",
     )
-    rules.add_argument("run_dir", metavar="RUN_DIR")
+    rules.add_argument("run_dir", metavar="RUN_DIR", help="the run whose updates are replayed")
     rules.add_argument(
         "--rule",
         action="append",
@@ -260,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rules.add_argument("--rounds", type=int, default=None, help="only the first N rounds")
     rules.add_argument("--no-test", action="store_true", help="skip the test-set accuracy")
-    rules.add_argument("--no-progress", action="store_true")
+    rules.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rep = sub.add_parser(
         "reproduce",
@@ -272,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         "few minutes; fig2 about 41 min of compute, fig3 8 h, fig4 9.5 h, fig5 10 h, table1 4 h, "
         "fig6 5 h; all: 29 h of compute, 15 h of wall clock with two workers. Exit status: 0 "
         "when every run finished, 1 when any failed (each printed with its error and log), 2 "
-        "on bad input, 130 when interrupted.",
+        "on bad input, 130 when interrupted (Ctrl-C), 143 when stopped by SIGTERM.",
     )
     rep.add_argument(
         "results",
@@ -312,13 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads per run (default: the cores shared out among the jobs, at least 1)",
     )
     rep.add_argument("--seeds", default=None, help="comma-separated seeds instead of the spec's")
-    rep.add_argument("--data-dir", default=None)
+    rep.add_argument(
+        "--data-dir",
+        default=None,
+        help="dataset root for every run (default: $FLWBC_DATA_DIR, then the cache, then a "
+        "download); not part of a run's identity",
+    )
     rep.add_argument(
         "--no-run",
         action="store_true",
         help="only rewrite figures, tables and the report from finished runs",
     )
-    rep.add_argument("--no-progress", action="store_true")
+    rep.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_backend_args(rep)
 
     mat = sub.add_parser(
@@ -329,14 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Each cell is a branch from one warm model, compared with the same defense without "
         "attack. The bundled matrix (Fashion-MNIST IID, 2 of 10 clients malicious in rounds "
         "1-10 of 20) takes about 1.5 h of compute on 2 cores. Exit status: 0 when every run "
-        "finished, 1 when any failed, 2 on bad input, 130 when interrupted.",
+        "finished, 1 when any failed, 2 on bad input, 130 when interrupted (Ctrl-C), 143 when "
+        "stopped by SIGTERM.",
     )
     mat.add_argument(
         "spec",
         nargs="?",
-        default="matrix",
-        help="a bundled matrix (matrix: the attack issue's 6 defenses; defenses: every rule) or "
-        "a spec file (.yaml)",
+        default=DEFAULT_MATRIX,
+        help=f"a bundled matrix or a spec file (.yaml). Bundled: {bundled_help()}",
     )
     mat.add_argument("--quick", action="store_true", help="a few rounds: minutes, a smoke test")
     mat.add_argument("--runs", default=None, help="run store (default runs/matrix)")
@@ -353,9 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs in parallel (default: cores; --backend ray: as the cluster's resources take)",
     )
     mat.add_argument("--threads", type=int, default=None, help="torch threads per run")
-    mat.add_argument("--data-dir", default=None)
+    mat.add_argument(
+        "--data-dir",
+        default=None,
+        help="dataset root for every run (default: $FLWBC_DATA_DIR, then the cache, then a "
+        "download); not part of a run's identity",
+    )
     mat.add_argument("--no-run", action="store_true", help="only rewrite the outputs")
-    mat.add_argument("--no-progress", action="store_true")
+    mat.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_backend_args(mat)
     return parser
 
@@ -633,24 +656,21 @@ def _reproduce(args: argparse.Namespace, argv: list[str] | None) -> int:
         except ValueError:
             raise FlwbcError(f"--seeds takes comma-separated integers: {args.seeds!r}") from None
     store, out, command = _sweep_places(args, argv, "reproduce")
-    try:
-        sweep, report_path = reproduce(
-            args.results,
-            out=out,
-            store=store,
-            quick=args.quick,
-            jobs=args.jobs,
-            threads=args.threads,
-            seeds=seeds,
-            data_dir=args.data_dir,
-            run=not args.no_run,
-            progress=not args.no_progress,
-            command=command,
-            overwrite=args.overwrite,
-            **_sweep_backend(args),
-        )
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt("reproduce") from None
+    sweep, report_path = reproduce(
+        args.results,
+        out=out,
+        store=store,
+        quick=args.quick,
+        jobs=args.jobs,
+        threads=args.threads,
+        seeds=seeds,
+        data_dir=args.data_dir,
+        run=not args.no_run,
+        progress=not args.no_progress,
+        command=command,
+        overwrite=args.overwrite,
+        **_sweep_backend(args),
+    )
     print(report_path)
     return _sweep_status(sweep)
 
@@ -743,6 +763,13 @@ def _flower(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with stop_on_sigterm():  # SIGTERM stops as Ctrl-C does: finished rounds saved
+        return _dispatch(args, argv)
+
+
+def _dispatch(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Run the parsed command; its exit status (2 for a user mistake, 130 after Ctrl-C, 143
+    after SIGTERM)."""
     status = 0
     try:
         if args.command == "run":
@@ -770,6 +797,7 @@ def main(argv: list[str] | None = None) -> int:
                     resume=args.resume,
                     progress=not args.no_progress,
                     threads=None if raw is None else int(raw),
+                    announce=True,
                 )
             else:
                 result = run(_config_from_args(args), progress=not args.no_progress)
@@ -804,21 +832,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flwbc: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        if args.command in ("reproduce", "matrix"):
-            print(
-                "\nflwbc: interrupted; finished rounds are saved, run the same command again "
-                "to continue",
-                file=sys.stderr,
-            )
-            return 130
-        where = getattr(err, "run_dir", "RUN_DIR")
-        print(
-            f"\nflwbc: interrupted; finished rounds are saved, continue with "
-            f"'flwbc run --resume {where}'",
-            file=sys.stderr,
-        )
-        return 130
+        print(_stopped_line(args.command, err), file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
     return status
+
+
+def _stopped_line(command: str, err: KeyboardInterrupt) -> str:
+    """What Ctrl-C (SIGINT) or SIGTERM stopped, and how to continue it."""
+    # Ctrl-C: off the line the terminal echoed ^C on
+    what = "flwbc: stopped by SIGTERM" if isinstance(err, Terminated) else "\nflwbc: interrupted"
+    if command in ("reproduce", "matrix"):
+        return f"{what}; finished rounds are saved, run the same command again to continue"
+    if command == "run":
+        where = getattr(err, "run_dir", "RUN_DIR")
+        return f"{what}; finished rounds are saved, continue with 'flwbc run --resume {where}'"
+    return what
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the paper and the authors' code is a named option documented on its field. A bad
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flwbc.errors import FlwbcError
+from flwbc.errors import FlwbcError, did_you_mean, parse_error_text
 
 
 def _known(kind: str, names: Iterable[str], name: str, prefix: str = "") -> str:
@@ -510,12 +511,43 @@ def _check_reference_average(cfg: ExperimentConfig) -> None:
         )
 
 
+def _section_model(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The section of `model` that `path` (a validation error's location, fields and list
+    positions) leads to, or None where it leads into something else (a mapping of options)."""
+    for part in path:
+        if isinstance(part, int):
+            continue  # a position in a list of sections: the same section type
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *typing.get_args(ann)]
+        candidates += [a for c in candidates for a in typing.get_args(c)]  # list[X] | None
+        sections = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not sections:
+            return None
+        model = sections[0]
+    return model
+
+
+def unknown_field_message(loc: tuple[Any, ...], model: type[BaseModel] | None = None) -> str:
+    """`unknown field 'a.b'`, with the section's closest valid field names when any is close
+    (`unknown field 'federation.round' (did you mean 'federation.rounds'?)`)."""
+    model = model or ExperimentConfig
+    dotted = ".".join(str(p) for p in loc)
+    section = _section_model(model, loc[:-1])
+    if section is None:
+        return f"unknown field '{dotted}'"
+    prefix = "".join(f"{p}." for p in loc[:-1])
+    return f"unknown field '{dotted}'{did_you_mean(str(loc[-1]), section.model_fields, prefix)}"
+
+
 def _format_validation_error(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        return f"invalid config: unknown field '{loc}'"
+        return f"invalid config: {unknown_field_message(tuple(first['loc']))}"
     if first["type"] == "value_error":
         msg = msg.removeprefix("Value error, ")
         return f"invalid config: {loc}: {msg}" if loc else f"invalid config: {msg}"
@@ -566,7 +598,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         text = p.read_text()
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise FlwbcError(f"cannot parse config file {p}: {str(err).splitlines()[0]}") from None
+        raise FlwbcError(f"cannot parse config file {p}: {parse_error_text(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -8,10 +8,11 @@ need. `FlatModel` evaluates a module at any flat vector through `torch.func.func
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from flwbc.errors import FlwbcError
@@ -72,7 +73,11 @@ class MLP(nn.Module):
     """A small MLP (one hidden layer of 200 units), for quick experiments and tests."""
 
     def __init__(
-        self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, hidden: int = 200
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        hidden: Annotated[int, Field(ge=0, description="units of the hidden layer")] = 200,
     ):
         super().__init__()
         self.fc1 = nn.Linear(in_channels * image_size * image_size, hidden)

@@ -18,14 +18,22 @@ imported torch before flwbc keeps the runtime's own policy (set OMP_WAIT_POLICY=
 
 `usable_cpus` counts the cores this process may run on (its CPU affinity, which a container or
 `taskset` can narrow below `os.cpu_count()`), for sizing worker pools and thread counts.
+
+`stop_on_sigterm` makes SIGTERM (a scheduler's or `kill`'s polite stop) stop a command the way
+Ctrl-C does, every finished round saved, by raising `Terminated`, a KeyboardInterrupt that the
+command line tells apart from Ctrl-C (exit status 143 instead of 130).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from types import FrameType
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -62,3 +70,28 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that everything that stops
+    cleanly on Ctrl-C stops the same way on it."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated`; the previous handler is restored after.
+    Outside the main thread, where no handler can be installed, nothing changes."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not set from Python, which cannot be restored
+            signal.signal(signal.SIGTERM, previous)

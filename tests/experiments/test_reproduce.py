@@ -61,7 +61,10 @@ def test_reproduce_fig3_quick(real_data_dir: Path, tmp_path: Path, capsys):
         assert r["benign accuracy (%)"].startswith(f"{100 * mean_acc:.1f} ")
         assert r["accuracy cost (points)"].startswith(f"{100 * (warm_acc - mean_acc):.1f} ")
     report = (out / "REPORT.md").read_text()
-    assert "fig3/fig3.png" in report and "| fig3 | 5/5 |" in report and "not run" in report
+    assert "fig3/fig3.png" in report and "| fig3 | 5/5 |" in report
+    # only what was named and run: no folder or row of another result
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fig3"]
+    assert set(_rows(report)) == {"fig3"}
     # a second call finds everything finished and only rewrites the outputs
     mtimes = {d: (d / "rounds.jsonl").stat().st_mtime_ns for d in dirs}
     assert main(argv) == 0
@@ -105,17 +108,74 @@ def test_report_covers_named_spec_files_and_links_findings(tmp_path: Path, capsy
     (tmp_path / "a" / "FINDINGS.md").write_text("why\n")
     assert main(["reproduce", str(spec), "--out", str(tmp_path / "a"), *common]) == 0
     assert "[FINDINGS.md](FINDINGS.md)" in (tmp_path / "a" / "REPORT.md").read_text()
-    # beside a paper result: every paper result (they share one report), then the spec
+    # beside a paper result: the paper results named (and those run in the store), then the spec
     assert main(["reproduce", "fig2", str(spec), "--out", str(tmp_path / "b"), *common]) == 0
     sections = _report_sections((tmp_path / "b" / "REPORT.md").read_text())
-    assert len(sections) == 7 and sections[0].startswith("Fig. 2:")
+    assert len(sections) == 2 and sections[0].startswith("Fig. 2:")
     assert sections[-1].startswith("Supplementary")
     bodies = (tmp_path / "b" / "REPORT.md").read_text().split("\n## ")[1:]
     assert "Command: `flwbc reproduce fig2`." in bodies[0]
     assert f"Command: `flwbc reproduce {spec}`." in bodies[-1]
     assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.is_dir()) == sorted(
-        ["fig2", "fig3", "fig4", "fig5", "fig6", "table1", "fig2-random-schedule"]
+        ["fig2", "fig2-random-schedule"]
     )
+
+
+def _rows(report: str) -> list[str]:
+    """The result of each row of REPORT.md's claims table."""
+    table = report.split("| result | runs finished |", 1)[1].split("\n\n", 1)[0]
+    return [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines()[2:]]
+
+
+def _fake_finished_branch(store: Path, result: str) -> None:
+    """One finished branch of `result` in the store, as a finished run leaves it."""
+    from flwbc.experiments.reproduce import plan
+    from flwbc.experiments.specs import load_settings
+
+    branch = next(
+        r for r in plan([result], load_settings(), quick=False).runs[result] if r.role == "branch"
+    )
+    d = store / branch.dir_name()
+    d.mkdir(parents=True)
+    record = {
+        "round": 1,
+        "adversarial": True,
+        "clients": [0],
+        "malicious": [0],
+        "train_loss": 0.1,
+        "test_acc": 0.8,
+        "test_loss": 0.5,
+        "target_conf": 0.9,
+        "target_acc": 1.0,
+    }
+    (d / "rounds.jsonl").write_text(json.dumps(record) + "\n")
+    (d / "timings.jsonl").write_text(json.dumps({"round": 1, "seconds": 1.0}) + "\n")
+    (d / "summary.json").write_text(json.dumps({"complete": True, "rounds_done": 1}))
+    (d / "model.safetensors").write_bytes(b"")
+
+
+def test_one_result_writes_only_its_own_outputs(tmp_path: Path, capsys):
+    out, store = tmp_path / "out", tmp_path / "store"
+    argv = ["reproduce", "fig3", "--no-run", "--no-progress", "--out", str(out)]
+    argv += ["--runs", str(store)]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["REPORT.md", "fig3"]
+    report = (out / "REPORT.md").read_text()
+    assert _report_sections(report) == [_report_sections(report)[0]]
+    assert "Fig. 3" in _report_sections(report)[0]
+    assert set(_rows(report)) == {"fig3"}
+    assert "Runs: 0 of " in report
+    # finished runs of another result do not bring it in; naming it once does, and then it
+    # stays in the report that builds up
+    _fake_finished_branch(store, "fig2")
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["REPORT.md", "fig3"]
+    assert main([*argv[:1], "fig2", *argv[2:]]) == 0
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["REPORT.md", "fig2", "fig3"]
+    report = (out / "REPORT.md").read_text()
+    assert set(_rows(report)) == {"fig2", "fig3"}
+    assert "Runs: 1 of " in report
 
 
 def test_default_output_is_beside_the_store(tmp_path: Path, monkeypatch, capsys):

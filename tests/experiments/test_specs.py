@@ -684,3 +684,18 @@ def test_a_store_written_under_the_earlier_keys_is_still_found(settings, tmp_pat
         old = tmp_path / f"{run.label}--{run.aliases[0]}"
         old.mkdir()
         assert run_dir(tmp_path, run) == old
+
+
+def test_spec_file_errors_say_where_and_what_was_meant(settings, tmp_path):
+    bad = minimal_spec(descripton="a typo")
+    with pytest.raises(FlwbcError) as ei:
+        load_spec(write_spec(tmp_path, bad, "typo.yaml"), settings)
+    assert one_line(ei).endswith("unknown field 'descripton' (did you mean 'description'?)")
+    path = tmp_path / "broken.yaml"
+    path.write_text("id: mini\ntitle: [unclosed\n")
+    with pytest.raises(FlwbcError) as ei:
+        load_spec(str(path), settings)
+    assert one_line(ei) == (
+        f"cannot parse spec {path}: line 3, column 1: expected ',' or ']', but got "
+        "'<stream end>' (while parsing a flow sequence from line 2, column 8)"
+    )

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from flwbc.errors import FlwbcError
 from flwbc.registry import Registry
@@ -63,8 +64,12 @@ def partition_shards(
     labels: np.ndarray,
     num_clients: int,
     rng: np.random.Generator,
-    num_shards: int = 200,
-    shards_per_client: int = 2,
+    num_shards: Annotated[
+        int, Field(ge=1, description="shards the label-sorted pool is cut into (data.num_shards)")
+    ] = 200,
+    shards_per_client: Annotated[
+        int, Field(ge=1, description="shards dealt to each client (data.shards_per_client)")
+    ] = 2,
 ) -> list[np.ndarray]:
     """Non-IID split of McMahan et al.: sort by label, cut into shards, deal shards at random."""
     pool = _as_pool(pool)
@@ -92,9 +97,23 @@ def partition_dirichlet(
     labels: np.ndarray,
     num_clients: int,
     rng: np.random.Generator,
-    alpha: float = 0.5,
-    min_size: int = 10,
-    max_tries: int = 1000,
+    alpha: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="concentration; smaller: fewer classes per client (data.dirichlet_alpha)",
+        ),
+    ] = 0.5,
+    min_size: Annotated[
+        int,
+        Field(
+            description="fewest indices a client may get; proportions are redrawn until "
+            "every client has this many"
+        ),
+    ] = 10,
+    max_tries: Annotated[
+        int, Field(ge=1, description="draws of the proportions before giving up")
+    ] = 1000,
 ) -> list[np.ndarray]:
     """Label-skewed split: each class is divided among clients in Dirichlet(alpha) proportions.
 

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 MATRIX_DIR = resources.files("flwbc.experiments") / "matrices"
 AXES = ("attack", "defense")
 CLEAN = "none"
+DEFAULT_MATRIX = "matrix"
+"""The bundled matrix `flwbc matrix` runs when no spec is named."""
 PERSIST_BELOW = 0.5
 """A backdoor's or eq. 3's success below this ends its persistence count."""
 
@@ -96,9 +98,28 @@ def bundled_matrices() -> list[str]:
     )
 
 
+def bundled_help() -> str:
+    """What each bundled matrix crosses, read from its spec, the default first (`flwbc matrix
+    --help`): `matrix (the default): 15 attacks and the clean run against 6 defenses: FedAvg,
+    median, ...; defenses: ...`."""
+    import yaml
+
+    parts = []
+    for name in sorted(bundled_matrices(), key=lambda n: n != DEFAULT_MATRIX):
+        axes = yaml.safe_load((MATRIX_DIR / f"{name}.yaml").read_text())["axes"]
+        attacks = [a for a in axes["attack"] if a != CLEAN]
+        defenses = list(axes["defense"])
+        label = f"{name} (the default)" if name == DEFAULT_MATRIX else name
+        parts.append(
+            f"{label}: {len(attacks)} attacks and the clean run against {len(defenses)} "
+            f"defenses: {', '.join(defenses)}"
+        )
+    return "; ".join(parts)
+
+
 def matrix_spec(name: str | None) -> Spec:
     """A bundled matrix by name (None: `matrix`) or a user's spec file, checked for its axes."""
-    name = name or "matrix"
+    name = name or DEFAULT_MATRIX
     path = str(MATRIX_DIR / f"{name}.yaml") if name in bundled_matrices() else name
     if not path.endswith((".yaml", ".yml")):
         raise FlwbcError(

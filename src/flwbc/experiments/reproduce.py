@@ -6,7 +6,8 @@ Layout of the output directory:
 - `<id>/points.csv|.md`: one row per grid point, aggregated over seeds;
 - `<id>/table.csv|.md`: Table 1 in the paper's layout (measured, with the paper's value);
 - `<id>/curves.csv`: every branch's per-round record;
-- `REPORT.md`: every result, finished or not, with its claims and verdicts.
+- `REPORT.md`: the results named now and those an earlier call wrote into the same output
+  directory, with their claims and verdicts (nothing of a result never named).
 
 Runs live in a separate store (default `runs/reproduce`), shared by all results, so warm-ups
 are trained once and an interrupted reproduction continues where it stopped. The output
@@ -285,10 +286,11 @@ def reproduce(
     device: str | None = None,
     ray_options: RayOptions | None = None,
 ) -> tuple[SweepReport | None, Path]:
-    """Run the named results (`fig3`, ..., `all`, or spec files), then write their figures,
-    tables and REPORT.md: every paper result from the store's runs when any is named (so
-    results reproduced one at a time share a report), and the named spec files. With
-    `run=False` only the outputs are (re)written.
+    """Run the named results (`fig3`, ..., `all`, or spec files), then write the figures,
+    tables and REPORT.md of the named results and, when a paper result is named, of every other
+    paper result an earlier call wrote into `out` (so results reproduced one at a time build up
+    one report); results never named get no folder and no row, even where they share finished
+    runs with a named one (Fig. 3 and Fig. 6 do). With `run=False` only the outputs are (re)written.
 
     An existing `out/REPORT.md` that covers more finished runs than the new one is kept (a
     `FlwbcError`, before any run starts when even a complete sweep could not match it) unless
@@ -319,7 +321,12 @@ def reproduce(
             device=device,
             ray_options=ray_options,
         )
-    results = [collect(spec, everything.runs[spec.id], store) for spec in everything.specs]
+    asked = {spec.id for spec in todo.specs}
+    results = [
+        res
+        for res in (collect(spec, everything.runs[spec.id], store) for spec in everything.specs)
+        if res.spec.id in asked or (out / res.spec.id).is_dir()  # named, or written before
+    ]
     guard_report(out, len(_distinct_runs(results)[0]), overwrite=overwrite)
     for res in results:
         write_result(res, out)

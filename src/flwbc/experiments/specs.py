@@ -29,8 +29,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flwbc.config import make_config
-from flwbc.errors import FlwbcError
+from flwbc.config import make_config, unknown_field_message
+from flwbc.errors import FlwbcError, parse_error_text
 
 SPEC_DIR = resources.files("flwbc.experiments") / "specs"
 RESULTS = ("fig2", "fig3", "fig4", "fig5", "table1", "fig6")
@@ -241,7 +241,7 @@ def _read_yaml(path: Path | Any, what: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise FlwbcError(f"{what} not found: {path}") from None
     except yaml.YAMLError as err:
-        raise FlwbcError(f"cannot parse {what} {path}: {str(err).splitlines()[0]}") from None
+        raise FlwbcError(f"cannot parse {what} {path}: {parse_error_text(err)}") from None
     if not isinstance(data, dict):
         raise FlwbcError(f"{what} {path} must hold a mapping")
     return data
@@ -252,6 +252,9 @@ def _validate(model: type[BaseModel], data: dict[str, Any], where: str) -> Any:
         return model.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
+        if first["type"] == "extra_forbidden":
+            unknown = unknown_field_message(tuple(first["loc"]), model)
+            raise FlwbcError(f"invalid {where}: {unknown}") from None
         loc = ".".join(str(p) for p in first["loc"])
         msg = first["msg"].removeprefix("Value error, ")
         raise FlwbcError(f"invalid {where}: {loc + ': ' if loc else ''}{msg}") from None

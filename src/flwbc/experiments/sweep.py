@@ -16,7 +16,6 @@ rounds of the whole sweep.
 from __future__ import annotations
 
 import math
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from flwbc.experiments import BACKENDS
 from flwbc.experiments.local_backend import LocalBackend, first_error, threads_per_worker
 from flwbc.experiments.specs import RunSpec
 from flwbc.experiments.store import REQUEST, is_finished, rounds_done, run_dir, run_request
-from flwbc.runtime import usable_cpus
+from flwbc.runtime import stop_on_sigterm, usable_cpus
 
 if TYPE_CHECKING:
     from flwbc.experiments.ray_backend import RayOptions
@@ -70,18 +69,6 @@ class SweepBackend(Protocol):
 
     def close(self) -> None:
         """Release what the backend holds (called once, at the end)."""
-
-
-def _interrupt_on_sigterm() -> signal.Handlers | None:
-    """Treat SIGTERM like Ctrl-C (where a handler can be installed: the main thread)."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)  # type: ignore[return-value]
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -173,53 +160,53 @@ def run_sweep(
         file=sys.stderr,
         smoothing=0.05,
     )
-    previous = _interrupt_on_sigterm()
-    shown = time.monotonic()
-    try:
-        while pending or running:
-            assert runner is not None
-            for r in list(pending):
-                if runner.slots is not None and len(running) >= runner.slots:
-                    break
-                if r.parent is not None and r.parent in failed:
-                    failed[r.key] = f"its warm-up {by_key[r.parent].dir_name()} failed"
+    with stop_on_sigterm():  # SIGTERM stops the runs as Ctrl-C does
+        shown = time.monotonic()
+        try:
+            while pending or running:
+                assert runner is not None
+                for r in list(pending):
+                    if runner.slots is not None and len(running) >= runner.slots:
+                        break
+                    if r.parent is not None and r.parent in failed:
+                        failed[r.key] = f"its warm-up {by_key[r.parent].dir_name()} failed"
+                        pending.remove(r)
+                        continue
+                    if r.parent is not None and r.parent not in done:
+                        continue
+                    request = run_request(store, r, by_key, threads=threads, device=device)
+                    runner.start(r.key, run_dir(store, r), request)
+                    running.add(r.key)
                     pending.remove(r)
-                    continue
-                if r.parent is not None and r.parent not in done:
-                    continue
-                request = run_request(store, r, by_key, threads=threads, device=device)
-                runner.start(r.key, run_dir(store, r), request)
-                running.add(r.key)
-                pending.remove(r)
-            if not running and pending:
-                raise FlwbcError("sweep stuck: runs wait for warm-ups that are not in the sweep")
-            ended = runner.poll(0.5)
-            for key, why in ended.items():
-                running.discard(key)
-                if why is None:
-                    done.add(key)
-                else:
-                    failed[key] = why
-            if not ended and time.monotonic() - shown < 0.5:
-                continue  # a backend that returns at every round: the bar twice a second
-            shown = time.monotonic()
-            bar.n = count()
-            bar.set_postfix_str(
-                f"runs {len(done)}/{len(runs)}" + (f", failed {len(failed)}" if failed else ""),
-                refresh=False,
-            )
-            bar.refresh()
-    except KeyboardInterrupt:
-        # runs stop at once; each resumes from its last finished round
-        if runner is not None:
-            runner.stop()
-        raise
-    finally:
-        bar.close()
-        if runner is not None:
-            runner.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+                if not running and pending:
+                    raise FlwbcError(
+                        "sweep stuck: runs wait for warm-ups that are not in the sweep"
+                    )
+                ended = runner.poll(0.5)
+                for key, why in ended.items():
+                    running.discard(key)
+                    if why is None:
+                        done.add(key)
+                    else:
+                        failed[key] = why
+                if not ended and time.monotonic() - shown < 0.5:
+                    continue  # a backend that returns at every round: the bar twice a second
+                shown = time.monotonic()
+                bar.n = count()
+                bar.set_postfix_str(
+                    f"runs {len(done)}/{len(runs)}" + (f", failed {len(failed)}" if failed else ""),
+                    refresh=False,
+                )
+                bar.refresh()
+        except KeyboardInterrupt:
+            # runs stop at once; each resumes from its last finished round
+            if runner is not None:
+                runner.stop()
+            raise
+        finally:
+            bar.close()
+            if runner is not None:
+                runner.close()
     return SweepReport(
         finished=[k for k in by_key if k in done], failed=failed, seconds=time.time() - started
     )

@@ -24,17 +24,26 @@ order, as in the usual implementations of θ = n - 2f.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
+from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
 from flwbc.server.krum import check_count, krum_scores, pairwise_sq_dists
 from flwbc.server.median import coordinate_median
 
 
+class BulyanOptions(StrictOptions):
+    f: int = Field(
+        1, ge=0, description="Byzantine updates tolerated per round (needs n >= 4f + 3 updates)"
+    )
+
+
 @register_aggregator("bulyan")
 class Bulyan(Aggregator):
     rank_based = True
+    Options = BulyanOptions
 
     def __init__(self, f: int = 1) -> None:
         self.f = check_count("f", f, 0)

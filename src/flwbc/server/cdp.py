@@ -10,14 +10,33 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from torch import Tensor
 
+from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
 from flwbc.transforms import clip_by_norm, noise
 
 
+class CentralDPOptions(StrictOptions):
+    clip: float = Field(
+        5.0, gt=0, description="C: every client update is clipped to this L2 norm first"
+    )
+    sigma: float = Field(
+        0.1,
+        ge=0,
+        description="σ_dp: noise std added to each coordinate of the mean (absolute, not a "
+        "multiple of C)",
+    )
+    noise: Literal["laplace", "gaussian"] = Field(
+        "laplace", description="laplace (the paper's; scale σ/√2) or gaussian"
+    )
+
+
 @register_aggregator("cdp")
 class CentralDP(Aggregator):
+    Options = CentralDPOptions
+
     def __init__(
         self,
         clip: float = 5.0,

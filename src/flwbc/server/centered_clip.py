@@ -17,15 +17,26 @@ from __future__ import annotations
 
 import math
 
+from pydantic import Field
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
+from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
 from flwbc.transforms import clip_by_norm
 
 
+class CenteredClipOptions(StrictOptions):
+    tau: float = Field(
+        1.0, gt=0, description="τ: the L2 norm each x_i − v is clipped to around the centre v"
+    )
+    iters: int = Field(1, ge=1, description="clipping iterations per round")
+
+
 @register_aggregator("centered_clip")
 class CenteredClip(Aggregator):
+    Options = CenteredClipOptions
+
     def __init__(self, tau: float = 1.0, iters: int = 1) -> None:
         if isinstance(tau, bool) or not isinstance(tau, int | float) or math.isnan(tau) or tau <= 0:
             raise ValueError(f"tau must be a number > 0 (got {tau!r})")

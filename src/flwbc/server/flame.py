@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
+from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
 from flwbc.transforms import clip_by_norm, noise
 
@@ -68,9 +70,23 @@ def majority_cluster(dist: np.ndarray, min_cluster_size: int, min_samples: int) 
     return [i for i, v in enumerate(labels) if v == best]
 
 
+class FlameOptions(StrictOptions):
+    lam: float = Field(
+        0.001,
+        ge=0,
+        description="λ: noise std per coordinate as a multiple of the clipping bound S (the "
+        "paper's 0.001 for image classification); 0: no noise",
+    )
+    min_cluster_size: int | None = Field(
+        None, ge=2, description="HDBSCAN's min_cluster_size; default: ⌊n/2⌋ + 1"
+    )
+    min_samples: int = Field(1, ge=1, description="HDBSCAN's min_samples")
+
+
 @register_aggregator("flame")
 class Flame(Aggregator):
     rank_based = True
+    Options = FlameOptions
 
     def __init__(
         self, lam: float = 0.001, min_cluster_size: int | None = None, min_samples: int = 1

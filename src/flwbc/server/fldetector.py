@@ -81,9 +81,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
+from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import (
     Aggregate,
     Aggregator,
@@ -180,9 +182,25 @@ def _check_int(name: str, value: Any, low: int) -> None:
         raise ValueError(f"{name} must be an integer >= {low} (got {value!r})")
 
 
+class FLDetectorOptions(StrictOptions):
+    window: int = Field(10, ge=1, description="L-BFGS pairs kept and scores averaged (N)")
+    start_round: int | None = Field(
+        None, ge=1, description="first round whose scores may flag clients (None: window + 1)"
+    )
+    rule: str = Field("median", description="the rule that aggregates the kept updates")
+    rule_options: dict[str, Any] | None = Field(None, description="the inner rule's options")
+    gap_refs: int = Field(10, ge=1, description="the gap statistic's uniform reference sets")
+    max_k: int = Field(7, ge=2, description="the gap statistic's largest number of clusters")
+    gap: Literal["paper", "authors"] = Field(
+        "paper",
+        description="paper: E*[log W_k] - log W_k (Tibshirani); authors: log E*[W_k] - log W_k",
+    )
+
+
 @register_aggregator("fldetector")
 class FLDetector(Aggregator):
     per_client = True
+    Options = FLDetectorOptions
 
     def __init__(
         self,

@@ -10,13 +10,25 @@ with trust 0 are weighted out and flagged (the round's detection record).
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
+from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
+
+
+class FLTrustOptions(StrictOptions):
+    root_size: int = Field(
+        100,
+        ge=1,
+        description="training images in the server's clean root set, on which it trains g0",
+    )
 
 
 @register_aggregator("fltrust")
 class FLTrust(Aggregator):
+    Options = FLTrustOptions
+
     def __init__(self, root_size: int = 100):
         if root_size < 1:
             raise ValueError(f"root_size must be ≥ 1, got {root_size}")

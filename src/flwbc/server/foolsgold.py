@@ -56,9 +56,11 @@ import math
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
+from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
 
 
@@ -96,10 +98,30 @@ def foolsgold_weights(history: Tensor, kappa: float = 1.0, self_in_max: bool = T
     return logit.clamp(0.0, 1.0)
 
 
+class FoolsGoldOptions(StrictOptions):
+    kappa: float = Field(1.0, gt=0, description="the logit's confidence κ")
+    history_entries: int | None = Field(
+        None,
+        ge=1,
+        description="score only the last k entries of each update (None: the whole update)",
+    )
+    scope: Literal["round", "seen"] = Field(
+        "round",
+        description="round: score the round's clients among themselves; seen: every client "
+        "seen so far",
+    )
+    self_in_max: bool = Field(
+        True,
+        description="v_i over the row of cs - I, its zero diagonal included, as the authors' "
+        "code (false: over j != i only)",
+    )
+
+
 @register_aggregator("foolsgold")
 class FoolsGold(Aggregator):
     rank_based = True
     per_client = True
+    Options = FoolsGoldOptions
 
     def __init__(
         self,

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 
+from pydantic import Field
 from torch import Tensor
 
+from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
 
 
@@ -33,8 +35,27 @@ def _positive(name: str, value: object, allow_zero: bool = False) -> float:
     return float(value)
 
 
+class GeometricMedianOptions(StrictOptions):
+    max_iter: int = Field(100, ge=1, description="most Weiszfeld iterations per round")
+    eps: float = Field(
+        1e-6,
+        gt=0,
+        allow_inf_nan=False,
+        description="ν: smoothing, the smallest distance a weight is divided by",
+    )
+    tol: float = Field(
+        1e-7,
+        ge=0,
+        allow_inf_nan=False,
+        description="stop when the objective changes by less than tol times its value; 0: run "
+        "all max_iter",
+    )
+
+
 @register_aggregator("geomed")
 class GeometricMedian(Aggregator):
+    Options = GeometricMedianOptions
+
     def __init__(self, max_iter: int = 100, eps: float = 1e-6, tol: float = 1e-7) -> None:
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
             raise ValueError(f"max_iter must be an integer >= 1 (got {max_iter!r})")

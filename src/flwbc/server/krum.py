@@ -16,9 +16,11 @@ left out are flagged (the round's detection record).
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
+from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
 
 
@@ -71,9 +73,24 @@ def _check_krum_bound(name: str, n: int, f: int) -> None:
         raise FlwbcError(f"aggregator '{name}' needs n > 2f + 2 updates per round (n={n}, f={f})")
 
 
+_F_DESCRIPTION = "Byzantine updates tolerated per round (needs n > 2f + 2 updates)"
+
+
+class KrumOptions(StrictOptions):
+    f: int = Field(1, ge=0, description=_F_DESCRIPTION)
+
+
+class MultiKrumOptions(StrictOptions):
+    f: int = Field(1, ge=0, description=_F_DESCRIPTION)
+    m: int | None = Field(
+        None, ge=1, description="updates averaged, lowest Krum scores first; default: n - f"
+    )
+
+
 @register_aggregator("krum")
 class Krum(Aggregator):
     rank_based = True
+    Options = KrumOptions
 
     def __init__(self, f: int = 1) -> None:
         self.f = check_count("f", f, 0)
@@ -95,6 +112,7 @@ class Krum(Aggregator):
 @register_aggregator("multikrum")
 class MultiKrum(Aggregator):
     rank_based = True
+    Options = MultiKrumOptions
 
     def __init__(self, f: int = 1, m: int | None = None) -> None:
         self.f = check_count("f", f, 0)

@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import math
 
+from pydantic import Field
 from torch import Tensor
 
+from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
 from flwbc.transforms import clip_by_norm
 
 
+class NormBoundOptions(StrictOptions):
+    bound: float = Field(
+        1.0, gt=0, description="every update is clipped to this L2 norm before the mean"
+    )
+
+
 @register_aggregator("norm_bound")
 class NormBound(Aggregator):
+    Options = NormBoundOptions
+
     def __init__(self, bound: float = 1.0) -> None:
         if (
             isinstance(bound, bool)

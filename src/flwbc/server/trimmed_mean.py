@@ -9,15 +9,28 @@ the FedAvg weights are ignored.
 
 from __future__ import annotations
 
+from pydantic import Field
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
+from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
+
+
+class TrimmedMeanOptions(StrictOptions):
+    beta: float = Field(
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="β: share of the values removed at each end of every coordinate, "
+        "⌊β·K⌋ of K (the paper: 0.1, 0.2, 0.4)",
+    )
 
 
 @register_aggregator("trimmed_mean")
 class TrimmedMean(Aggregator):
     rank_based = True
+    Options = TrimmedMeanOptions
 
     def __init__(self, beta: float = 0.1) -> None:
         if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 <= beta < 0.5:
