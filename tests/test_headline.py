@@ -47,7 +47,7 @@ def test_headline_reruns_after_failure_and_interruption(real_data_dir: Path, tmp
     for d in runs.values():
         assert json.loads((d / "summary.json").read_text())["complete"]
     assert (tmp_path / "hl" / "confidence.png").stat().st_size > 0
-    assert "| round | adv |" in second.stdout
+    assert "| round | none-s0 adv | none-s0 acc | none-s0 conf | wbc-s0 adv |" in second.stdout
 
     # an interruption after the last round's checkpoint, before the summary: resumed, the
     # finished runs kept as they are
