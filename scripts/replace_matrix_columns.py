@@ -34,10 +34,9 @@ def read_cells(path: Path) -> list[Cell]:
     for row in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))):
         values: dict[str, object] = {}
         for f in dataclasses.fields(Cell):
-            raw = row[f.name]
-            hint = str(hints[f.name])
+            raw, hint = row[f.name], str(hints[f.name])
             if raw == "":
-                values[f.name] = False if hint == "<class 'bool'>" else None
+                values[f.name] = f.default  # None, or False for the flags
             elif "bool" in hint:
                 values[f.name] = raw == "True"
             elif "int" in hint:

@@ -43,12 +43,14 @@ PINNED = {
 }
 
 
-def run_pinned(name: str, data_dir: Path, out: Path, env: dict[str, str] | None = None) -> bytes:
-    """`run_case` in a child process whose kernels are pinned (`PINNED`, or `env` in their
-    place); returns the run's rounds.jsonl."""
-    child_env = {**os.environ, **(PINNED if env is None else env)}
+def run_pinned(
+    name: str, data_dir: Path, out: Path, env: dict[str, str] | None = None, pinned: bool = True
+) -> bytes:
+    """`run_case` in a child process with `env` added to its environment and, if `pinned`, its
+    kernels pinned (`PINNED`, over `env`); returns the run's rounds.jsonl."""
+    child_env = {**os.environ, **(env or {}), **(PINNED if pinned else {})}
     args = [sys.executable, __file__, "--case", name, str(data_dir), str(out)]
-    if env is None:
+    if pinned:
         args.append("--pinned")
     done = subprocess.run(args, env=child_env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -116,19 +118,18 @@ def _isa_check(data_dir: Path) -> None:
         for name in sorted(CASES):
             free = {
                 isa: run_pinned(
-                    name, data_dir, Path(tmp) / f"{name}-{isa}", {**env, "OMP_NUM_THREADS": "1"}
+                    name,
+                    data_dir,
+                    Path(tmp) / f"{name}-{isa}",
+                    {**env, "OMP_NUM_THREADS": "1"},
+                    pinned=False,
                 )
                 for isa, env in ISAS.items()
             }
-            pinned = {}
-            for isa, env in ISAS.items():
-                saved = {k: os.environ.get(k) for k in env}
-                os.environ.update(env)
-                try:
-                    pinned[isa] = run_pinned(name, data_dir, Path(tmp) / f"{name}-{isa}-pinned")
-                finally:
-                    for k, v in saved.items():
-                        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            pinned = {
+                isa: run_pinned(name, data_dir, Path(tmp) / f"{name}-{isa}-pinned", env)
+                for isa, env in ISAS.items()
+            }
             golden = (HERE / f"{name}.rounds.jsonl").read_bytes()
             print(
                 json.dumps(
