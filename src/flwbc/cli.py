@@ -380,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--no-run", action="store_true", help="only rewrite the outputs")
     mat.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_backend_args(mat)
+    from flwbc.cli_bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -822,6 +825,10 @@ def _dispatch(args: argparse.Namespace, argv: list[str] | None) -> int:
             status = _reproduce(args, argv)
         elif args.command == "matrix":
             status = _matrix(args, argv)
+        elif args.command == "bench":
+            from flwbc.cli_bench import bench_command
+
+            status = bench_command(args, argv)
         elif args.command == "flower":
             _flower(args)
         elif args.command == "fetch":
@@ -841,7 +848,7 @@ def _stopped_line(command: str, err: KeyboardInterrupt) -> str:
     """What Ctrl-C (SIGINT) or SIGTERM stopped, and how to continue it."""
     # Ctrl-C: off the line the terminal echoed ^C on
     what = "flwbc: stopped by SIGTERM" if isinstance(err, Terminated) else "\nflwbc: interrupted"
-    if command in ("reproduce", "matrix"):
+    if command in ("reproduce", "matrix", "bench"):
         return f"{what}; finished rounds are saved, run the same command again to continue"
     if command == "run":
         where = getattr(err, "run_dir", "RUN_DIR")

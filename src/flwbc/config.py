@@ -337,6 +337,13 @@ class EvalConfig(_Section):
         1, ge=1, description="benign test evaluation every k rounds (D_M metrics: every round)"
     )
     batch_size: int = Field(500, ge=1)
+    test_size: int | None = Field(
+        None,
+        ge=1,
+        description="evaluate accuracy and backdoor success on this many test images, a "
+        'subset drawn once per seed (stream (seed, "test-subset")); default: the whole test '
+        "set",
+    )
     metrics: list[PluginRef] = Field(
         default_factory=list,
         description="metrics measured every round besides accuracy and target, each "

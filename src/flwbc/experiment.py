@@ -256,6 +256,21 @@ class Experiment:
         seed = int(numpy_rng(self.cfg.seed, "init").integers(2**31))
         return self.model.init_vector(seed).to(self.device, self.dtype)
 
+    def test_subset(self) -> Tensor | None:
+        """The test images evaluated (`eval.test_size`, drawn once per seed, sorted), or None
+        for the whole test set."""
+        size = self.cfg.eval.test_size
+        n = len(self.dataset.test_y)
+        if size is None or size >= n:
+            return None
+        idx = numpy_rng(self.cfg.seed, "test-subset").choice(n, size, replace=False)
+        return torch.from_numpy(np.sort(idx))
+
+    def test_data(self) -> tuple[Tensor, Tensor]:
+        """The evaluated test images (raw) and labels: the whole test set or `test_subset`."""
+        ds, idx = self.dataset, self.test_subset()
+        return (ds.test_x, ds.test_y) if idx is None else (ds.test_x[idx], ds.test_y[idx])
+
     def client_data(self, c: int) -> tuple[Tensor, Tensor]:
         """Client c's training images (normalised, on the device) and labels."""
         idx = torch.from_numpy(self.client_indices[c])

@@ -22,8 +22,11 @@ def backdoor_success(
     exp: Experiment, w: Tensor, triggered: Tensor, target: int, batch_size: int
 ) -> float:
     """Share of the non-target test images, triggered (`triggered`, raw uint8, one per test
-    image), that the model at w classifies as `target`."""
-    keep = exp.dataset.test_y != target
+    image; `eval.test_size` of them when set), that the model at w classifies as `target`."""
+    labels, idx = exp.dataset.test_y, exp.test_subset()
+    if idx is not None:
+        labels, triggered = labels[idx], triggered[idx]
+    keep = labels != target
     x = triggered[keep]
     y = torch.full((len(x),), target, dtype=torch.int64)
     acc, _ = evaluate(exp.model, w, x, y, exp.dataset.normalize, batch_size)

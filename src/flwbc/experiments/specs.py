@@ -162,7 +162,9 @@ class RunSpec:
 
 def run_label(config: dict[str, Any], role: str) -> str:
     """A readable directory label derived from the config alone, so a run that several specs
-    share gets the same directory whichever spec asks for it (the key makes it unique)."""
+    share gets the same directory whichever spec asks for it (the key makes it unique): a
+    branch's names its attack, client defense, rule and options. A store written when labels
+    did not name the attack is still found by key (`store.run_dir`)."""
     c = make_config(config)
     head = [c.data.name, c.data.partition, f"E{c.local.epochs}B{c.local.batch_size}"]
     if role == "warmup":
@@ -173,7 +175,9 @@ def run_label(config: dict[str, Any], role: str) -> str:
     elif defense == "ldp":
         defense += f"{c.defense.ldp.sigma:g}"
     agg = c.server.aggregator + "".join(f"-{v}" for v in c.server.options.values())
-    parts = [*head, defense, agg, f"m{c.attack.num_malicious}n{c.attack.num_images}", f"s{c.seed}"]
+    attack = [c.attack.name] if c.attack.enabled else []
+    sizes = f"m{c.attack.num_malicious}n{c.attack.num_images}"
+    parts = [*head, *attack, defense, agg, sizes, f"s{c.seed}"]
     return _safe_label("-".join(parts))
 
 

@@ -1,0 +1,178 @@
+"""`flwbc bench run` and `flwbc bench evaluate`: the leaderboard protocol, and one defense of a
+user's placed on it (`flwbc.experiments.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flwbc.errors import FlwbcError
+
+DEFAULT_BENCH = "leaderboard"
+STORED = "results/leaderboard"
+"""Where the built-in defenses' results are committed (compared without recomputing them)."""
+
+
+def add_bench_parser(sub: Any) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="rank defenses by their worst case over attacks, across settings and seeds",
+        description="The leaderboard protocol (docs/bench.md): every attack against every "
+        "defense in every setting of a bench spec, screened with one seed, then more seeds on "
+        "each defense's worst attacks. Resumable: rerun the same command to continue. Exit "
+        "status: 0 when every run finished, 1 when any failed, 2 on bad input, 130 when "
+        "interrupted, 143 when stopped by SIGTERM.",
+    )
+    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="COMMAND")
+    run = bsub.add_parser(
+        "run",
+        help="run a bench spec and write its leaderboard",
+        description="Run every cell of a bench spec (resumably), then write cells.csv, "
+        "summary.csv, worst.csv, ranking.csv, leaderboard.md and one heatmap per regime into "
+        "--out.",
+    )
+    run.add_argument("spec", nargs="?", default=DEFAULT_BENCH, help="bundled bench or .yaml")
+    _common(run, "bench")
+    ev = bsub.add_parser(
+        "evaluate",
+        help="place one defense on the stored leaderboard",
+        description="Run one defense (a partial config: server rule, pre-aggregation steps, "
+        "client defenses, from a plug-in or built in) through a bench spec's protocol and "
+        "compare it with the stored results of the others (--against), without recomputing "
+        "them; writes report.md and the merged leaderboard into --out. --quick runs the "
+        "spec's quick settings only (about 30 minutes on 2 cores for the bundled spec).",
+    )
+    ev.add_argument("spec", nargs="?", default=DEFAULT_BENCH, help="bundled bench or .yaml")
+    ev.add_argument(
+        "--defense",
+        required=True,
+        help="the defense as a partial config, YAML inline or a file, e.g. "
+        '"{server: {aggregator: my_rule, options: {k: 3}}}"',
+    )
+    ev.add_argument("--name", default=None, help="its name on the leaderboard (default: derived)")
+    ev.add_argument(
+        "--plugins", default="", help="comma-separated modules that register the defense"
+    )
+    ev.add_argument(
+        "--against",
+        default=STORED,
+        help=f"the stored leaderboard results to compare with (default {STORED})",
+    )
+    _common(ev, "bench-evaluate")
+
+
+def _common(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--quick", action="store_true", help="the spec's quick settings only")
+    p.add_argument("--runs", default=None, help=f"run store (default runs/{name})")
+    p.add_argument("--out", default=None, help="where the outputs go (default: RUNS/results)")
+    p.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: cores)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="dataset root for every run (default: $FLWBC_DATA_DIR, then the cache, then a "
+        "download); not part of a run's identity",
+    )
+    p.add_argument("--no-run", action="store_true", help="only rewrite the outputs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _defense_config(text: str) -> dict[str, Any]:
+    path = Path(text)
+    if text.endswith((".yaml", ".yml", ".json")) and path.is_file():
+        text = path.read_text()
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise FlwbcError(f"--defense: cannot parse {text!r}: {err}") from None
+    if not isinstance(value, dict):
+        raise FlwbcError(
+            f'--defense takes a partial config mapping, e.g. "{{server: {{aggregator: '
+            f'median}}}}", got {text!r}'
+        )
+    return value
+
+
+def _derived_name(cfg: dict[str, Any]) -> str:
+    server = cfg.get("server", {})
+    client = cfg.get("defense", {}).get("client")
+    parts = [str(client)] if client not in (None, "none") else []
+    if server.get("aggregator"):
+        parts.append(str(server["aggregator"]))
+    return " + ".join(parts) or "defense"
+
+
+def bench_command(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from flwbc.experiments.bench import bench_runs, collect_bench, load_bench, read_cells
+    from flwbc.experiments.bench_report import card_inputs, report_card, write_bench
+    from flwbc.plots import require_matplotlib
+
+    require_matplotlib()
+    if args.jobs is not None and args.jobs < 1:
+        raise FlwbcError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise FlwbcError(f"--threads must be at least 1, got {args.threads}")
+    spec = load_bench(args.spec)
+    name = "bench" if args.bench_command == "run" else "bench-evaluate"
+    store = Path(args.runs or (f"runs/{name}-quick" if args.quick else f"runs/{name}"))
+    out = Path(args.out) if args.out else store / "results"
+    command = " ".join(["flwbc", *(argv if argv is not None else sys.argv[1:])])
+    sweep_options = {
+        "jobs": args.jobs,
+        "threads": args.threads,
+        "progress": not args.no_progress,
+    }
+    defenses = None
+    stored = []
+    if args.bench_command == "evaluate":
+        from flwbc.plugins import load_plugins
+
+        mods = [m.strip() for m in args.plugins.split(",") if m.strip()]
+        load_plugins(mods)
+        cfg = _defense_config(args.defense)
+        if mods:
+            cfg = {**cfg, "plugins": [*cfg.get("plugins", []), *mods]}
+        label = args.name or _derived_name(cfg)
+        stored = read_cells(Path(args.against) / "cells.csv")
+        if label in spec.defenses or any(c.defense == label for c in stored):
+            raise FlwbcError(f"a defense named '{label}' is on the leaderboard; choose --name")
+        spec.defenses[label] = cfg
+        defenses = [label]
+    runs, reports = bench_runs(
+        spec,
+        store,
+        quick=args.quick,
+        defenses=defenses,
+        data_dir=args.data_dir,
+        run=not args.no_run,
+        sweep_options=sweep_options,
+    )
+    cells = collect_bench(spec, runs, store)
+    if args.bench_command == "evaluate":
+        assert defenses is not None
+        mine = {(c.regime, c.setting) for c in cells}
+        cells = card_inputs(
+            [c for c in stored if (c.regime, c.setting) in mine], cells, defenses[0]
+        )
+        files = write_bench(spec, cells, out, command=command)
+        card = out / "report.md"
+        from flwbc.runio import atomic_write_bytes
+
+        atomic_write_bytes(card, report_card(spec, defenses[0], cells, command=command).encode())
+        files.insert(0, card)
+    else:
+        files = write_bench(spec, cells, out, command=command)
+    for path in files:
+        print(path)
+    failed = sum(len(r.failed) for r in reports)
+    finished = sum(len(r.finished) for r in reports)
+    if reports:
+        print(f"{finished} runs finished, {failed} failed", file=sys.stderr)
+        for r in reports:
+            for key, why in r.failed.items():
+                print(f"  failed {key}: {why}", file=sys.stderr)
+    return 1 if failed else 0

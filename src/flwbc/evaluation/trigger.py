@@ -1,0 +1,101 @@
+"""Backdoor success of other attacks' triggers (`backdoor_acc.<attack>`), every round: the
+baseline of a backdoor measured on a run that does not carry it.
+
+A backdoor's success rate (`flwbc.evaluation.backdoor`) is not zero on a model nobody attacked:
+some non-target images carrying the trigger are classified as the target anyway. A benchmark
+that compares an attacked run with its clean run needs that rate on the clean run, at the same
+rounds and on the same test images. This metric builds each named backdoor attack (`{name,
+options}`, as under `attack`) only for its trigger and target, and measures the success rate of
+that trigger on the global model exactly as the attacked run's `backdoor_acc` is measured.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, field_validator
+from torch import Tensor
+
+from flwbc.config import PluginRef
+from flwbc.errors import FlwbcError
+from flwbc.evaluation.backdoor import backdoor_success
+from flwbc.evaluation.base import Metric, register_metric
+from flwbc.plugin_options import PluginOptions
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from flwbc.attacks import Attack
+    from flwbc.experiment import Experiment
+
+PREFIX = "backdoor_acc."
+
+
+class TriggerOptions(PluginOptions):
+    attacks: list[PluginRef] = Field(
+        min_length=1,
+        description="the backdoor attacks whose triggers are measured, each a name or {name, "
+        "options}; field backdoor_acc.<name> each (names must differ)",
+    )
+
+    @field_validator("attacks")
+    @classmethod
+    def _distinct(cls, refs: list[PluginRef]) -> list[PluginRef]:
+        names = [r.name for r in refs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"attack names must differ, got {names}")
+        return refs
+
+
+def trigger_field(attack: str) -> str:
+    """The record field holding the success rate of `attack`'s trigger."""
+    return PREFIX + attack
+
+
+@register_metric("trigger")
+class TriggerBaseline(Metric):
+    """Success rate of each named backdoor attack's global trigger on the test set
+    (backdoor_acc.<attack>), for runs that do not carry that attack (baselines)."""
+
+    Options = TriggerOptions
+    fields = ()
+
+    def __init__(self, options: BaseModel | None) -> None:
+        super().__init__(options)
+        opts = options if isinstance(options, TriggerOptions) else None
+        if opts is None:
+            raise FlwbcError("metric 'trigger' needs option attacks (a list of backdoor attacks)")
+        self.refs = opts.attacks
+        self.fields = tuple(trigger_field(r.name) for r in self.refs)
+        self._built: list[tuple[str, Attack]] | None = None
+        self._triggered: dict[str, Tensor] = {}
+
+    def _attacks(self, exp: Experiment) -> list[tuple[str, Attack]]:
+        if self._built is None:
+            from flwbc.attacks import ATTACKS
+
+            built = []
+            for ref in self.refs:
+                attack = ATTACKS.lookup(ref.name)(exp.cfg, ATTACKS.options(ref.name, ref.options))
+                if not hasattr(attack, "test_trigger"):
+                    raise FlwbcError(f"metric 'trigger': attack '{ref.name}' has no trigger")
+                built.append((ref.name, attack))
+            self._built = built
+        return self._built
+
+    def check(self, exp: Experiment) -> None:
+        self._attacks(exp)
+
+    def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, attack in self._attacks(exp):
+            if name not in self._triggered:
+                self._triggered[name] = attack.test_trigger(exp)  # type: ignore[attr-defined]
+            out[trigger_field(name)] = backdoor_success(
+                exp,
+                w,
+                self._triggered[name],
+                attack.target,  # type: ignore[attr-defined]
+                exp.cfg.eval.batch_size,
+            )
+        return out

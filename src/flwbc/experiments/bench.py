@@ -1,0 +1,630 @@
+"""`flwbc bench`: every defense ranked by its worst case over every attack, across settings
+(data heterogeneity, attacker fraction, how attackers are drawn), with seeds and intervals.
+
+A bench spec (`benches/NAME.yaml`, or a user's file; docs/bench.md) declares:
+- `common`: the config every run shares (dataset, model, federation, local training, eval);
+- `settings`: named partial configs, listed, and/or `cross`: dimensions of named points whose
+  product gives settings named `a/b` (e.g. heterogeneity × attackers), each point's name kept
+  as the setting's coordinate on its dimension;
+- `regimes`: how attacks are measured. `untargeted`: a training from scratch (or from a warm
+  model) with the attack in every round of `window`, measured by the test accuracy at the last
+  round, a fixed round budget (ByzFL's protocol); `targeted` (backdoors and eq. 3): a window of
+  attack rounds from a warm model, then rounds without attack, measured by the attack's
+  success over the window minus the same measurement on the clean cell (its baseline), and by
+  its persistence after the window. Each regime lists its attacks (`all`: every registered
+  attack of its kind, plug-ins included) and always has the clean cell `none` (the attackers
+  take part but send honest updates);
+- `defenses`: named partial configs (server rule, pre-aggregation chain, client defenses);
+- `seeds`, and `confirm`: more seeds for each defense's `worst` attacks in each regime and
+  setting after the first seed screened every cell, so intervals are spent where worst cases are
+  decided.
+
+Every run is a branch of the spec-independent run store (`flwbc.experiments.store`), keyed by
+its config, so a run shared by two specs (e.g. the built-ins' leaderboard and a user's
+evaluation of one more defense) is trained once. Outputs: `cells.csv` (one row per run, every
+coordinate and measure), `summary.csv` (per cell: mean and 95% t-interval over seeds),
+`worst.csv` (per regime, setting and defense: the worst attack), `leaderboard.md` and one
+heatmap per regime and unit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from flwbc.errors import FlwbcError
+from flwbc.experiments.results import timing_seconds
+from flwbc.experiments.specs import (
+    RunSpec,
+    _read_yaml,
+    _validate,
+    deep_merge,
+    run_key,
+    run_label,
+    substitute,
+)
+from flwbc.experiments.store import is_finished, run_dir
+from flwbc.metrics import rounds_until
+from flwbc.runio import read_jsonl
+
+BENCH_DIR = resources.files("flwbc.experiments") / "benches"
+CLEAN = "none"
+"""The clean cell of every regime: the attackers take part but send honest updates."""
+PERSIST_BELOW = 0.5
+CONFIDENCE = 0.95
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BenchSetting(_Strict):
+    title: str = ""
+    coords: dict[str, str] = Field(
+        default_factory=dict, description="the setting's point on named dimensions"
+    )
+    vars: dict[str, Any] = Field(
+        default_factory=dict, description="values of `$name` strings in attacks and defenses"
+    )
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Regime(_Strict):
+    kind: Literal["untargeted", "targeted"]
+    title: str = ""
+    warmup_rounds: int = Field(0, ge=0, description="0: every run trains from scratch")
+    rounds: int = Field(ge=1, description="rounds after the warm-up (the budget)")
+    window: tuple[int, int] | None = Field(
+        None, description="first and last attack round; default: every round"
+    )
+    config: dict[str, Any] = Field(default_factory=dict)
+    settings: list[str] | None = Field(
+        None, description="the settings this regime runs in; default: all of the spec's"
+    )
+    attacks: Literal["all"] | list[str] | dict[str, dict[str, Any]] = "all"
+    """`all`, a list of registered attack names, or named partial configs."""
+
+    @model_validator(mode="after")
+    def _window(self) -> Regime:
+        if self.window is not None and not 1 <= self.window[0] <= self.window[1] <= self.rounds:
+            raise ValueError(f"window {list(self.window)} must lie within 1..{self.rounds}")
+        return self
+
+
+class Confirm(_Strict):
+    seeds: list[int] = Field(min_length=1)
+    worst: int = Field(2, ge=1, description="attacks per defense, regime and setting")
+
+
+class BenchQuick(_Strict):
+    settings: list[str] | None = None
+    regimes: list[str] | None = None
+    confirm: bool = False
+
+
+class BenchSpec(_Strict):
+    id: str
+    title: str
+    description: str = ""
+    common: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, BenchSetting] = Field(default_factory=dict)
+    cross: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    regimes: dict[str, Regime] = Field(min_length=1)
+    defenses: dict[str, dict[str, Any]] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    confirm: Confirm | None = None
+    quick: BenchQuick = Field(default_factory=BenchQuick)
+
+    @model_validator(mode="after")
+    def _some_setting(self) -> BenchSpec:
+        if not self.settings and not self.cross:
+            raise ValueError("give settings or cross (or both)")
+        return self
+
+    def all_settings(self) -> dict[str, tuple[BenchSetting, dict[str, str]]]:
+        """Every setting with its coordinates: the listed ones, then the cross's product."""
+        out: dict[str, tuple[BenchSetting, dict[str, str]]] = {
+            name: (s, dict(s.coords)) for name, s in self.settings.items()
+        }
+        dims = list(self.cross)
+        for combo in (
+            [] if not dims else itertools.product(*[list(self.cross[d].items()) for d in dims])
+        ):
+            name = "/".join(p for p, _ in combo)
+            config = deep_merge(*[c for _, c in combo])
+            variables = config.pop("vars", {})
+            coords = {d: p for d, (p, _) in zip(dims, combo, strict=True)}
+            out[name] = (BenchSetting(title=name, vars=variables, config=config), coords)
+        return out
+
+
+def attack_kind_of(name: str) -> str:
+    """A registered attack's regime: `clean` (honest), `targeted` (a backdoor, whose runs
+    record a trigger's success, or the paper's eq. 3) or `untargeted`."""
+    from flwbc.attacks import ATTACKS
+
+    if name == "honest":
+        return "clean"
+    if name == "targeted" or "backdoor" in ATTACKS.lookup(name).metrics:
+        return "targeted"
+    return "untargeted"
+
+
+def is_backdoor(name: str) -> bool:
+    from flwbc.attacks import ATTACKS
+
+    return "backdoor" in ATTACKS.lookup(name).metrics
+
+
+def regime_attacks(regime: Regime) -> dict[str, dict[str, Any]]:
+    """The regime's attacks as named partial configs, the clean cell first."""
+    from flwbc.attacks import ATTACKS
+
+    if regime.attacks == "all":
+        names = [n for n in sorted(ATTACKS) if attack_kind_of(n) == regime.kind]
+        points = {n: {"attack": {"name": n}} for n in names}
+    elif isinstance(regime.attacks, list):
+        points = {n: {"attack": {"name": n}} for n in regime.attacks}
+    else:
+        points = dict(regime.attacks)
+    return {
+        CLEAN: {"attack": {"name": "honest"}},
+        **{k: v for k, v in points.items() if k != CLEAN},
+    }
+
+
+def _attack_name(point: dict[str, Any]) -> str:
+    return str(point.get("attack", {}).get("name", "targeted"))
+
+
+def bundled_benches() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".yaml") for p in BENCH_DIR.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_bench(name: str) -> BenchSpec:
+    """A bundled bench by name or a user's spec file (.yaml)."""
+    if name in bundled_benches():
+        path: Any = BENCH_DIR / f"{name}.yaml"
+    elif name.endswith((".yaml", ".yml")):
+        path = Path(name)
+    else:
+        raise FlwbcError(
+            f"unknown bench '{name}'; choose one of {', '.join(bundled_benches())} or give a "
+            "spec file (.yaml)"
+        )
+    return _validate(BenchSpec, _read_yaml(path, "bench spec"), f"bench spec {path}")
+
+
+def expand_bench(
+    spec: BenchSpec,
+    *,
+    seeds: list[int] | None = None,
+    quick: bool = False,
+    defenses: list[str] | None = None,
+    cells: set[tuple[str, str, str, str]] | None = None,
+    data_dir: str | None = None,
+) -> list[RunSpec]:
+    """The runs of `spec` for `seeds` (default the spec's): per regime with a warm-up, one
+    warm-up per setting and seed; one branch per (regime, setting, attack, defense, seed).
+    `defenses` restricts the defenses; `cells` restricts to (regime, setting, attack, defense).
+    Every config is validated here, so a bad spec fails before anything runs."""
+    all_settings = spec.all_settings()
+    setting_names = spec.quick.settings if quick and spec.quick.settings else list(all_settings)
+    regime_names = spec.quick.regimes if quick and spec.quick.regimes else list(spec.regimes)
+    for s in setting_names:
+        if s not in all_settings:
+            raise FlwbcError(f"bench {spec.id}: unknown setting '{s}'")
+    for r in regime_names:
+        if r not in spec.regimes:
+            raise FlwbcError(f"bench {spec.id}: unknown regime '{r}'")
+        for s in spec.regimes[r].settings or []:
+            if s not in all_settings:
+                raise FlwbcError(f"bench {spec.id}: regime {r}: unknown setting '{s}'")
+    chosen = {d: spec.defenses[d] for d in (defenses or list(spec.defenses))}
+    extra: dict[str, Any] = {"data": {"dir": data_dir}} if data_dir else {}
+    runs: dict[str, RunSpec] = {}
+    for rname in regime_names:
+        regime = spec.regimes[rname]
+        attacks = regime_attacks(regime)
+        start, end = regime.window or (1, regime.rounds)
+        backdoors = [
+            {"name": _attack_name(p), "options": p["attack"].get("options", {})}
+            for p in attacks.values()
+            if _attack_name(p) != "honest" and is_backdoor(_attack_name(p))
+        ]
+        for sname in setting_names:
+            if regime.settings is not None and sname not in regime.settings:
+                continue
+            setting, coords = all_settings[sname]
+            base = deep_merge(spec.common, setting.config, regime.config, extra)
+            where = f"bench {spec.id}, setting {sname}"
+            for seed in seeds or spec.seeds:
+                parent: RunSpec | None = None
+                if regime.warmup_rounds:
+                    # no attack section: settings that differ only in their attackers share it
+                    warm = deep_merge(
+                        {k: v for k, v in base.items() if k != "attack"},
+                        {
+                            "seed": seed,
+                            "federation": {"rounds": regime.warmup_rounds},
+                            "attack": {"enabled": False},
+                        },
+                    )
+                    wkey = run_key(warm, None)
+                    parent = runs.setdefault(
+                        wkey,
+                        RunSpec(
+                            wkey,
+                            run_label(warm, "warmup"),
+                            warm,
+                            regime.warmup_rounds,
+                            role="warmup",
+                            coords={"regime": rname, "setting": sname, "seed": seed},
+                        ),
+                    )
+                for (aname, apoint), (dname, dpoint) in itertools.product(
+                    attacks.items(), chosen.items()
+                ):
+                    if cells is not None and (rname, sname, aname, dname) not in cells:
+                        continue
+                    window = {"attack": {"schedule": {"options": {"start": start, "end": end}}}}
+                    metrics: dict[str, Any] = {}
+                    if aname == CLEAN and backdoors:
+                        metrics = {
+                            "eval": {
+                                "metrics": [{"name": "trigger", "options": {"attacks": backdoors}}]
+                            }
+                        }
+                    cfg = deep_merge(
+                        base,
+                        window,
+                        substitute(apoint, setting.vars, where),
+                        substitute(dpoint, setting.vars, where),
+                        metrics,
+                        {"seed": seed, "federation": {"rounds": regime.rounds}},
+                    )
+                    key = run_key(cfg, parent.key if parent else None)
+                    runs.setdefault(
+                        key,
+                        RunSpec(
+                            key,
+                            run_label(cfg, "branch"),
+                            cfg,
+                            regime.rounds,
+                            parent=parent.key if parent else None,
+                            coords={
+                                "regime": rname,
+                                "setting": sname,
+                                **coords,
+                                "attack": aname,
+                                "defense": dname,
+                                "seed": seed,
+                            },
+                        ),
+                    )
+    return list(runs.values())
+
+
+@dataclass
+class BenchCell:
+    """One run: its coordinates and what it measured (None where it has not finished)."""
+
+    regime: str
+    setting: str
+    attack: str
+    defense: str
+    seed: int
+    kind: str
+    """untargeted, targeted or clean."""
+    acc: float | None = None
+    """Test accuracy at the last round (untargeted) or at the window's end (targeted)."""
+    acc_drop: float | None = None
+    """The clean cell's acc (same defense, setting, seed) minus this one's."""
+    success: float | None = None
+    """Targeted: the attack's success (backdoor_acc, or target_conf for eq. 3) averaged over
+    the window's rounds."""
+    baseline: float | None = None
+    """Targeted: the same measurement on the clean cell over the same rounds."""
+    effect: float | None = None
+    """Targeted: success minus baseline."""
+    persists: int | None = None
+    persists_censored: bool = False
+    seconds: float | None = None
+    run: str | None = None
+    coords: dict[str, str] = field(default_factory=dict)
+    """The setting's coordinates on the spec's cross dimensions."""
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _success_field(attack_cfg: dict[str, Any]) -> tuple[str, str]:
+    """(field in the attacked run, field in the clean run) of a targeted attack's success."""
+    from flwbc.evaluation.trigger import trigger_field
+
+    name = attack_cfg.get("name", "targeted")
+    if is_backdoor(name):
+        return "backdoor_acc", trigger_field(name)
+    return "target_conf", "target_conf"
+
+
+def collect_bench(spec: BenchSpec, runs: list[RunSpec], store: Path) -> list[BenchCell]:
+    """One `BenchCell` per branch run of `runs`, measured from the store's finished runs."""
+    cross = list(spec.cross)
+    records: dict[tuple[Any, ...], tuple[RunSpec, list[dict[str, Any]], Path]] = {}
+    for run in runs:
+        if run.role != "branch":
+            continue
+        path = run_dir(store, run)
+        c = run.coords
+        key = (c["regime"], c["setting"], c["attack"], c["defense"], c["seed"])
+        records[key] = (run, read_jsonl(path / "rounds.jsonl") if is_finished(path) else [], path)
+    cells = []
+    for key, (run, recs, path) in records.items():
+        regime = spec.regimes[key[0]]
+        name = _attack_name(run.config)
+        kind = "clean" if key[2] == CLEAN else regime.kind
+        cell = BenchCell(
+            *key, kind=kind, coords={d: run.coords[d] for d in cross if d in run.coords}
+        )
+        cells.append(cell)
+        if not recs:
+            continue
+        cell.seconds, cell.run = timing_seconds(path), path.name
+        start, end = regime.window or (1, regime.rounds)
+        by_round = {r["round"]: r for r in recs}
+        at = end if regime.kind == "targeted" else recs[-1]["round"]
+        cell.acc = by_round.get(at, {}).get("test_acc")
+        clean = records.get((key[0], key[1], CLEAN, key[3], key[4]))
+        clean_recs = {r["round"]: r for r in clean[1]} if clean else {}
+        if kind != "clean" and cell.acc is not None and at in clean_recs:
+            ref = clean_recs[at].get("test_acc")
+            cell.acc_drop = None if ref is None else ref - cell.acc
+        if kind != "targeted":
+            continue
+        got, base = _success_field(run.config.get("attack", {}) or {"name": name})
+        window = [r for r in recs if start <= r["round"] <= end]
+        cell.success = _mean([r.get(got) for r in window])
+        if clean_recs:
+            cell.baseline = _mean([clean_recs.get(r["round"], {}).get(base) for r in window])
+        if cell.success is not None and cell.baseline is not None:
+            cell.effect = cell.success - cell.baseline
+        persisted = rounds_until(recs, got, PERSIST_BELOW)
+        if persisted:
+            last = persisted[-1]
+            cell.persists_censored = last["rounds"] is None
+            cell.persists = last["observed"] if cell.persists_censored else last["rounds"]
+    return cells
+
+
+def t_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float | None]:
+    """Mean and half-width of the two-sided Student-t confidence interval of the mean (None
+    with one value: one seed is a probe, with no interval)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    from scipy import stats
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+
+
+MEASURE = {"untargeted": "acc", "targeted": "effect"}
+"""What ranks a regime's cells: the accuracy at the budget (higher is better) or the success
+over the clean baseline (lower is better)."""
+
+
+@dataclass
+class Summary:
+    """One cell over its seeds."""
+
+    regime: str
+    setting: str
+    attack: str
+    defense: str
+    measure: str
+    mean: float
+    half_width: float | None
+    seeds: int
+    acc: float | None
+    success: float | None = None
+    baseline: float | None = None
+    persists: float | None = None
+
+
+def summarize(cells: list[BenchCell]) -> list[Summary]:
+    """Each (regime, setting, attack, defense) over its finished seeds: mean and interval of
+    the regime's measure (the clean cell: of its accuracy)."""
+    groups: dict[tuple[str, str, str, str], list[BenchCell]] = {}
+    for c in cells:
+        groups.setdefault((c.regime, c.setting, c.attack, c.defense), []).append(c)
+    out = []
+    for key, group in groups.items():
+        measure = "acc" if group[0].kind in ("clean", "untargeted") else "effect"
+        values = [getattr(c, measure) for c in group if getattr(c, measure) is not None]
+        if not values:
+            continue
+        mean, half = t_interval(values)
+        out.append(
+            Summary(
+                *key,
+                measure=measure,
+                mean=mean,
+                half_width=half,
+                seeds=len(values),
+                acc=_mean([c.acc for c in group]),
+                success=_mean([c.success for c in group]),
+                baseline=_mean([c.baseline for c in group]),
+                persists=_mean([c.persists for c in group]),  # type: ignore[misc]
+            )
+        )
+    return out
+
+
+def worst_cases(summaries: list[Summary], regimes: dict[str, Regime]) -> list[Summary]:
+    """Per (regime, setting, defense), the attack whose mean measure is worst for the defense:
+    lowest accuracy (untargeted) or highest success over baseline (targeted)."""
+    best: dict[tuple[str, str, str], Summary] = {}
+    for s in summaries:
+        if s.attack == CLEAN:
+            continue
+        key = (s.regime, s.setting, s.defense)
+        sign = 1.0 if regimes[s.regime].kind == "targeted" else -1.0
+        if key not in best or sign * s.mean > sign * best[key].mean:
+            best[key] = s
+    return list(best.values())
+
+
+@dataclass
+class Rank:
+    regime: str
+    defense: str
+    score: float
+    """The mean over settings of the worst case."""
+    rank: int
+    worst_setting: str
+    worst_attack: str
+    worst_value: float
+    settings: int
+
+
+def ranking(worst: list[Summary], regimes: dict[str, Regime]) -> list[Rank]:
+    """Per regime, defenses ordered by their worst case averaged over settings (ties share the
+    better rank), with the single worst (setting, attack)."""
+    out = []
+    for regime in regimes:
+        sign = 1.0 if regimes[regime].kind == "targeted" else -1.0
+        per: dict[str, list[Summary]] = {}
+        for w in worst:
+            if w.regime == regime:
+                per.setdefault(w.defense, []).append(w)
+        scored = []
+        for defense, ws in per.items():
+            score = sum(w.mean for w in ws) / len(ws)
+            bad = max(ws, key=lambda w: sign * w.mean)
+            scored.append((score, defense, bad, len(ws)))
+        scored.sort(key=lambda x: sign * x[0])
+        for i, (score, defense, bad, n) in enumerate(scored):
+            prev = [r for r in out if r.regime == regime]
+            rank = prev[-1].rank if prev and math.isclose(prev[-1].score, score) else i + 1
+            out.append(Rank(regime, defense, score, rank, bad.setting, bad.attack, bad.mean, n))
+    return out
+
+
+def confirm_cells(
+    spec: BenchSpec, summaries: list[Summary], worst: int
+) -> set[tuple[str, str, str, str]]:
+    """The cells that get the confirming seeds: per (regime, setting, defense) the `worst`
+    attacks by the screening seed's measure, and the clean cell (every baseline)."""
+    chosen: set[tuple[str, str, str, str]] = set()
+    groups: dict[tuple[str, str, str], list[Summary]] = {}
+    for s in summaries:
+        if s.attack != CLEAN:
+            groups.setdefault((s.regime, s.setting, s.defense), []).append(s)
+    for (regime, setting, defense), group in groups.items():
+        sign = 1.0 if spec.regimes[regime].kind == "targeted" else -1.0
+        group.sort(key=lambda s: -sign * s.mean)
+        chosen.add((regime, setting, CLEAN, defense))
+        chosen.update((regime, setting, s.attack, defense) for s in group[:worst])
+    return chosen
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if not rows:
+        return ""
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def cells_rows(cells: list[BenchCell], cross: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for c in cells:
+        row = asdict(c)
+        coords = row.pop("coords")
+        rows.append({**{d: coords.get(d, "") for d in cross}, **row})
+    return rows
+
+
+def read_cells(path: Path) -> list[BenchCell]:
+    """`cells.csv` as written by `write_bench` (for comparing with stored results)."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except FileNotFoundError:
+        raise FlwbcError(f"no stored bench results: {path} not found") from None
+    names = {f for f in BenchCell.__dataclass_fields__}
+    out = []
+    for r in rows:
+        coords = {k: v for k, v in r.items() if k not in names}
+        kw: dict[str, Any] = {}
+        for k, v in r.items():
+            if k not in names or k == "coords":
+                continue
+            if k == "seed":
+                kw[k] = int(v)
+            elif k in ("persists",):
+                kw[k] = int(v) if v else None
+            elif k == "persists_censored":
+                kw[k] = v == "True"
+            elif k in ("regime", "setting", "attack", "defense", "kind", "run"):
+                kw[k] = v or None if k == "run" else v
+            else:
+                kw[k] = float(v) if v else None
+        out.append(BenchCell(**kw, coords=coords))
+    return out
+
+
+def _sweep(runs: list[RunSpec], store: Path, desc: str, **kw: Any) -> Any:
+    from flwbc.experiments.sweep import run_sweep
+
+    return run_sweep(runs, store, desc=desc, **kw)
+
+
+def bench_runs(
+    spec: BenchSpec,
+    store: Path,
+    *,
+    quick: bool = False,
+    defenses: list[str] | None = None,
+    data_dir: str | None = None,
+    run: bool = True,
+    sweep_options: dict[str, Any] | None = None,
+) -> tuple[list[RunSpec], list[Any]]:
+    """Screen every cell with the spec's seeds, then (unless quick without `quick.confirm`)
+    run the confirming seeds on each defense's worst attacks; the runs and the sweeps' reports.
+    Only the spec's screening seeds decide which cells are confirmed, so the choice does not
+    depend on what else the store holds."""
+    opts = sweep_options or {}
+    runs = expand_bench(spec, quick=quick, defenses=defenses, data_dir=data_dir)
+    reports = [_sweep(runs, store, f"bench {spec.id}", **opts)] if run else []
+    if spec.confirm is not None and (not quick or spec.quick.confirm):
+        screened = summarize(collect_bench(spec, runs, store))
+        chosen = confirm_cells(spec, screened, spec.confirm.worst)
+        more = expand_bench(
+            spec,
+            quick=quick,
+            seeds=spec.confirm.seeds,
+            defenses=defenses,
+            cells=chosen,
+            data_dir=data_dir,
+        )
+        if run and more:
+            reports.append(_sweep(more, store, f"bench {spec.id} (confirming seeds)", **opts))
+        runs = runs + [r for r in more if r.key not in {x.key for x in runs}]
+    return runs, reports

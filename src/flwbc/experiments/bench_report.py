@@ -1,0 +1,262 @@
+"""The outputs of `flwbc bench`: CSV tables, the leaderboard in Markdown and one heatmap per
+regime (one unit per colour scale: accuracy in the untargeted regime, success over the clean
+baseline in the targeted one), and a defense's report card (`flwbc bench evaluate`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from flwbc.experiments.bench import (
+    CLEAN,
+    CONFIDENCE,
+    BenchCell,
+    BenchSpec,
+    Rank,
+    Summary,
+    _csv,
+    cells_rows,
+    ranking,
+    summarize,
+    worst_cases,
+)
+from flwbc.runio import atomic_write_bytes
+
+UNITS = {
+    "untargeted": "test accuracy at the round budget (%)",
+    "targeted": "attack success over the clean baseline (points)",
+}
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def _value(s: Summary) -> str:
+    if s.half_width is None:
+        return f"{_pct(s.mean)} (1 seed)"
+    return f"{_pct(s.mean)} ± {100 * s.half_width:.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def leaderboard_markdown(
+    spec: BenchSpec,
+    cells: list[BenchCell],
+    summaries: list[Summary],
+    worst: list[Summary],
+    ranks: list[Rank],
+    *,
+    command: str,
+) -> str:
+    done = [c for c in cells if c.run is not None]
+    compute = sum(c.seconds or 0.0 for c in done)
+    seeds = sorted({c.seed for c in done})
+    lines = [
+        f"# {spec.title}",
+        "",
+        spec.description.strip(),
+        "",
+        f"Command: `{command}`. Runs finished: {len(done)} of {len(cells)}; compute "
+        f"{compute / 3600:.2f} h (the runs' own times); seeds seen: "
+        f"{', '.join(map(str, seeds)) or 'none'}. Every value is a mean over a cell's seeds "
+        f"with the half-width of its {CONFIDENCE:.0%} Student-t interval; '(1 seed)' marks a "
+        "probe, a cell screened with one seed only.",
+        "",
+    ]
+    by_summary = {(s.regime, s.setting, s.attack, s.defense): s for s in summaries}
+    for rname, regime in spec.regimes.items():
+        rr = [r for r in ranks if r.regime == rname]
+        if not rr:
+            continue
+        better = "higher" if regime.kind == "untargeted" else "lower"
+        lines += [
+            f"## {regime.title or rname}: ranking",
+            "",
+            f"Score: the worst case over attacks ({UNITS[regime.kind]}; {better} is better), "
+            "averaged over settings; then the single worst setting and attack.",
+            "",
+            *_table(
+                ["rank", "defense", "score", "settings", "worst setting", "worst attack", "value"],
+                [
+                    [
+                        str(r.rank),
+                        r.defense,
+                        _pct(r.score),
+                        str(r.settings),
+                        r.worst_setting,
+                        r.worst_attack,
+                        _value(by_summary[(r.regime, r.worst_setting, r.worst_attack, r.defense)]),
+                    ]
+                    for r in rr
+                ],
+            ),
+            "",
+        ]
+        settings = list(dict.fromkeys(w.setting for w in worst if w.regime == rname))
+        defenses = [r.defense for r in rr]
+        wby = {(w.setting, w.defense): w for w in worst if w.regime == rname}
+        lines += [
+            f"### {regime.title or rname}: worst case per setting",
+            "",
+            f"Each cell: the worst attack, its value ({UNITS[regime.kind]}), and the clean "
+            "cell's accuracy.",
+            "",
+            *_table(
+                ["defense", *settings],
+                [
+                    [
+                        d,
+                        *(
+                            (
+                                f"{wby[(s, d)].attack}: {_value(wby[(s, d)])}; clean "
+                                f"{_pct(_clean_acc(by_summary, rname, s, d))}"
+                            )
+                            if (s, d) in wby
+                            else "–"
+                            for s in settings
+                        ),
+                    ]
+                    for d in defenses
+                ],
+            ),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _clean_acc(
+    by: dict[tuple[str, str, str, str], Summary], r: str, s: str, d: str
+) -> float | None:
+    c = by.get((r, s, CLEAN, d))
+    return None if c is None else c.mean
+
+
+def plot_regime(spec: BenchSpec, regime: str, summaries: list[Summary], prefix: Path) -> list[Path]:
+    """One panel per setting: defenses as rows, attacks as columns, coloured by the regime's
+    one unit (accuracy 0-100%, or success over baseline)."""
+    import numpy as np
+
+    from flwbc.plots import _finish, _pyplot
+
+    plt = _pyplot()
+    kind = spec.regimes[regime].kind
+    mine = [s for s in summaries if s.regime == regime]
+    settings = list(dict.fromkeys(s.setting for s in mine))
+    attacks = list(
+        dict.fromkeys(s.attack for s in mine if kind == "untargeted" or s.attack != CLEAN)
+    )
+    defenses = list(dict.fromkeys(s.defense for s in mine))
+    by = {(s.setting, s.attack, s.defense): s for s in mine}
+    cols = min(3, len(settings))
+    nrows = -(-len(settings) // cols)
+    fig, axes = plt.subplots(
+        nrows,
+        cols,
+        figsize=(cols * (0.45 * len(attacks) + 2.6), nrows * (0.3 * len(defenses) + 1.6)),
+        squeeze=False,
+    )
+    cmap, vmin, vmax = ("viridis", 0.0, 100.0) if kind == "untargeted" else ("Reds", 0.0, 100.0)
+    img = None
+    for i, setting in enumerate(settings):
+        ax = axes[i // cols][i % cols]
+        grid = np.full((len(defenses), len(attacks)), np.nan)
+        for a, attack in enumerate(attacks):
+            for d, defense in enumerate(defenses):
+                s = by.get((setting, attack, defense))
+                if s is not None:
+                    grid[d, a] = 100 * max(s.mean, 0.0)
+        img = ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+        ax.set_title(setting, fontsize=9)
+        ax.set_xticks(range(len(attacks)), attacks, fontsize=7, rotation=60, ha="right")
+        ax.set_yticks(range(len(defenses)), defenses if i % cols == 0 else [""] * len(defenses))
+        ax.tick_params(axis="y", labelsize=7)
+        for d in range(len(defenses)):
+            for a in range(len(attacks)):
+                if not np.isnan(grid[d, a]):
+                    ax.text(a, d, f"{grid[d, a]:.0f}", ha="center", va="center", fontsize=5)
+    for j in range(len(settings), nrows * cols):
+        axes[j // cols][j % cols].axis("off")
+    if img is not None:
+        fig.colorbar(img, ax=axes, fraction=0.02, label=UNITS[kind])
+    return _finish(plt, fig, prefix, f"{spec.title}: {spec.regimes[regime].title or regime}")
+
+
+def write_bench(
+    spec: BenchSpec, cells: list[BenchCell], out: Path, *, command: str, plots: bool = True
+) -> list[Path]:
+    """cells.csv, summary.csv, worst.csv, ranking.csv, leaderboard.md and the heatmaps."""
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = summarize(cells)
+    worst = worst_cases(summaries, spec.regimes)
+    ranks = ranking(worst, spec.regimes)
+    files = {
+        "cells.csv": _csv(cells_rows(cells, list(spec.cross))),
+        "summary.csv": _csv([asdict(s) for s in summaries]),
+        "worst.csv": _csv([asdict(w) for w in worst]),
+        "ranking.csv": _csv([asdict(r) for r in ranks]),
+        "leaderboard.md": leaderboard_markdown(
+            spec, cells, summaries, worst, ranks, command=command
+        ),
+    }
+    paths = []
+    for name, text in files.items():
+        atomic_write_bytes(out / name, text.encode())
+        paths.append(out / name)
+    if plots:
+        for regime in spec.regimes:
+            if any(s.regime == regime for s in summaries):
+                paths += plot_regime(spec, regime, summaries, out / f"heatmap-{regime}")
+    return paths
+
+
+def report_card(spec: BenchSpec, name: str, cells: list[BenchCell], *, command: str) -> str:
+    """A defense's place among the others: its rank per regime, its worst cases, and where it
+    loses (the settings and attacks in which it is worse than the median defense)."""
+    summaries = summarize(cells)
+    worst = worst_cases(summaries, spec.regimes)
+    ranks = ranking(worst, spec.regimes)
+    lines = [f"# Report card: {name}", "", f"Command: `{command}`.", ""]
+    by_summary = {(s.regime, s.setting, s.attack, s.defense): s for s in summaries}
+    for rname, regime in spec.regimes.items():
+        rr = [r for r in ranks if r.regime == rname]
+        mine = [r for r in rr if r.defense == name]
+        if not mine:
+            continue
+        r = mine[0]
+        lines += [
+            f"## {regime.title or rname}",
+            "",
+            f"Rank {r.rank} of {len(rr)} (score {_pct(r.score)}, {UNITS[regime.kind]}, over "
+            f"{r.settings} settings). Worst: {r.worst_attack} in {r.worst_setting}, "
+            f"{_value(by_summary[(rname, r.worst_setting, r.worst_attack, name)])}.",
+            "",
+        ]
+        sign = 1.0 if regime.kind == "targeted" else -1.0
+        rows = []
+        for w in [w for w in worst if w.regime == rname and w.defense == name]:
+            peers = sorted(x.mean for x in worst if x.regime == rname and x.setting == w.setting)
+            median = peers[len(peers) // 2]
+            verdict = "loses" if sign * (w.mean - median) > 0 else "holds"
+            rows.append([w.setting, w.attack, _value(w), _pct(median), verdict])
+        lines += [
+            *_table(
+                ["setting", "worst attack", "value", "median defense's worst", "verdict"], rows
+            ),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def card_inputs(stored: list[BenchCell], new: list[BenchCell], name: str) -> list[BenchCell]:
+    """The stored cells of the other defenses with the new defense's cells."""
+    return [c for c in stored if c.defense != name] + [c for c in new if c.defense == name]
+
+
+__all__ = ["plot_regime", "report_card", "write_bench", "card_inputs"]
