@@ -4,6 +4,7 @@ baseline in the targeted one), and a defense's report card (`flwbc bench evaluat
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -185,7 +186,9 @@ def plot_regime(spec: BenchSpec, regime: str, summaries: list[Summary], prefix: 
         axes[j // cols][j % cols].axis("off")
     if img is not None:
         fig.colorbar(img, ax=axes, fraction=0.02, label=UNITS[kind])
-    return _finish(plt, fig, prefix, f"{spec.title}: {spec.regimes[regime].title or regime}")
+    with warnings.catch_warnings():  # tight_layout cannot place the shared colour bar
+        warnings.simplefilter("ignore", UserWarning)
+        return _finish(plt, fig, prefix, f"{spec.title}: {spec.regimes[regime].title or regime}")
 
 
 def write_bench(

@@ -1,0 +1,222 @@
+"""`flwbc bench`: the statistics against scipy and brute force, the bundled protocol's expansion,
+and a tiny bench end to end on real Fashion-MNIST (each measure read back from the runs'
+records), then one more defense placed on it by `bench evaluate` without rerunning the others."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy import stats
+
+from flwbc.cli import main
+from flwbc.config import make_config
+from flwbc.experiments.bench import (
+    CLEAN,
+    Summary,
+    confirm_cells,
+    expand_bench,
+    load_bench,
+    ranking,
+    t_interval,
+    worst_cases,
+)
+from flwbc.runio import read_jsonl
+
+
+def test_t_interval_is_scipys() -> None:
+    rng = random.Random(3)
+    for n in (2, 3, 5, 9):
+        values = [rng.uniform(0, 1) for _ in range(n)]
+        mean, half = t_interval(values)
+        lo, hi = stats.t.interval(0.95, n - 1, loc=stats.tmean(values), scale=stats.sem(values))
+        assert mean == pytest.approx((lo + hi) / 2, abs=1e-12)
+        assert half == pytest.approx((hi - lo) / 2, rel=1e-9)
+    assert t_interval([0.4]) == (0.4, None)
+
+
+def _summaries(rng: random.Random) -> list[Summary]:
+    out = []
+    for regime, setting, attack, defense in itertools.product(
+        ("untargeted", "targeted"), ("s1", "s2", "s3"), (CLEAN, "a", "b", "c"), ("d1", "d2", "d3")
+    ):
+        out.append(Summary(regime, setting, attack, defense, "acc", rng.random(), None, 1, None))
+    return out
+
+
+def test_worst_cases_ranking_and_confirmed_cells_by_brute_force() -> None:
+    spec = load_bench("leaderboard")
+    regimes = {"untargeted": spec.regimes["untargeted"], "targeted": spec.regimes["targeted"]}
+    rng = random.Random(7)
+    for _ in range(20):
+        summaries = _summaries(rng)
+        worst = worst_cases(summaries, regimes)
+        value = {(s.regime, s.setting, s.attack, s.defense): s.mean for s in summaries}
+        pick = {"untargeted": min, "targeted": max}
+        for w in worst:
+            attacks = ["a", "b", "c"]
+            want = pick[w.regime](attacks, key=lambda a: value[(w.regime, w.setting, a, w.defense)])
+            assert w.attack == want
+        ranks = ranking(worst, regimes)
+        for regime in regimes:
+            scores = {
+                d: sum(
+                    pick[regime](value[(regime, s, a, d)] for a in ("a", "b", "c"))
+                    for s in ("s1", "s2", "s3")
+                )
+                / 3
+                for d in ("d1", "d2", "d3")
+            }
+            order = sorted(scores, key=scores.get, reverse=regime == "untargeted")
+            got = [r for r in ranks if r.regime == regime]
+            assert [r.defense for r in got] == order
+            assert [r.rank for r in got] == [1, 2, 3]
+            assert [r.score for r in got] == pytest.approx([scores[d] for d in order])
+        chosen = confirm_cells(spec, summaries, 2)
+        for regime, setting, defense in itertools.product(
+            regimes, ("s1", "s2", "s3"), ("d1", "d2", "d3")
+        ):
+            ordered = sorted(
+                ("a", "b", "c"),
+                key=lambda a: value[(regime, setting, a, defense)],
+                reverse=regime == "targeted",
+            )
+            got = {a for r, s, a, d in chosen if (r, s, d) == (regime, setting, defense)}
+            assert got == {CLEAN, *ordered[:2]}
+
+
+def test_the_bundled_leaderboard_expands() -> None:
+    spec = load_bench("leaderboard")
+    runs = expand_bench(spec)
+    branches = [r for r in runs if r.role == "branch"]
+    settings = spec.all_settings()
+    untargeted = len(settings) * (len(spec.regimes["untargeted"].attacks) + 1)
+    targeted = len(spec.regimes["targeted"].settings or []) * (
+        len(spec.regimes["targeted"].attacks) + 1
+    )
+    assert len(branches) == (untargeted + targeted) * len(spec.defenses)
+    # the targeted regime's warm-ups: one per data split, shared by its attacker settings
+    warm = [r for r in runs if r.role == "warmup"]
+    assert len(warm) == 2 and all(r.rounds == 30 for r in warm)
+    for r in branches:
+        cfg = make_config(r.config)
+        # every run's directory names its attack
+        assert f"-{cfg.attack.name}-" in r.dir_name()
+        if r.coords["defense"] == "Krum":
+            want = {"10%": 1, "20%": 2, "30%": 3}[settings[r.coords["setting"]][1]["attackers"]]
+            assert cfg.server.options == {"f": want}
+        if r.coords["regime"] == "untargeted":
+            assert r.parent is None and cfg.federation.rounds == 20
+            sched = cfg.attack.schedule
+            assert sched is not None and (sched.options["start"], sched.options["end"]) == (1, 20)
+        else:
+            assert r.parent is not None
+            if r.coords["attack"] == CLEAN:
+                [metric] = cfg.eval.metrics
+                names = [a["name"] for a in metric.options["attacks"]]
+                assert names == ["badnets", "dba", "model_replacement", "neurotoxin"]
+
+
+TINY = {
+    "id": "tiny",
+    "title": "tiny bench",
+    "common": {
+        "data": {"name": "fmnist", "train_fraction": 0.05, "partition": "iid"},
+        "federation": {"num_clients": 10, "clients_per_round": 5},
+        "local": {"epochs": 1, "batch_size": 32},
+        "eval": {"test_size": 500},
+        "attack": {"num_malicious": 2, "source": "test", "schedule": {"name": "continuous"}},
+    },
+    "settings": {"iid/40%": {"vars": {"f": 1}}},
+    "regimes": {
+        "untargeted": {"kind": "untargeted", "rounds": 3, "attacks": ["sign_flip"]},
+        "targeted": {
+            "kind": "targeted",
+            "warmup_rounds": 2,
+            "rounds": 3,
+            "window": [1, 2],
+            "attacks": ["badnets"],
+        },
+    },
+    "defenses": {"FedAvg": {}},
+    "seeds": [0],
+}
+
+
+def _argv(cmd: list[str], spec: Path, runs: Path, out: Path, data: Path) -> list[str]:
+    return [
+        "bench",
+        *cmd,
+        str(spec),
+        "--runs",
+        str(runs),
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data),
+        "--no-progress",
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+    ]
+
+
+def _records(store: Path) -> dict[tuple[str, str, str], list[dict]]:
+    out = {}
+    for d in store.iterdir():
+        req = d / "request.json"
+        if req.exists() and json.loads(req.read_text())["role"] == "branch":
+            c = json.loads(req.read_text())["coords"]
+            out[(c["regime"], c["attack"], c["defense"])] = read_jsonl(d / "rounds.jsonl")
+    return out
+
+
+@pytest.mark.slow
+def test_tiny_bench_and_evaluate_end_to_end(real_data_dir: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY, allow_unicode=True))
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    assert main(_argv(["run"], spec, runs, out, real_data_dir)) == 0
+    rows = list(csv.DictReader((out / "cells.csv").open()))
+    assert len(rows) == 4
+    recs = _records(runs)
+    by = {(r["regime"], r["attack"]): r for r in rows}
+    clean_u, flip = (
+        recs[("untargeted", CLEAN, "FedAvg")],
+        recs[("untargeted", "sign_flip", "FedAvg")],
+    )
+    assert float(by[("untargeted", "sign_flip")]["acc"]) == flip[-1]["test_acc"]
+    assert float(by[("untargeted", "sign_flip")]["acc_drop"]) == pytest.approx(
+        clean_u[-1]["test_acc"] - flip[-1]["test_acc"], abs=1e-12
+    )
+    bad, clean_t = recs[("targeted", "badnets", "FedAvg")], recs[("targeted", CLEAN, "FedAvg")]
+    success = (bad[0]["backdoor_acc"] + bad[1]["backdoor_acc"]) / 2
+    baseline = (clean_t[0]["backdoor_acc.badnets"] + clean_t[1]["backdoor_acc.badnets"]) / 2
+    row = by[("targeted", "badnets")]
+    assert float(row["success"]) == pytest.approx(success, abs=1e-12)
+    assert float(row["effect"]) == pytest.approx(success - baseline, abs=1e-12)
+    assert float(row["acc"]) == bad[1]["test_acc"]
+    md = (out / "leaderboard.md").read_text()
+    assert "| 1 | FedAvg |" in md and "(1 seed)" in md
+    for name in ("heatmap-untargeted.png", "heatmap-targeted.svg", "ranking.csv", "worst.csv"):
+        assert (out / name).stat().st_size > 0
+
+    runs2, out2 = tmp_path / "runs2", tmp_path / "out2"
+    argv = _argv(["evaluate"], spec, runs2, out2, real_data_dir)
+    argv += ["--defense", "{server: {aggregator: krum, options: {f: $f}}}", "--name", "Krum"]
+    argv += ["--against", str(out)]
+    assert main(argv) == 0
+    # only the new defense ran; FedAvg's cells came from the stored results
+    assert {d for _, _, d in _records(runs2)} == {"Krum"}
+    card = (out2 / "report.md").read_text()
+    assert "# Report card: Krum" in card and " of 2 " in card
+    merged = {r["defense"] for r in csv.DictReader((out2 / "cells.csv").open())}
+    assert merged == {"FedAvg", "Krum"}
+    # a second evaluation under a name already on the board is one line, exit 2
+    assert main(argv[:-4] + ["--name", "FedAvg", "--against", str(out)]) == 2
