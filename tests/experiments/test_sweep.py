@@ -391,3 +391,21 @@ def test_failed_warmup_skips_its_branches(real_data_dir, tmp_path, monkeypatch):
         if r.role == "branch":
             assert not paths[r.key].exists()
             assert bad_warm.dir_name() in report.failed[r.key]
+
+
+def test_a_reused_worker_gives_the_bits_of_a_fresh_process(done_sweep, tmp_path, monkeypatch):
+    """The default local backend runs a slot's runs one after another in one process; the same
+    sweep with a fresh process per run writes byte-identical records and equal models."""
+    from flwbc.experiments import sweep as sweep_module
+    from flwbc.experiments.local_backend import LocalBackend
+
+    runs, store, _ = done_sweep
+    monkeypatch.setattr(sweep_module, "LocalBackend", lambda jobs: LocalBackend(jobs, reuse=False))
+    fresh = tmp_path / "fresh"
+    report = run_sweep(runs, fresh, jobs=JOBS, progress=False)
+    assert sorted(report.finished) == sorted(r.key for r in runs)
+    for r in runs:
+        a, b = store / r.dir_name(), fresh / r.dir_name()
+        assert (a / "rounds.jsonl").read_bytes() == (b / "rounds.jsonl").read_bytes()
+        wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -10,6 +10,7 @@ once, and writes straight into the store; its output goes to `<run dir>/worker.l
 from __future__ import annotations
 
 import ctypes
+import select
 import signal
 import subprocess
 import sys
@@ -60,15 +61,31 @@ def first_error(log: Path, offset: int = 0) -> str | None:
 
 
 class LocalBackend:
-    """Runs each run in a worker process, `slots` at a time."""
+    """Runs each run in a worker process, `slots` at a time.
+
+    `reuse` (the default): each slot is one long-lived worker (`worker --serve`) that runs its
+    runs one after another, so a sweep of short runs does not pay a new process, torch import
+    and dataset load per run; a worker that dies (a crash, the OOM killer) fails its run and is
+    replaced. `reuse=False`: a fresh process per run."""
 
     name = "local"
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, *, reuse: bool = True) -> None:
         self.slots: int | None = slots
+        self.reuse = reuse
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._paths: dict[str, Path] = {}
         self._log_start: dict[str, int] = {}
+        self._idle: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, args: list[str], out: Any, serve: bool) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flwbc.experiments.worker", *args],
+            stdout=subprocess.PIPE if serve else out,
+            stderr=out,
+            stdin=subprocess.PIPE if serve else subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
 
     def start(self, key: str, path: Path, request: dict[str, Any]) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -76,42 +93,74 @@ class LocalBackend:
         self._log_start[key] = log.stat().st_size if log.is_file() else 0
         self._paths[key] = path
         atomic_write_json(path / REQUEST, request)
-        out = open(log, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self._procs[key] = subprocess.Popen(
-                [sys.executable, "-m", "flwbc.experiments.worker", str(path)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509
-            )
-        finally:
-            out.close()
+        if not self.reuse:
+            out = open(log, "ab")  # noqa: SIM115 - handed to the child
+            try:
+                self._procs[key] = self._spawn([str(path)], out, serve=False)
+            finally:
+                out.close()
+            return
+        proc = self._idle.pop() if self._idle else self._spawn(["--serve"], None, serve=True)
+        assert proc.stdin is not None
+        proc.stdin.write(f"{path}\n".encode())
+        proc.stdin.flush()
+        self._procs[key] = proc
+
+    def _failed(self, key: str, code: int | None) -> str:
+        log = self._paths[key] / "worker.log"
+        why = first_error(log, self._log_start[key]) or "no output"
+        return f"{why} (exit {code}; log: {log})"
 
     def poll(self, timeout: float) -> dict[str, str | None]:
-        """Wait `timeout` seconds, then return the runs whose worker ended: None for a finished
-        run, else why it failed (with its log)."""
-        time.sleep(timeout)
-        ended: dict[str, str | None] = {}
-        for key, proc in list(self._procs.items()):
-            if proc.poll() is None:
+        """Wait up to `timeout` seconds, then return the runs whose worker ended: None for a
+        finished run, else why it failed (with its log)."""
+        if not self.reuse:
+            time.sleep(timeout)
+            ended: dict[str, str | None] = {}
+            for key, proc in list(self._procs.items()):
+                if proc.poll() is None:
+                    continue
+                del self._procs[key]
+                ok = proc.returncode == 0 and is_finished(self._paths[key])
+                ended[key] = None if ok else self._failed(key, proc.returncode)
+            return ended
+        by_out = {proc.stdout: key for key, proc in self._procs.items()}
+        ready, _, _ = select.select(list(by_out), [], [], timeout) if by_out else ([], [], [])
+        if not by_out:
+            time.sleep(timeout)
+        ended = {}
+        for stream in ready:
+            key = by_out[stream]
+            proc = self._procs.pop(key)
+            assert stream is not None
+            line = stream.readline()
+            if not line:  # the worker died with its run
+                proc.wait()
+                ended[key] = self._failed(key, proc.returncode)
                 continue
-            del self._procs[key]
-            if proc.returncode == 0 and is_finished(self._paths[key]):
-                ended[key] = None
-            else:
-                log = self._paths[key] / "worker.log"
-                why = first_error(log, self._log_start[key]) or "no output"
-                ended[key] = f"{why} (exit {proc.returncode}; log: {log})"
+            code = int(line)
+            self._idle.append(proc)
+            ok = code == 0 and is_finished(self._paths[key])
+            ended[key] = None if ok else self._failed(key, code)
         return ended
 
     def stop(self) -> None:
         """Stop every worker at once; each run resumes from its last finished round."""
-        for proc in self._procs.values():
+        for proc in [*self._procs.values(), *self._idle]:
             proc.terminate()
-        for proc in self._procs.values():
+        for proc in [*self._procs.values(), *self._idle]:
             proc.wait()
         self._procs.clear()
+        self._idle.clear()
 
     def close(self) -> None:
-        pass
+        """End the idle workers (their stdin closed, they exit)."""
+        for proc in self._idle:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in self._idle:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._idle.clear()

@@ -1,10 +1,20 @@
-"""`python -m flwbc.experiments.worker RUN_DIR`: run (or resume) the run described by
-RUN_DIR/request.json; used by the sweep runner, one process per run."""
+"""The sweep's worker process, used by the local backend.
+
+`python -m flwbc.experiments.worker RUN_DIR` runs (or resumes) the run described by
+RUN_DIR/request.json and exits. `python -m flwbc.experiments.worker --serve` stays up and runs
+one run directory per line of its standard input, one after another, answering each with a
+line holding its exit status: a sweep of many short runs pays for starting Python, importing
+torch and loading the dataset once per worker instead of once per run. Each run's output goes
+to its own `worker.log` as before, and a run gives the same records either way (every random
+stream is keyed by (seed, round, client), and nothing a run leaves behind in the process is
+read by the next).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from flwbc.api import run
@@ -32,7 +42,45 @@ def main(path: Path) -> int:
     return 0
 
 
+def _run_logged(path: Path) -> int:
+    """`main(path)` with this process's stdout and stderr sent to the run's worker.log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log = os.open(path / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    try:
+        return main(path)
+    except FlwbcError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (log, *saved):
+            os.close(fd)
+
+
+def serve() -> int:
+    """Run the run directories named on stdin, one per line; answer each with its status."""
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # nothing but answers on the reply channel
+    for line in sys.stdin:
+        path = Path(line.rstrip("\n"))
+        reply.write(f"{_run_logged(path)}\n")
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        sys.exit(serve())
     try:
         sys.exit(main(Path(sys.argv[1])))
     except FlwbcError as err:
