@@ -34,9 +34,9 @@ def read_cells(path: Path) -> list[Cell]:
     for row in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))):
         values: dict[str, object] = {}
         for f in dataclasses.fields(Cell):
-            raw, hint = row[f.name], str(hints[f.name])
+            raw, hint = row.get(f.name, ""), str(hints[f.name])
             if raw == "":
-                values[f.name] = f.default  # None, or False for the flags
+                values[f.name] = f.default  # None, False for the flags, 1 seed
             elif "bool" in hint:
                 values[f.name] = raw == "True"
             elif "int" in hint:

@@ -234,3 +234,43 @@ def test_a_wide_matrix_is_drawn_with_defenses_as_rows(tmp_path: Path, monkeypatc
     real_close(figures[0])
     md = matrix_markdown(spec, cells, command="x")
     assert "| attack | B |\n|---|---|\n| none | 0/2/4 |\n| gauss | 3/1/0 |" in md
+
+
+@pytest.mark.slow
+def test_a_matrix_with_two_seeds_averages_them(real_data_dir: Path, tmp_path: Path) -> None:
+    """Each seed's cell is measured against the clean run of that seed, then averaged (before,
+    every cell pointed at the last seed's run)."""
+    spec_dict = {
+        **TINY,
+        "seeds": [0, 1],
+        "quick": {**TINY["quick"], "seeds": [0, 1]},
+        "axes": {
+            "attack": {k: TINY["axes"]["attack"][k] for k in ("none", "sign flipping")},
+            "defense": {"FedAvg": {}},
+        },
+    }
+    spec = tmp_path / "two.yaml"
+    spec.write_text(yaml.safe_dump(spec_dict))
+    assert main(_argv(spec, tmp_path, real_data_dir)) == 0
+    rows = {
+        (r["attack"], r["defense"]): r
+        for r in csv.DictReader((tmp_path / "out" / "cells.csv").open())
+    }
+    drops = []
+    for d in (tmp_path / "store").iterdir():
+        req = d / "request.json"
+        if req.exists() and json.loads(req.read_text())["coords"].get("attack") == "sign flipping":
+            seed = json.loads(req.read_text())["coords"]["seed"]
+            flip = read_jsonl(d / "rounds.jsonl")
+            clean = next(
+                read_jsonl(e / "rounds.jsonl")
+                for e in (tmp_path / "store").iterdir()
+                if (e / "request.json").exists()
+                and json.loads((e / "request.json").read_text())["coords"]
+                == {**json.loads(req.read_text())["coords"], "attack": "none", "seed": seed}
+            )
+            drops.append(clean[1]["test_acc"] - flip[1]["test_acc"])
+    assert len(drops) == 2
+    row = rows[("sign flipping", "FedAvg")]
+    assert row["seeds"] == "2" and float(row["effect"]) == pytest.approx(sum(drops) / 2, abs=1e-12)
+    assert "means over 2 seeds" in (tmp_path / "out" / "matrix.md").read_text()

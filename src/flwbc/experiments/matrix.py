@@ -89,6 +89,8 @@ class Cell:
     """Benign rows it flagged over the attack window."""
     flag_fn: int | None = None
     """Attacker rows it did not flag over the attack window."""
+    seeds: int = 1
+    """Seeds the cell's values are averaged over."""
 
 
 def bundled_matrices() -> list[str]:
@@ -151,55 +153,98 @@ def _drop(clean: list[dict[str, Any]], record: dict[str, Any]) -> float | None:
 
 
 def collect_cells(spec: Spec, runs: list[RunSpec], store: Path) -> list[Cell]:
-    """Every cell of the matrix, measured from the store's finished runs."""
-    loaded: dict[tuple[str, str], tuple[RunSpec, list[dict[str, Any]], Path]] = {}
+    """Every cell of the matrix, measured from the store's finished runs; a cell run with
+    several seeds is measured per seed against the clean run of the same seed and averaged
+    (`Cell.seeds` says over how many; `flwbc bench` gives intervals)."""
+    loaded: dict[tuple[str, str, int], tuple[RunSpec, list[dict[str, Any]], Path]] = {}
     for run in runs:
         if run.role != "branch":
             continue
         path = run_dir(store, run)
-        key = (run.coords["attack"], run.coords["defense"])
+        key = (run.coords["attack"], run.coords["defense"], run.coords["seed"])
         records = read_jsonl(path / "rounds.jsonl") if is_finished(path) else []
         loaded[key] = (run, records, path)
+    seeds = sorted({k[2] for k in loaded})
     cells = []
     for attack in spec.axes["attack"]:
         for defense in spec.axes["defense"]:
-            cell = Cell(attack, defense)
-            cells.append(cell)
-            run, records, path = loaded[(attack, defense)]
-            if not records:
-                continue
-            cell.kind, cell.metric = attack_kind(run.config.get("attack", {}), records)
-            cell.seconds, cell.run = timing_seconds(path), path.name
-            adv = [i for i, r in enumerate(records) if r["adversarial"]]
-            end = adv[-1] if adv else len(records) - 1
-            cell.window_end = records[end]["round"]
-            cell.test_acc = _value(records[end], "test_acc")
-            cell.final_acc = _value(records[-1], "test_acc")
-            window = records[_window_start(records, end) : end + 1]
-            flags = [r["detection"] for r in window if "detection" in r]
-            if flags:
-                cell.flag_tp, cell.flag_fp, cell.flag_fn = (
-                    sum(d[k] for d in flags) for k in ("tp", "fp", "fn")
+            per_seed = [
+                _measure(
+                    attack, defense, *loaded[(attack, defense, s)], loaded[(CLEAN, defense, s)][1]
                 )
-            if cell.kind == "untargeted":
-                clean = loaded[(CLEAN, defense)][1]
-                cell.effect = _drop(clean, records[end])
-                cell.final_effect = _drop(clean, records[-1])
-                cell.window_mean = _mean([_drop(clean, r) for r in window])
-            elif cell.kind != "clean":
-                assert cell.metric is not None
-                cell.effect = _value(records[end], cell.metric)
-                cell.final_effect = _value(records[-1], cell.metric)
-                cell.window_mean = _mean([_value(r, cell.metric) for r in window])
-                windows = rounds_until(records, cell.metric, PERSIST_BELOW)
-                if windows:  # the last attack window's persistence
-                    last = windows[-1]
-                    cell.persists_censored = last["rounds"] is None
-                    cell.persists = last["observed"] if cell.persists_censored else last["rounds"]
-                    cell.came_back = (
-                        last["sustained"] != last["rounds"] and not cell.persists_censored
-                    )
+                for s in seeds
+                if (attack, defense, s) in loaded
+            ]
+            cells.append(_average(attack, defense, [c for c in per_seed if c.kind is not None]))
     return cells
+
+
+def _measure(
+    attack: str,
+    defense: str,
+    run: RunSpec,
+    records: list[dict[str, Any]],
+    path: Path,
+    clean: list[dict[str, Any]],
+) -> Cell:
+    """One seed's cell from its run's records (`clean`: the clean run of the same seed)."""
+    cell = Cell(attack, defense)
+    if not records:
+        return cell
+    cell.kind, cell.metric = attack_kind(run.config.get("attack", {}), records)
+    cell.seconds, cell.run = timing_seconds(path), path.name
+    adv = [i for i, r in enumerate(records) if r["adversarial"]]
+    end = adv[-1] if adv else len(records) - 1
+    cell.window_end = records[end]["round"]
+    cell.test_acc = _value(records[end], "test_acc")
+    cell.final_acc = _value(records[-1], "test_acc")
+    window = records[_window_start(records, end) : end + 1]
+    flags = [r["detection"] for r in window if "detection" in r]
+    if flags:
+        cell.flag_tp, cell.flag_fp, cell.flag_fn = (
+            sum(d[k] for d in flags) for k in ("tp", "fp", "fn")
+        )
+    if cell.kind == "untargeted":
+        cell.effect = _drop(clean, records[end])
+        cell.final_effect = _drop(clean, records[-1])
+        cell.window_mean = _mean([_drop(clean, r) for r in window])
+    elif cell.kind != "clean":
+        assert cell.metric is not None
+        cell.effect = _value(records[end], cell.metric)
+        cell.final_effect = _value(records[-1], cell.metric)
+        cell.window_mean = _mean([_value(r, cell.metric) for r in window])
+        windows = rounds_until(records, cell.metric, PERSIST_BELOW)
+        if windows:  # the last attack window's persistence
+            last = windows[-1]
+            cell.persists_censored = last["rounds"] is None
+            cell.persists = last["observed"] if cell.persists_censored else last["rounds"]
+            cell.came_back = last["sustained"] != last["rounds"] and not cell.persists_censored
+    return cell
+
+
+AVERAGED = ("effect", "final_effect", "window_mean", "test_acc", "final_acc")
+
+
+def _average(attack: str, defense: str, cells: list[Cell]) -> Cell:
+    """One cell over seeds: the mean of each measure, the longest persistence (censored if
+    any seed's is), flags and seconds summed; one seed's cell as it is."""
+    if len(cells) <= 1:
+        return cells[0] if cells else Cell(attack, defense)
+    first = cells[0]
+    out = Cell(attack, defense, kind=first.kind, metric=first.metric, window_end=first.window_end)
+    for name in AVERAGED:
+        setattr(out, name, _mean([getattr(c, name) for c in cells]))
+    known = [c.persists for c in cells if c.persists is not None]
+    out.persists = max(known) if known else None
+    out.persists_censored = any(c.persists_censored for c in cells)
+    out.came_back = any(c.came_back for c in cells)
+    out.seconds = sum(c.seconds or 0.0 for c in cells)
+    out.run = ";".join(c.run or "" for c in cells)
+    for name in ("flag_tp", "flag_fp", "flag_fn"):
+        values = [getattr(c, name) for c in cells]
+        setattr(out, name, None if None in values else sum(values))
+    out.seeds = len(cells)
+    return out
 
 
 def _window_start(records: list[dict[str, Any]], end: int) -> int:
@@ -255,7 +300,13 @@ def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str) -> str:
         spec.description.strip(),
         "",
         f"Command: `{command}`. Cells finished: {len(done)} of {len(cells)}; compute "
-        f"{compute / 60:.1f} min (the runs' own times).",
+        f"{compute / 60:.1f} min (the runs' own times)."
+        + (
+            f" Values are means over {max(c.seeds for c in done)} seeds (flwbc bench gives "
+            "their intervals)."
+            if any(c.seeds > 1 for c in done)
+            else ""
+        ),
         "",
         "Each cell: the attack's success at the end of the attack window in percent (in "
         "parentheses its mean over the window's rounds), then the test accuracy at the window's "
