@@ -312,6 +312,18 @@ def pinned_malicious_set(
     return MaliciousSet(att.source, idx, true, targets)
 
 
+def check_plugin_options(cfg: ExperimentConfig) -> None:
+    """Build every plug-in the config names that needs no data (rule, pre-aggregation steps,
+    attack, client defenses, schedule, metrics), so that a rejected option fails in one line
+    before a sweep creates a run directory for it."""
+    check_aggregator(cfg, build_aggregator(cfg.server.aggregator, cfg.server.options))
+    build_pre_aggregators(cfg.server.pre)
+    build_attack(cfg)
+    build_client_defenses(cfg)
+    build_schedule(cfg)
+    build_metrics(cfg.eval.metrics, cfg.attack)
+
+
 def check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator) -> None:
     """Reject an aggregator whose combination with the config's attack would silently mean
     something else, or that cannot work with the round's number of updates."""

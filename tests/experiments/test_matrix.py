@@ -274,3 +274,18 @@ def test_a_matrix_with_two_seeds_averages_them(real_data_dir: Path, tmp_path: Pa
     row = rows[("sign flipping", "FedAvg")]
     assert row["seeds"] == "2" and float(row["effect"]) == pytest.approx(sum(drops) / 2, abs=1e-12)
     assert "means over 2 seeds" in (tmp_path / "out" / "matrix.md").read_text()
+
+
+def test_a_rejected_plugin_option_leaves_no_run_directory(tmp_path: Path, capsys) -> None:
+    """Plug-in options are checked when the spec is expanded, before any run directory."""
+    axes = {
+        "attack": {"none": {"attack": {"name": "honest"}}},
+        "defense": {"K": {"server": {"aggregator": "krum", "options": {"f": -1}}}},
+    }
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, "axes": axes}))
+    store = tmp_path / "store"
+    assert main(["matrix", str(spec), "--quick", "--runs", str(store), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "aggregator 'krum': option f = -1" in err and err.count("\n") == 1
+    assert not store.exists()

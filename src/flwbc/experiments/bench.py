@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flwbc.config import make_config
 from flwbc.errors import FlwbcError
 from flwbc.experiments.results import timing_seconds
 from flwbc.experiments.specs import (
@@ -217,7 +218,10 @@ def expand_bench(
     """The runs of `spec` for `seeds` (default the spec's): per regime with a warm-up, one
     warm-up per setting and seed; one branch per (regime, setting, attack, defense, seed).
     `defenses` restricts the defenses; `cells` restricts to (regime, setting, attack, defense).
-    Every config is validated here, so a bad spec fails before anything runs."""
+    Every config is validated here, plug-in options included, so a bad spec fails before
+    anything runs or any run directory is made."""
+    from flwbc.experiment import check_plugin_options
+
     all_settings = spec.all_settings()
     setting_names = spec.quick.settings if quick and spec.quick.settings else list(all_settings)
     regime_names = spec.quick.regimes if quick and spec.quick.regimes else list(spec.regimes)
@@ -293,6 +297,7 @@ def expand_bench(
                         metrics,
                         {"seed": seed, "federation": {"rounds": regime.rounds}},
                     )
+                    check_plugin_options(make_config(cfg))
                     key = run_key(cfg, parent.key if parent else None)
                     runs.setdefault(
                         key,

@@ -306,8 +306,11 @@ def expand(
 ) -> list[RunSpec]:
     """The spec's runs: each (setting, seed)'s warm-up, then one branch per grid point and seed.
 
-    Every config is validated here, so a bad spec fails before anything runs.
+    Every config is validated here, plug-in options included, so a bad spec fails before
+    anything runs or any run directory is made.
     """
+    from flwbc.experiment import check_plugin_options
+
     setting_names = (spec.quick.settings or spec.settings) if quick else spec.settings
     seed_list = seeds or (spec.quick.seeds if quick else spec.seeds)
     axes = {
@@ -365,6 +368,7 @@ def expand(
                     *point_cfgs,
                     {"seed": seed, "federation": {"rounds": branch_rounds}},
                 )
+                check_plugin_options(make_config(branch_cfg))
                 key = run_key(branch_cfg, wkey)
                 old = run_key(_with_data_dir(branch_cfg), wold, legacy=True)
                 names = [p for p, _ in combo]
