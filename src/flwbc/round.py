@@ -9,6 +9,7 @@ engines (`flwbc.engine`) only decide which jobs train together and with which fo
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -234,6 +235,29 @@ def detection_record(plan: RoundPlan, flagged: Sequence[int]) -> dict[str, Any]:
     return {"flagged": [int(plan.clients[r]) for r in sorted(rows)], **counts}
 
 
+def _pre_aggregate(
+    exp: Experiment,
+    steps: Sequence[Any],
+    t: int,
+    updates: Tensor,
+    weights: Tensor,
+    ctx: RoundContext,
+    probe: int | None = None,
+) -> tuple[Tensor, Tensor, dict[str, Any], RoundContext]:
+    """The pre-aggregation steps in order: the updates, weights and context the rule gets, and
+    each step's info. `probe`: a simulated round's draw (its own random streams)."""
+    info: dict[str, Any] = {}
+    for i, step in enumerate(steps):
+        key = ("pre", t, i) if probe is None else ("adaptive-pre", t, i, probe)
+        gen = torch_generator(exp.cfg.seed, *key, device=exp.device)
+        updates, weights, got = step.apply(updates, weights, ctx, gen)
+        if got:
+            info[step.name] = got
+        if not step.keeps_rows:
+            ctx = replace(ctx, rows_are_clients=False)
+    return updates, weights, info, ctx
+
+
 def aggregate_round(
     exp: Experiment,
     plan: RoundPlan,
@@ -249,26 +273,45 @@ def aggregate_round(
     adds `detection` (`detection_record`) when every step keeps the rows (`keeps_rows`). The new
     model is w + the aggregate, or, when the plan has a `model_scale` (the reference code's
     average), model_scale·w + it."""
+    reference = None
+    if exp.root_indices is not None:
+        cached: list[Tensor] = []
+
+        def reference() -> Tensor:  # the server's own update, computed once per round
+            if not cached:
+                cached.append(exp.reference_update(plan.round, w))
+            return cached[0]
+
     ctx = RoundContext(
         round=plan.round,
         client_ids=plan.clients,
         generator=torch_generator(exp.cfg.seed, "server", plan.round, device=exp.device),
         global_weights=w,
-        reference_update=(lambda: exp.reference_update(plan.round, w))
-        if exp.root_indices is not None
-        else None,
+        reference_update=reference,
     )
-    if exp.attack is not None and any(plan.malicious):
-        updates = exp.attack.craft(exp, plan.round, updates, plan.malicious)
     weights = plan.weights.to(w.device)
-    pre_info: dict[str, Any] = {}
-    for i, step in enumerate(exp.pre_steps):
-        gen = torch_generator(exp.cfg.seed, "pre", plan.round, i, device=exp.device)
-        updates, weights, got = step.apply(updates, weights, ctx, gen)
-        if got:
-            pre_info[step.name] = got
-        if not step.keeps_rows:
-            ctx = replace(ctx, rows_are_clients=False)
+    if exp.attack is not None and any(plan.malicious):
+        probes = iter(range(1 << 30))
+
+        def server(candidate: Tensor) -> Tensor:
+            """The aggregate the deployed server would compute from `candidate` updates, on
+            copies of its stateful steps and rule and its own random stream (nothing of the
+            real round changes)."""
+            k = next(probes)
+            sim = replace(
+                ctx,
+                generator=torch_generator(
+                    exp.cfg.seed, "adaptive-server", plan.round, k, device=exp.device
+                ),
+            )
+            steps, rule = copy.deepcopy((exp.pre_steps, exp.aggregator))
+            u, wt, _, sim = _pre_aggregate(exp, steps, plan.round, candidate, weights, sim, k)
+            return rule.aggregate(u, wt, sim).update
+
+        updates = exp.attack.craft_against(exp, plan.round, updates, plan.malicious, server)
+    updates, weights, pre_info, ctx = _pre_aggregate(
+        exp, exp.pre_steps, plan.round, updates, weights, ctx
+    )
     if updates.shape[0] != len(plan.clients):
         exp.aggregator.check(updates.shape[0])  # checked before the run for a row per client
     agg = exp.aggregator.aggregate(updates, weights, ctx)

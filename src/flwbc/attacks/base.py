@@ -69,6 +69,20 @@ class Attack(ConfiguredPlugin, ABC):
         partial knowledge must use only the rows it may see."""
         return updates
 
+    def craft_against(
+        self,
+        exp: Experiment,
+        t: int,
+        updates: Tensor,
+        malicious: list[bool],
+        server: Callable[[Tensor], Tensor],
+    ) -> Tensor:
+        """`craft` for attacks that also know the deployed server: `server(candidate)` is the
+        aggregate the server's pre-aggregation steps and rule would compute from a candidate
+        [K, P] of the round's updates (on copies of their state: asking changes nothing).
+        Default: `craft`, which does not ask."""
+        return self.craft(exp, t, updates, malicious)
+
     def check(self, exp: Experiment) -> None:
         """Raise `FlwbcError` (one line) for options that do not fit the prepared experiment
         (its dataset, its clients), before any round runs. Default: nothing to check."""
