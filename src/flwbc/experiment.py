@@ -21,6 +21,7 @@ from flwbc.data import Dataset, get_dataset, partition
 from flwbc.defenses import ClientDefense, build_client_defenses
 from flwbc.errors import FlwbcError
 from flwbc.evaluation import Metric, build_metrics
+from flwbc.metrics import evaluated_test_indices
 from flwbc.models import FlatModel, build_model
 from flwbc.preagg import PRE_AGGREGATORS, PreAggregator, build_pre_aggregators
 from flwbc.rng import numpy_rng, torch_generator
@@ -257,14 +258,8 @@ class Experiment:
         return self.model.init_vector(seed).to(self.device, self.dtype)
 
     def test_subset(self) -> Tensor | None:
-        """The test images evaluated (`eval.test_size`, drawn once per seed, sorted), or None
-        for the whole test set."""
-        size = self.cfg.eval.test_size
-        n = len(self.dataset.test_y)
-        if size is None or size >= n:
-            return None
-        idx = numpy_rng(self.cfg.seed, "test-subset").choice(n, size, replace=False)
-        return torch.from_numpy(np.sort(idx))
+        """The test images evaluated (`eval.test_size`), or None for the whole test set."""
+        return evaluated_test_indices(self.cfg, len(self.dataset.test_y))
 
     def test_data(self) -> tuple[Tensor, Tensor]:
         """The evaluated test images (raw) and labels: the whole test set or `test_subset`."""

@@ -5,7 +5,7 @@ threshold per attack window: `rounds_until`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,10 @@ from torch import Tensor
 
 from flwbc.errors import FlwbcError
 from flwbc.models import FlatModel
+from flwbc.rng import numpy_rng
+
+if TYPE_CHECKING:
+    from flwbc.config import ExperimentConfig
 
 
 @torch.inference_mode()
@@ -198,3 +202,13 @@ def attack_kind(attack: dict[str, Any], records: Sequence[dict[str, Any]]) -> tu
     if attack.get("name", "targeted") == "targeted":
         return "targeted", "target_conf"
     return "untargeted", "accuracy drop"
+
+
+def evaluated_test_indices(cfg: ExperimentConfig, n: int) -> Tensor | None:
+    """The indices of the `eval.test_size` test images evaluated among n, drawn once per seed
+    from the stream (seed, "test-subset") and sorted; None for the whole test set."""
+    size = cfg.eval.test_size
+    if size is None or size >= n:
+        return None
+    idx = numpy_rng(cfg.seed, "test-subset").choice(n, size, replace=False)
+    return torch.from_numpy(idx).sort().values

@@ -242,13 +242,13 @@ def _pre_aggregate(
     updates: Tensor,
     weights: Tensor,
     ctx: RoundContext,
-    probe: int | None = None,
+    simulated: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Any], RoundContext]:
     """The pre-aggregation steps in order: the updates, weights and context the rule gets, and
-    each step's info. `probe`: a simulated round's draw (its own random streams)."""
+    each step's info. `simulated`: an attacker's question to the server (its own streams)."""
     info: dict[str, Any] = {}
     for i, step in enumerate(steps):
-        key = ("pre", t, i) if probe is None else ("adaptive-pre", t, i, probe)
+        key = ("adaptive-pre", t, i) if simulated else ("pre", t, i)
         gen = torch_generator(exp.cfg.seed, *key, device=exp.device)
         updates, weights, got = step.apply(updates, weights, ctx, gen)
         if got:
@@ -291,21 +291,20 @@ def aggregate_round(
     )
     weights = plan.weights.to(w.device)
     if exp.attack is not None and any(plan.malicious):
-        probes = iter(range(1 << 30))
 
         def server(candidate: Tensor) -> Tensor:
             """The aggregate the deployed server would compute from `candidate` updates, on
-            copies of its stateful steps and rule and its own random stream (nothing of the
-            real round changes)."""
-            k = next(probes)
+            copies of its stateful steps and rule, with random streams of its own that are the
+            same for every candidate (a noisy rule's candidates compare under one draw), so
+            nothing of the real round changes."""
             sim = replace(
                 ctx,
                 generator=torch_generator(
-                    exp.cfg.seed, "adaptive-server", plan.round, k, device=exp.device
+                    exp.cfg.seed, "adaptive-server", plan.round, device=exp.device
                 ),
             )
             steps, rule = copy.deepcopy((exp.pre_steps, exp.aggregator))
-            u, wt, _, sim = _pre_aggregate(exp, steps, plan.round, candidate, weights, sim, k)
+            u, wt, _, sim = _pre_aggregate(exp, steps, plan.round, candidate, weights, sim, True)
             return rule.aggregate(u, wt, sim).update
 
         updates = exp.attack.craft_against(exp, plan.round, updates, plan.malicious, server)

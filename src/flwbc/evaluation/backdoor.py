@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from flwbc.evaluation.base import Metric, register_metric
-from flwbc.metrics import evaluate
+from flwbc.metrics import evaluate, evaluated_test_indices
 
 if TYPE_CHECKING:
     from flwbc.experiment import Experiment
@@ -23,7 +23,8 @@ def backdoor_success(
 ) -> float:
     """Share of the non-target test images, triggered (`triggered`, raw uint8, one per test
     image; `eval.test_size` of them when set), that the model at w classifies as `target`."""
-    labels, idx = exp.dataset.test_y, exp.test_subset()
+    labels = exp.dataset.test_y
+    idx = evaluated_test_indices(exp.cfg, len(labels))
     if idx is not None:
         labels, triggered = labels[idx], triggered[idx]
     keep = labels != target
