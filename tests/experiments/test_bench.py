@@ -220,3 +220,42 @@ def test_tiny_bench_and_evaluate_end_to_end(real_data_dir: Path, tmp_path: Path)
     assert merged == {"FedAvg", "Krum"}
     # a second evaluation under a name already on the board is one line, exit 2
     assert main(argv[:-4] + ["--name", "FedAvg", "--against", str(out)]) == 2
+
+
+def test_a_run_shared_by_two_cells_stands_for_both(tmp_path: Path) -> None:
+    """Settings that differ only in a variable FedAvg ignores give FedAvg one run, which is
+    the cell of both settings; Krum, which reads it, gets one run per setting."""
+    from flwbc.experiments.bench import BenchSpec, collect_bench
+
+    raw = {
+        **TINY,
+        "settings": {"f0": {"vars": {"f": 0}}, "f1": {"vars": {"f": 1}}},
+        "regimes": {"untargeted": TINY["regimes"]["untargeted"]},
+        "defenses": {
+            "FedAvg": {},
+            "Krum": {"server": {"aggregator": "krum", "options": {"f": "$f"}}},
+        },
+    }
+    spec = BenchSpec.model_validate(raw)
+    runs = expand_bench(spec)
+    fedavg = [r for r in runs if r.coords["defense"] == "FedAvg"]
+    krum = [r for r in runs if r.coords["defense"] == "Krum"]
+    assert len(fedavg) == 2 and len(krum) == 4  # (clean, sign_flip) x one run / per setting
+    assert all(r.also and r.also[0]["setting"] == "f1" for r in fedavg)
+    cells = collect_bench(spec, runs, tmp_path)
+    assert {(c.setting, c.attack) for c in cells if c.defense == "FedAvg"} == {
+        (s, a) for s in ("f0", "f1") for a in (CLEAN, "sign_flip")
+    }
+
+
+def test_ranking_uses_the_settings_every_defense_finished() -> None:
+    spec = load_bench("leaderboard")
+    regimes = {"untargeted": spec.regimes["untargeted"]}
+    worst = [
+        Summary("untargeted", "easy", "a", "A", "acc", 0.9, None, 1, None),
+        Summary("untargeted", "hard", "a", "A", "acc", 0.1, None, 1, None),
+        Summary("untargeted", "easy", "a", "B", "acc", 0.8, None, 1, None),
+    ]
+    ranks = ranking(worst, regimes)
+    # B has no "hard" cell yet: both are scored on "easy" alone, and A stays ahead
+    assert [(r.defense, r.score, r.settings) for r in ranks] == [("A", 0.9, 1), ("B", 0.8, 1)]

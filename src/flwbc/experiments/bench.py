@@ -147,6 +147,12 @@ class BenchSpec(_Strict):
         return out
 
 
+def coordinate_names(spec: BenchSpec) -> list[str]:
+    """The settings' named dimensions: the listed settings' `coords`, then the cross's."""
+    names = [d for s in spec.settings.values() for d in s.coords]
+    return list(dict.fromkeys([*names, *spec.cross]))
+
+
 def attack_kind_of(name: str) -> str:
     """A registered attack's regime: `clean` (honest), `targeted` (a backdoor, whose runs
     record a trigger's success, or the paper's eq. 3) or `untargeted`."""
@@ -241,17 +247,23 @@ def expand_bench(
         regime = spec.regimes[rname]
         attacks = regime_attacks(regime)
         start, end = regime.window or (1, regime.rounds)
-        backdoors = [
-            {"name": _attack_name(p), "options": p["attack"].get("options", {})}
-            for p in attacks.values()
-            if _attack_name(p) != "honest" and is_backdoor(_attack_name(p))
-        ]
         for sname in setting_names:
             if regime.settings is not None and sname not in regime.settings:
                 continue
             setting, coords = all_settings[sname]
             base = deep_merge(spec.common, setting.config, regime.config, extra)
             where = f"bench {spec.id}, setting {sname}"
+            schedule = base.get("attack", {}).get("schedule")
+            window: dict[str, Any] = {"options": {"start": start, "end": end}}
+            if not schedule:  # a setting that says nothing of when: every round of the window
+                window["name"] = "continuous"
+            # each backdoor's trigger as its attacked cells configure it (options merged)
+            backdoors = []
+            for p in attacks.values():
+                merged = deep_merge(base, substitute(p, setting.vars, where)).get("attack", {})
+                name = str(merged.get("name", "targeted"))
+                if name != "honest" and is_backdoor(name):
+                    backdoors.append({"name": name, "options": merged.get("options", {})})
             for seed in seeds or spec.seeds:
                 parent: RunSpec | None = None
                 if regime.warmup_rounds:
@@ -281,7 +293,6 @@ def expand_bench(
                 ):
                     if cells is not None and (rname, sname, aname, dname) not in cells:
                         continue
-                    window = {"attack": {"schedule": {"options": {"start": start, "end": end}}}}
                     metrics: dict[str, Any] = {}
                     if aname == CLEAN and backdoors:
                         metrics = {
@@ -291,7 +302,7 @@ def expand_bench(
                         }
                     cfg = deep_merge(
                         base,
-                        window,
+                        {"attack": {"schedule": window}},
                         substitute(apoint, setting.vars, where),
                         substitute(dpoint, setting.vars, where),
                         metrics,
@@ -299,6 +310,17 @@ def expand_bench(
                     )
                     check_plugin_options(make_config(cfg))
                     key = run_key(cfg, parent.key if parent else None)
+                    cell_coords = {
+                        "regime": rname,
+                        "setting": sname,
+                        **coords,
+                        "attack": aname,
+                        "defense": dname,
+                        "seed": seed,
+                    }
+                    if key in runs:  # the same run is another cell too (e.g. FedAvg ignores $f)
+                        runs[key].also.append(cell_coords)
+                        continue
                     runs.setdefault(
                         key,
                         RunSpec(
@@ -307,14 +329,7 @@ def expand_bench(
                             cfg,
                             regime.rounds,
                             parent=parent.key if parent else None,
-                            coords={
-                                "regime": rname,
-                                "setting": sname,
-                                **coords,
-                                "attack": aname,
-                                "defense": dname,
-                                "seed": seed,
-                            },
+                            coords=cell_coords,
                         ),
                     )
     return list(runs.values())
@@ -367,31 +382,34 @@ def _success_field(attack_cfg: dict[str, Any]) -> tuple[str, str]:
 
 def collect_bench(spec: BenchSpec, runs: list[RunSpec], store: Path) -> list[BenchCell]:
     """One `BenchCell` per branch run of `runs`, measured from the store's finished runs."""
-    cross = list(spec.cross)
+    dims = coordinate_names(spec)
     records: dict[tuple[Any, ...], tuple[RunSpec, list[dict[str, Any]], Path]] = {}
+    coords_of: dict[tuple[Any, ...], dict[str, Any]] = {}
     for run in runs:
         if run.role != "branch":
             continue
         path = run_dir(store, run)
-        c = run.coords
-        key = (c["regime"], c["setting"], c["attack"], c["defense"], c["seed"])
-        records[key] = (run, read_jsonl(path / "rounds.jsonl") if is_finished(path) else [], path)
+        recs = read_jsonl(path / "rounds.jsonl") if is_finished(path) else []
+        for c in [run.coords, *run.also]:
+            key = (c["regime"], c["setting"], c["attack"], c["defense"], c["seed"])
+            records[key] = (run, recs, path)
+            coords_of[key] = c
     cells = []
     for key, (run, recs, path) in records.items():
         regime = spec.regimes[key[0]]
         name = _attack_name(run.config)
         kind = "clean" if key[2] == CLEAN else regime.kind
-        cell = BenchCell(
-            *key, kind=kind, coords={d: run.coords[d] for d in cross if d in run.coords}
-        )
+        cell = BenchCell(*key, kind=kind, coords={d: coords_of[key].get(d, "") for d in dims})
         cells.append(cell)
         if not recs:
             continue
         cell.seconds, cell.run = timing_seconds(path), path.name
         start, end = regime.window or (1, regime.rounds)
-        by_round = {r["round"]: r for r in recs}
         at = end if regime.kind == "targeted" else recs[-1]["round"]
-        cell.acc = by_round.get(at, {}).get("test_acc")
+        evaluated = [r for r in recs if r["round"] <= at and r.get("test_acc") is not None]
+        if evaluated:  # the round's own, or the last evaluation before it (eval.every)
+            at = evaluated[-1]["round"]
+            cell.acc = evaluated[-1]["test_acc"]
         clean = records.get((key[0], key[1], CLEAN, key[3], key[4]))
         clean_recs = {r["round"]: r for r in clean[1]} if clean else {}
         if kind != "clean" and cell.acc is not None and at in clean_recs:
@@ -507,8 +525,9 @@ class Rank:
 
 
 def ranking(worst: list[Summary], regimes: dict[str, Regime]) -> list[Rank]:
-    """Per regime, defenses ordered by their worst case averaged over settings (ties share the
-    better rank), with the single worst (setting, attack)."""
+    """Per regime, defenses ordered by their worst case averaged over the settings all of them
+    have a worst case in (ties share the better rank), with the single worst (setting,
+    attack)."""
     out = []
     for regime in regimes:
         sign = 1.0 if regimes[regime].kind == "targeted" else -1.0
@@ -516,6 +535,13 @@ def ranking(worst: list[Summary], regimes: dict[str, Regime]) -> list[Rank]:
         for w in worst:
             if w.regime == regime:
                 per.setdefault(w.defense, []).append(w)
+        # score over the settings every defense has a worst case in, so that a defense whose
+        # hardest setting is unfinished does not rank better for it
+        shared = (
+            set.intersection(*({w.setting for w in ws} for ws in per.values())) if per else set()
+        )
+        if shared:
+            per = {d: [w for w in ws if w.setting in shared] for d, ws in per.items()}
         scored = []
         for defense, ws in per.items():
             score = sum(w.mean for w in ws) / len(ws)

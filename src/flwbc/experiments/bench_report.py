@@ -17,6 +17,7 @@ from flwbc.experiments.bench import (
     Summary,
     _csv,
     cells_rows,
+    coordinate_names,
     ranking,
     summarize,
     worst_cases,
@@ -200,7 +201,7 @@ def write_bench(
     worst = worst_cases(summaries, spec.regimes)
     ranks = ranking(worst, spec.regimes)
     files = {
-        "cells.csv": _csv(cells_rows(cells, list(spec.cross))),
+        "cells.csv": _csv(cells_rows(cells, coordinate_names(spec))),
         "summary.csv": _csv([asdict(s) for s in summaries]),
         "worst.csv": _csv([asdict(w) for w in worst]),
         "ranking.csv": _csv([asdict(r) for r in ranks]),

@@ -100,11 +100,26 @@ class LocalBackend:
             finally:
                 out.close()
             return
-        proc = self._idle.pop() if self._idle else self._spawn(["--serve"], None, serve=True)
-        assert proc.stdin is not None
-        proc.stdin.write(f"{path}\n".encode())
-        proc.stdin.flush()
+        while self._idle:  # a worker that died idle (the OOM killer) is not reused
+            proc = self._idle.pop()
+            if proc.poll() is None and self._send(proc, path):
+                self._procs[key] = proc
+                return
+        proc = self._spawn(["--serve"], subprocess.DEVNULL, serve=True)
+        if not self._send(proc, path):
+            proc.wait()  # it died at start; poll reports the run as failed
         self._procs[key] = proc
+
+    @staticmethod
+    def _send(proc: subprocess.Popen[bytes], path: Path) -> bool:
+        """Hand `path` to a serving worker; False when its pipe is closed (it died)."""
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"{path}\n".encode())
+            proc.stdin.flush()
+        except OSError:
+            return False
+        return True
 
     def _failed(self, key: str, code: int | None) -> str:
         log = self._paths[key] / "worker.log"

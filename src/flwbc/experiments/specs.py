@@ -152,6 +152,8 @@ class RunSpec:
     parent: str | None = None
     role: Literal["warmup", "branch"] = "branch"
     coords: dict[str, Any] = field(default_factory=dict)
+    also: list[dict[str, Any]] = field(default_factory=list)
+    """Further cells this same run stands for (a bench whose cells share a config)."""
     aliases: tuple[str, ...] = ()
     """Keys the same run had under earlier versions of `run_key` (a store written then is
     still found)."""

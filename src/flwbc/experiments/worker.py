@@ -72,9 +72,12 @@ def serve() -> int:
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # nothing but answers on the reply channel
-    for line in sys.stdin:
-        path = Path(line.rstrip("\n"))
-        reply.write(f"{_run_logged(path)}\n")
+    try:
+        for line in sys.stdin:
+            path = Path(line.rstrip("\n"))
+            reply.write(f"{_run_logged(path)}\n")
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole group: the sweep reports it
+        return 130
     return 0
 
 
