@@ -259,3 +259,50 @@ def test_ranking_uses_the_settings_every_defense_finished() -> None:
     ranks = ranking(worst, regimes)
     # B has no "hard" cell yet: both are scored on "easy" alone, and A stays ahead
     assert [(r.defense, r.score, r.settings) for r in ranks] == [("A", 0.9, 1), ("B", 0.8, 1)]
+
+
+def test_the_static_page_sorts_and_embeds_its_heatmaps(tmp_path: Path) -> None:
+    """index.html: one sortable table per regime whose cells carry their sort values, and
+    the heatmaps inline (no file beside it needed)."""
+    from html.parser import HTMLParser
+
+    from flwbc.experiments.bench import BenchCell, BenchSpec
+    from flwbc.experiments.bench_report import write_bench
+
+    spec = BenchSpec.model_validate(TINY)
+    cells = [
+        BenchCell("untargeted", "iid/40%", a, d, s, "clean" if a == CLEAN else "untargeted",
+                  acc=acc, run="r")
+        for a, d, s, acc in [
+            (CLEAN, "FedAvg", 0, 0.8), ("sign_flip", "FedAvg", 0, 0.5),
+            ("sign_flip", "FedAvg", 1, 0.7), (CLEAN, "Krum", 0, 0.75),
+            ("sign_flip", "Krum", 0, 0.74),
+        ]
+    ]  # fmt: skip
+    write_bench(spec, cells, tmp_path, command="test")
+
+    class Page(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tables: list[list[list[str]]] = []
+            self.svgs = self.scripts = 0
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            a = dict(attrs)
+            if tag == "table":
+                assert "sortable" in a["class"]
+                self.tables.append([])
+            elif tag == "tr":
+                self.tables[-1].append([])
+            elif tag == "td":
+                self.tables[-1][-1].append(a["data-value"])
+            self.svgs += tag == "svg"
+            self.scripts += tag == "script"
+
+    page = Page()
+    page.feed((tmp_path / "index.html").read_text())
+    assert page.svgs == 1 and page.scripts == 1 and len(page.tables) == 1
+    rows = [r for r in page.tables[0] if r]
+    # Krum's worst (0.74) beats FedAvg's mean of 0.5 and 0.7 (0.6, with its interval)
+    assert [r[1] for r in rows] == ["Krum", "FedAvg"]
+    assert float(rows[1][5]) == pytest.approx(0.6) and float(rows[1][6]) > 0

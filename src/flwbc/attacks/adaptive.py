@@ -24,7 +24,7 @@ Client-side defenses are invisible to it (they act on benign clients before the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import Field
@@ -70,9 +70,10 @@ def line_maximize(
 
 
 class _Adaptive:
-    """The factor search shared by `alie_opt` and `ipm_opt`."""
+    """The factor search shared by `alie_opt` and `ipm_opt` (options with `evals` and
+    `knowledge`)."""
 
-    evals: int
+    options: Any
     last_factor: float | None = None
 
     def direction(
@@ -81,18 +82,17 @@ class _Adaptive:
         """(base, direction, start): the attackers send base + x·direction."""
         raise NotImplementedError
 
-    def search(
+    def craft_against(
         self,
         exp: Experiment,
         t: int,
         updates: Tensor,
         malicious: list[bool],
         server: Callable[[Tensor], Tensor],
-        knowledge: str,
     ) -> Tensor:
         bad = [i for i, m in enumerate(malicious) if m]
         good = [i for i, m in enumerate(malicious) if not m]
-        seen = updates[good] if knowledge == "omniscient" else updates[bad]
+        seen = updates[good] if self.options.knowledge == "omniscient" else updates[bad]
         base, direction, start = self.direction(exp, seen, updates[bad], len(malicious), len(bad))
         mean = seen.mean(0)
 
@@ -104,7 +104,7 @@ class _Adaptive:
         def objective(x: float) -> float:
             return float(torch.linalg.vector_norm(server(candidate(x)) - mean))
 
-        x, _ = line_maximize(objective, start, self.evals)
+        x, _ = line_maximize(objective, start, self.options.evals)
         self.last_factor = x
         return candidate(x)
 
@@ -120,11 +120,6 @@ class ALIEOpt(_Adaptive, ALIE):
 
     Options = ALIEOptOptions
 
-    @property
-    def evals(self) -> int:  # type: ignore[override]
-        assert isinstance(self.options, ALIEOptOptions)
-        return self.options.evals
-
     def direction(
         self, exp: Experiment, seen: Tensor, own: Tensor, n: int, f: int
     ) -> tuple[Tensor, Tensor, float]:
@@ -134,17 +129,6 @@ class ALIEOpt(_Adaptive, ALIE):
         opts = self.options
         start = opts.z if opts.z is not None else max(alie_z(n, f, opts.z_rule), 0.0)
         return seen.mean(0), -seen.std(0), start
-
-    def craft_against(
-        self,
-        exp: Experiment,
-        t: int,
-        updates: Tensor,
-        malicious: list[bool],
-        server: Callable[[Tensor], Tensor],
-    ) -> Tensor:
-        assert isinstance(self.options, ALIEOptOptions)
-        return self.search(exp, t, updates, malicious, server, self.options.knowledge)
 
 
 class IPMOptOptions(IPMOptions):
@@ -158,25 +142,9 @@ class IPMOpt(_Adaptive, IPM):
 
     Options = IPMOptOptions
 
-    @property
-    def evals(self) -> int:  # type: ignore[override]
-        assert isinstance(self.options, IPMOptOptions)
-        return self.options.evals
-
     def direction(
         self, exp: Experiment, seen: Tensor, own: Tensor, n: int, f: int
     ) -> tuple[Tensor, Tensor, float]:
         assert isinstance(self.options, IPMOptOptions)
         mean = seen.mean(0)
         return torch.zeros_like(mean), -mean, self.options.epsilon
-
-    def craft_against(
-        self,
-        exp: Experiment,
-        t: int,
-        updates: Tensor,
-        malicious: list[bool],
-        server: Callable[[Tensor], Tensor],
-    ) -> Tensor:
-        assert isinstance(self.options, IPMOptOptions)
-        return self.search(exp, t, updates, malicious, server, self.options.knowledge)

@@ -195,7 +195,8 @@ def plot_regime(spec: BenchSpec, regime: str, summaries: list[Summary], prefix: 
 def write_bench(
     spec: BenchSpec, cells: list[BenchCell], out: Path, *, command: str, plots: bool = True
 ) -> list[Path]:
-    """cells.csv, summary.csv, worst.csv, ranking.csv, leaderboard.md and the heatmaps."""
+    """cells.csv, summary.csv, worst.csv, ranking.csv, leaderboard.md, the heatmaps and
+    index.html (the static page)."""
     out.mkdir(parents=True, exist_ok=True)
     summaries = summarize(cells)
     worst = worst_cases(summaries, spec.regimes)
@@ -213,10 +214,17 @@ def write_bench(
     for name, text in files.items():
         atomic_write_bytes(out / name, text.encode())
         paths.append(out / name)
+    svgs: dict[str, str] = {}
     if plots:
         for regime in spec.regimes:
             if any(s.regime == regime for s in summaries):
-                paths += plot_regime(spec, regime, summaries, out / f"heatmap-{regime}")
+                drawn = plot_regime(spec, regime, summaries, out / f"heatmap-{regime}")
+                paths += drawn
+                svgs[regime] = next(p for p in drawn if p.suffix == ".svg").read_text()
+    by = {(s.regime, s.setting, s.attack, s.defense): s for s in summaries}
+    html = leaderboard_html(spec, ranks, by, svgs)
+    atomic_write_bytes(out / "index.html", html.encode())
+    paths.append(out / "index.html")
     return paths
 
 
@@ -264,3 +272,81 @@ def card_inputs(stored: list[BenchCell], new: list[BenchCell], name: str) -> lis
 
 
 __all__ = ["plot_regime", "report_card", "write_bench", "card_inputs"]
+
+
+_SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0];
+      var rows = Array.from(body.rows);
+      var up = th.dataset.order !== 'up';
+      th.dataset.order = up ? 'up' : 'down';
+      rows.sort(function (a, b) {
+        var x = a.cells[col].dataset.value, y = b.cells[col].dataset.value;
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+        return up ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+
+
+def leaderboard_html(
+    spec: BenchSpec,
+    ranks: list[Rank],
+    by: dict[tuple[str, str, str, str], Summary],
+    svgs: dict[str, str],
+) -> str:
+    """The leaderboard as one static page (open it from disk, no server): per regime a table
+    sortable by any column (click its header) and the regime's heatmap inline."""
+    from html import escape
+
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{escape(spec.title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px}th{cursor:pointer;background:#eee}"
+        "svg{max-width:100%;height:auto}</style></head><body>",
+        f"<h1>{escape(spec.title)}</h1><p>{escape(spec.description.strip())}</p>",
+    ]
+    for rname, regime in spec.regimes.items():
+        rr = [r for r in ranks if r.regime == rname]
+        if not rr:
+            continue
+        parts.append(f"<h2>{escape(regime.title or rname)}</h2>")
+        parts.append(
+            f"<p>Score: {escape(UNITS[regime.kind])}, worst case over attacks "
+            "averaged over settings. Click a column to sort.</p>"
+        )
+        parts.append("<table class='sortable' id='rank-" + escape(rname) + "'><thead><tr>")
+        head = ["rank", "defense", "score", "worst setting", "worst attack", "value", "± (95%)"]
+        parts.append("".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>")
+        for r in rr:
+            s = by[(r.regime, r.worst_setting, r.worst_attack, r.defense)]
+            half = "" if s.half_width is None else f"{100 * s.half_width:.1f}"
+            cells = [
+                (r.rank, str(r.rank)),
+                (r.defense, r.defense),
+                (r.score, _pct(r.score)),
+                (r.worst_setting, r.worst_setting),
+                (r.worst_attack, r.worst_attack),
+                (s.mean, _pct(s.mean)),
+                (s.half_width if s.half_width is not None else "", half or "1 seed"),
+            ]
+            parts.append(
+                "<tr>"
+                + "".join(
+                    f"<td data-value='{escape(str(v))}'>{escape(text)}</td>" for v, text in cells
+                )
+                + "</tr>"
+            )
+        parts.append("</tbody></table>")
+        if rname in svgs:
+            svg = svgs[rname]
+            parts.append(svg[svg.find("<svg") :])
+    parts.append(f"<script>{_SORT_JS}</script></body></html>")
+    return "\n".join(parts)
