@@ -44,7 +44,7 @@ def add_bench_parser(sub: Any) -> None:
         "client defenses, from a plug-in or built in) through a bench spec's protocol and "
         "compare it with the stored results of the others (--against), without recomputing "
         "them; writes report.md and the merged leaderboard into --out. --quick runs the "
-        "spec's quick settings only (about 30 minutes on 2 cores for the bundled spec).",
+        "spec's quick settings only.",
     )
     ev.add_argument("spec", nargs="?", default=DEFAULT_BENCH, help="bundled bench or .yaml")
     ev.add_argument(

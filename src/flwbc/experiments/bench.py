@@ -613,8 +613,10 @@ def read_cells(path: Path) -> list[BenchCell]:
                 kw[k] = int(v) if v else None
             elif k == "persists_censored":
                 kw[k] = v == "True"
-            elif k in ("regime", "setting", "attack", "defense", "kind", "run"):
-                kw[k] = v or None if k == "run" else v
+            elif k == "run":
+                kw[k] = v or None
+            elif k in ("regime", "setting", "attack", "defense", "kind"):
+                kw[k] = v
             else:
                 kw[k] = float(v) if v else None
         out.append(BenchCell(**kw, coords=coords))
