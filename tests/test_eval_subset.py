@@ -31,18 +31,30 @@ def _cfg(tmp: Path, data: Path, **over: object) -> dict:
 
 def test_test_size_evaluates_a_seeded_subset(real_data_dir: Path, tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, real_data_dir, attack={**BASE["attack"], "name": "honest"})
-    cfg["eval"] = {"test_size": 700}
+    cfg["eval"] = {"test_size": 700, "final_on_subset": True}
     result = run(cfg, progress=False)
     exp = Experiment.prepare(make_config(cfg))
     ds = exp.dataset
     sub = exp.test_subset()
     assert sub is not None and len(sub) == 700 and len(set(sub.tolist())) == 700
+
+    def accuracy(idx: torch.Tensor | None) -> float:
+        x, y = (ds.test_x, ds.test_y) if idx is None else (ds.test_x[idx], ds.test_y[idx])
+        with torch.no_grad():
+            logits = exp.model(result.weights, ds.normalize(x).to(result.weights.dtype))
+        return float((logits.argmax(1) == y).double().mean())
+
     # the subset is the model's accuracy on those images, computed here by hand
-    with torch.no_grad():
-        x = ds.normalize(ds.test_x[sub]).to(result.weights.dtype)
-        logits = exp.model(result.weights, x)
-        want = float((logits.argmax(1) == ds.test_y[sub]).double().mean())
-    assert result.records[-1]["test_acc"] == pytest.approx(want, abs=1e-12)
+    assert result.records[-1]["test_acc"] == pytest.approx(accuracy(sub), abs=1e-12)
+    # by default the last round is evaluated on the whole test set, earlier rounds on the subset
+    cfg["eval"] = {"test_size": 700}
+    cfg["output"] = {**cfg["output"], "dir": str(tmp_path / "final-full")}
+    default = run(cfg, progress=False)
+    assert torch.equal(default.weights, result.weights)
+    assert default.records[0]["test_acc"] == result.records[0]["test_acc"]
+    assert default.records[-1]["test_acc"] == pytest.approx(accuracy(None), abs=1e-12)
+    assert accuracy(None) != accuracy(sub)
+    assert Experiment.prepare(make_config(cfg)).test_subset(2) is None
     # the same seed draws the same subset; a test_size over the test set is the whole set
     assert torch.equal(Experiment.prepare(make_config(cfg)).test_subset(), sub)
     cfg["eval"] = {"test_size": 10**6}

@@ -344,6 +344,11 @@ class EvalConfig(_Section):
         'subset drawn once per seed (stream (seed, "test-subset")); default: the whole test '
         "set",
     )
+    final_on_subset: bool = Field(
+        False,
+        description="with test_size, evaluate the last round on the subset too; default: the "
+        "last round on the whole test set, so a run's final numbers carry no subset noise",
+    )
     metrics: list[PluginRef] = Field(
         default_factory=list,
         description="metrics measured every round besides accuracy and target, each "

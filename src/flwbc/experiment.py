@@ -257,13 +257,15 @@ class Experiment:
         seed = int(numpy_rng(self.cfg.seed, "init").integers(2**31))
         return self.model.init_vector(seed).to(self.device, self.dtype)
 
-    def test_subset(self) -> Tensor | None:
-        """The test images evaluated (`eval.test_size`), or None for the whole test set."""
-        return evaluated_test_indices(self.cfg, len(self.dataset.test_y))
+    def test_subset(self, t: int | None = None) -> Tensor | None:
+        """The test images evaluated at round t (`eval.test_size`), or None for the whole test
+        set (the last round's, unless `eval.final_on_subset`)."""
+        return evaluated_test_indices(self.cfg, len(self.dataset.test_y), t)
 
-    def test_data(self) -> tuple[Tensor, Tensor]:
-        """The evaluated test images (raw) and labels: the whole test set or `test_subset`."""
-        ds, idx = self.dataset, self.test_subset()
+    def test_data(self, t: int | None = None) -> tuple[Tensor, Tensor]:
+        """The test images (raw) and labels evaluated at round t: the whole test set or
+        `test_subset(t)`."""
+        ds, idx = self.dataset, self.test_subset(t)
         return (ds.test_x, ds.test_y) if idx is None else (ds.test_x[idx], ds.test_y[idx])
 
     def client_data(self, c: int) -> tuple[Tensor, Tensor]:

@@ -204,11 +204,14 @@ def attack_kind(attack: dict[str, Any], records: Sequence[dict[str, Any]]) -> tu
     return "untargeted", "accuracy drop"
 
 
-def evaluated_test_indices(cfg: ExperimentConfig, n: int) -> Tensor | None:
-    """The indices of the `eval.test_size` test images evaluated among n, drawn once per seed
-    from the stream (seed, "test-subset") and sorted; None for the whole test set."""
+def evaluated_test_indices(cfg: ExperimentConfig, n: int, t: int | None = None) -> Tensor | None:
+    """The indices of the `eval.test_size` test images evaluated among n at round t, drawn once
+    per seed from the stream (seed, "test-subset") and sorted; None for the whole test set,
+    which the last round gets unless `eval.final_on_subset`."""
     size = cfg.eval.test_size
     if size is None or size >= n:
+        return None
+    if t == cfg.federation.rounds and not cfg.eval.final_on_subset:
         return None
     idx = numpy_rng(cfg.seed, "test-subset").choice(n, size, replace=False)
     return torch.from_numpy(idx).sort().values

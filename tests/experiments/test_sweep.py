@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 import flwbc
 from flwbc.experiments.specs import RunSpec, expand, load_settings, load_spec
-from flwbc.experiments.sweep import is_finished, run_sweep, threads_per_worker
+from flwbc.experiments.sweep import WALL, is_finished, run_sweep, threads_per_worker
 from flwbc.runio import model_metadata
 from flwbc.runtime import usable_cpus
 
@@ -139,6 +139,10 @@ def test_sweep_runs_everything(done_sweep):
             assert init.is_file()
             recs = lines(paths[r.key] / "rounds.jsonl")
             assert [rec["adversarial"] for rec in recs] == [True, False]  # attack round 1
+        # the sweep's wall time of the run covers at least the compute the run recorded
+        wall = json.loads((paths[r.key] / WALL).read_text())
+        compute = sum(t["seconds"] for t in lines(paths[r.key] / "timings.jsonl"))
+        assert wall["seconds"] >= compute > 0 and wall["from_round"] == 0
     assert not list(store.rglob("*.tmp"))
 
 

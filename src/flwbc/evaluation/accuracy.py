@@ -1,6 +1,6 @@
 """Benign test accuracy and loss of the global model (paper §7.1's benign accuracy), on the
 whole test set (or `eval.test_size` images of it), every `eval.every` rounds and at the last
-round."""
+round (on the whole test set unless `eval.final_on_subset`)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,6 @@ class Accuracy(Metric):
         cfg = exp.cfg
         if t % cfg.eval.every != 0 and t != cfg.federation.rounds:
             return {}
-        x, y = exp.test_data()
+        x, y = exp.test_data(t)
         acc, loss = evaluate(exp.model, w, x, y, exp.dataset.normalize, cfg.eval.batch_size)
         return {"test_acc": acc, "test_loss": loss}

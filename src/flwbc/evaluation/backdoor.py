@@ -19,12 +19,13 @@ if TYPE_CHECKING:
 
 
 def backdoor_success(
-    exp: Experiment, w: Tensor, triggered: Tensor, target: int, batch_size: int
+    exp: Experiment, w: Tensor, triggered: Tensor, target: int, batch_size: int, t: int
 ) -> float:
     """Share of the non-target test images, triggered (`triggered`, raw uint8, one per test
-    image; `eval.test_size` of them when set), that the model at w classifies as `target`."""
+    image; the `eval.test_size` evaluated at round t when set), that the model at w classifies
+    as `target`."""
     labels = exp.dataset.test_y
-    idx = evaluated_test_indices(exp.cfg, len(labels))
+    idx = evaluated_test_indices(exp.cfg, len(labels), t)
     if idx is not None:
         labels, triggered = labels[idx], triggered[idx]
     keep = labels != target
@@ -45,5 +46,5 @@ class Backdoor(Metric):
         if attack is None or not hasattr(attack, "test_trigger"):
             return {}
         triggered = attack.test_trigger(exp)
-        acc = backdoor_success(exp, w, triggered, attack.target, exp.cfg.eval.batch_size)
+        acc = backdoor_success(exp, w, triggered, attack.target, exp.cfg.eval.batch_size, t)
         return {"backdoor_acc": acc}

@@ -97,5 +97,6 @@ class TriggerBaseline(Metric):
                 self._triggered[name],
                 attack.target,  # type: ignore[attr-defined]
                 exp.cfg.eval.batch_size,
+                t,
             )
         return out

@@ -10,7 +10,9 @@ by the other.
 
 Branches start from their warm-up's saved model, so they wait for it; everything else runs in
 the order given, as many at a time as the backend takes (`jobs`). One progress bar counts the
-rounds of the whole sweep.
+rounds of the whole sweep. Each run that ends here leaves `wall.json` in its directory: the
+seconds from its start to its end as the sweep saw them (process start, data loading and
+writing included), to set against the compute its `timings.jsonl` records.
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ from flwbc.experiments import BACKENDS
 from flwbc.experiments.local_backend import LocalBackend, first_error, threads_per_worker
 from flwbc.experiments.specs import RunSpec
 from flwbc.experiments.store import REQUEST, is_finished, rounds_done, run_dir, run_request
+from flwbc.runio import atomic_write_json
 from flwbc.runtime import stop_on_sigterm, usable_cpus
 
 if TYPE_CHECKING:
     from flwbc.experiments.ray_backend import RayOptions
 
+WALL = "wall.json"
+
 __all__ = [
     "BACKENDS",
+    "WALL",
     "REQUEST",
     "SweepBackend",
     "SweepReport",
@@ -139,6 +145,7 @@ def run_sweep(
         threads = threads or threads_per_worker(jobs, usable_cpus())
         runner = LocalBackend(jobs)
     running: set[str] = set()
+    began: dict[str, float] = {}
     total = sum(r.rounds for r in runs)
     started = time.time()
     # rounds that interrupted runs had already logged, so that resuming does not count as speed
@@ -175,6 +182,7 @@ def run_sweep(
                     if r.parent is not None and r.parent not in done:
                         continue
                     request = run_request(store, r, by_key, threads=threads, device=device)
+                    began[r.key] = time.monotonic()
                     runner.start(r.key, run_dir(store, r), request)
                     running.add(r.key)
                     pending.remove(r)
@@ -187,6 +195,13 @@ def run_sweep(
                     running.discard(key)
                     if why is None:
                         done.add(key)
+                        wall = {
+                            "seconds": time.monotonic() - began[key],
+                            "backend": backend,
+                            "jobs": jobs,
+                            "from_round": earlier[key],
+                        }
+                        atomic_write_json(run_dir(store, by_key[key]) / WALL, wall)
                     else:
                         failed[key] = why
                 if not ended and time.monotonic() - shown < 0.5:
