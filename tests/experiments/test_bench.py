@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -261,11 +263,8 @@ def test_ranking_uses_the_settings_every_defense_finished() -> None:
     assert [(r.defense, r.score, r.settings) for r in ranks] == [("A", 0.9, 1), ("B", 0.8, 1)]
 
 
-def test_the_static_page_sorts_and_embeds_its_heatmaps(tmp_path: Path) -> None:
-    """index.html: one sortable table per regime whose cells carry their sort values, and
-    the heatmaps inline (no file beside it needed)."""
-    from html.parser import HTMLParser
-
+def _write_tiny_page(out: Path) -> Path:
+    """A leaderboard of two defenses (Krum ahead of FedAvg) written to `out`; its index.html."""
     from flwbc.experiments.bench import BenchCell, BenchSpec
     from flwbc.experiments.bench_report import write_bench
 
@@ -279,7 +278,16 @@ def test_the_static_page_sorts_and_embeds_its_heatmaps(tmp_path: Path) -> None:
             ("sign_flip", "Krum", 0, 0.74),
         ]
     ]  # fmt: skip
-    write_bench(spec, cells, tmp_path, command="test")
+    write_bench(spec, cells, out, command="test")
+    return out / "index.html"
+
+
+def test_the_static_page_sorts_and_embeds_its_heatmaps(tmp_path: Path) -> None:
+    """index.html: one sortable table per regime whose cells carry their sort values, and
+    the heatmaps inline (no file beside it needed)."""
+    from html.parser import HTMLParser
+
+    index = _write_tiny_page(tmp_path)
 
     class Page(HTMLParser):
         def __init__(self) -> None:
@@ -300,9 +308,68 @@ def test_the_static_page_sorts_and_embeds_its_heatmaps(tmp_path: Path) -> None:
             self.scripts += tag == "script"
 
     page = Page()
-    page.feed((tmp_path / "index.html").read_text())
+    page.feed(index.read_text())
     assert page.svgs == 1 and page.scripts == 1 and len(page.tables) == 1
     rows = [r for r in page.tables[0] if r]
     # Krum's worst (0.74) beats FedAvg's mean of 0.5 and 0.7 (0.6, with its interval)
     assert [r[1] for r in rows] == ["Krum", "FedAvg"]
     assert float(rows[1][5]) == pytest.approx(0.6) and float(rows[1][6]) > 0
+
+
+BROWSER_WANTED = os.environ.get("FLWBC_BROWSER_TESTS") == "1"
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(
+    not (BROWSER and DRIVER) and not BROWSER_WANTED,
+    reason="no chromium and chromedriver here (CI installs them and sets FLWBC_BROWSER_TESTS=1)",
+)
+def test_the_static_page_renders_and_sorts_in_a_headless_browser(tmp_path: Path) -> None:
+    """index.html opened from disk in headless Chromium: the heatmap is drawn, a click on a
+    column header sorts the rows by that column's values, a second click reverses them, and the
+    page logs no script error."""
+    assert BROWSER and DRIVER, "FLWBC_BROWSER_TESTS=1 but chromium or chromedriver is missing"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    index = _write_tiny_page(tmp_path / "board")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = BROWSER
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,900",
+    ):  # fmt: skip
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=opts, service=Service(executable_path=DRIVER))
+    try:
+        driver.get(index.as_uri())
+        table = driver.find_element(By.CSS_SELECTOR, "table.sortable")
+        heads = table.find_elements(By.TAG_NAME, "th")
+        names = [h.text for h in heads]
+
+        def column(name: str) -> list[str]:
+            i = names.index(name)
+            rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
+            return [r.find_elements(By.TAG_NAME, "td")[i].text for r in rows]
+
+        assert column("defense") == ["Krum", "FedAvg"]
+        heads[names.index("defense")].click()
+        assert column("defense") == ["FedAvg", "Krum"]
+        heads[names.index("defense")].click()
+        assert column("defense") == ["Krum", "FedAvg"]
+        heads[names.index("value")].click()  # numerically, by data-value: 0.6 before 0.74
+        assert column("defense") == ["FedAvg", "Krum"]
+        svg = driver.find_element(By.TAG_NAME, "svg")
+        assert svg.size["width"] > 100 and svg.size["height"] > 100
+        assert driver.find_elements(By.CSS_SELECTOR, "svg image, svg path, svg rect")
+        png = driver.get_screenshot_as_png()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+    finally:
+        driver.quit()
