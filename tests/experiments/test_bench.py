@@ -42,6 +42,33 @@ def test_t_interval_is_scipys() -> None:
     assert t_interval([0.4]) == (0.4, None)
 
 
+def test_a_one_seed_cell_gets_its_defenses_pooled_spread() -> None:
+    """summarize: cells of several seeds keep their own t-interval; a one-seed cell gets
+    t(df) · s_pooled of its regime and defense, computed here with numpy; a defense without any
+    cell of several seeds gives its one-seed cells no interval."""
+    import numpy as np
+
+    from flwbc.experiments.bench import BenchCell, summarize
+
+    def cell(attack: str, defense: str, seed: int, acc: float) -> BenchCell:
+        kind = "clean" if attack == CLEAN else "untargeted"
+        return BenchCell("untargeted", "s", attack, defense, seed, kind, acc=acc)
+
+    a, b = [0.61, 0.55, 0.70], [0.30, 0.42]
+    cells = [cell("a", "A", i, v) for i, v in enumerate(a)]
+    cells += [cell(CLEAN, "A", i, v) for i, v in enumerate(b)]
+    cells += [cell("c", "A", 0, 0.5), cell("a", "B", 0, 0.4)]
+    got = {(x.attack, x.defense): x for x in summarize(cells)}
+    assert not got[("a", "A")].pooled
+    assert got[("a", "A")].half_width == pytest.approx(t_interval(a)[1])
+    df = len(a) + len(b) - 2
+    sd = np.sqrt((np.var(a, ddof=0) * len(a) + np.var(b, ddof=0) * len(b)) / df)
+    one = got[("c", "A")]
+    assert one.pooled and one.seeds == 1 and one.mean == 0.5
+    assert one.half_width == pytest.approx(stats.t.ppf(0.975, df) * sd, rel=1e-12)
+    assert got[("a", "B")].half_width is None and not got[("a", "B")].pooled
+
+
 def _summaries(rng: random.Random) -> list[Summary]:
     out = []
     for regime, setting, attack, defense in itertools.product(

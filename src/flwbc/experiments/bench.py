@@ -466,32 +466,67 @@ class Summary:
     success: float | None = None
     baseline: float | None = None
     persists: float | None = None
+    pooled: bool = False
+    """half_width is not the cell's own (it has one seed) but the pooled one of its regime and
+    defense (`pooled_spread`)."""
 
 
-def summarize(cells: list[BenchCell]) -> list[Summary]:
+def pooled_spread(groups: list[list[float]]) -> tuple[float, int] | None:
+    """The pooled standard deviation of several groups' values and its degrees of freedom,
+    sqrt(Σ (n_i − 1) s_i² / Σ (n_i − 1)), over the groups with two values or more; None
+    without any."""
+    df = sum(len(g) - 1 for g in groups if len(g) > 1)
+    if df == 0:
+        return None
+    ss = sum(sum((v - sum(g) / len(g)) ** 2 for v in g) for g in groups if len(g) > 1)
+    return math.sqrt(ss / df), df
+
+
+def summarize(cells: list[BenchCell], confidence: float = CONFIDENCE) -> list[Summary]:
     """Each (regime, setting, attack, defense) over its finished seeds: mean and interval of
-    the regime's measure (the clean cell: of its accuracy)."""
+    the regime's measure (the clean cell: of its accuracy).
+
+    A cell with one seed has no spread of its own. It gets the interval one seed would have if
+    its seed-to-seed spread were the defense's pooled spread in that regime and measure
+    (`pooled_spread` over the cells with several seeds, usually the confirmed worst cases):
+    t(df) · s_pooled, marked `pooled`. That assumes equal spread across attacks and settings;
+    without any cell of several seeds it stays None."""
     groups: dict[tuple[str, str, str, str], list[BenchCell]] = {}
     for c in cells:
         groups.setdefault((c.regime, c.setting, c.attack, c.defense), []).append(c)
-    out = []
+    values: dict[tuple[str, str, str, str], tuple[str, list[float]]] = {}
     for key, group in groups.items():
         measure = "acc" if group[0].kind in ("clean", "untargeted") else "effect"
-        values = [getattr(c, measure) for c in group if getattr(c, measure) is not None]
-        if not values:
-            continue
-        mean, half = t_interval(values)
+        got = [getattr(c, measure) for c in group if getattr(c, measure) is not None]
+        if got:
+            values[key] = (measure, got)
+    pools: dict[tuple[str, str, str], list[list[float]]] = {}
+    for (regime, _, _, defense), (measure, got) in values.items():
+        pools.setdefault((regime, defense, measure), []).append(got)
+    spread = {k: pooled_spread(g) for k, g in pools.items()}
+    out = []
+    for key, (measure, got) in values.items():
+        group = groups[key]
+        mean, half = t_interval(got, confidence)
+        pooled = spread[(key[0], key[3], measure)]
+        use_pool = half is None and pooled is not None
+        if use_pool:
+            from scipy import stats
+
+            sd, df = pooled  # type: ignore[misc]
+            half = float(stats.t.ppf(0.5 + confidence / 2, df)) * sd
         out.append(
             Summary(
                 *key,
                 measure=measure,
                 mean=mean,
                 half_width=half,
-                seeds=len(values),
+                seeds=len(got),
                 acc=_mean([c.acc for c in group]),
                 success=_mean([c.success for c in group]),
                 baseline=_mean([c.baseline for c in group]),
                 persists=_mean([c.persists for c in group]),  # type: ignore[misc]
+                pooled=use_pool,
             )
         )
     return out

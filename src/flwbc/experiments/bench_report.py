@@ -37,7 +37,7 @@ def _pct(v: float | None) -> str:
 def _value(s: Summary) -> str:
     if s.half_width is None:
         return f"{_pct(s.mean)} (1 seed)"
-    return f"{_pct(s.mean)} ± {100 * s.half_width:.1f}"
+    return f"{_pct(s.mean)} ± {100 * s.half_width:.1f}" + (" (1 seed, pooled)" if s.pooled else "")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -68,8 +68,10 @@ def leaderboard_markdown(
         f"Command: `{command}`. Runs finished: {len(done)} of {len(cells)}; compute "
         f"{compute / 3600:.2f} h (the runs' own times); seeds seen: "
         f"{', '.join(map(str, seeds)) or 'none'}. Every value is a mean over a cell's seeds "
-        f"with the half-width of its {CONFIDENCE:.0%} Student-t interval; '(1 seed)' marks a "
-        "probe, a cell screened with one seed only.",
+        f"with the half-width of its {CONFIDENCE:.0%} Student-t interval. A cell screened "
+        "with one seed only is a probe: '(1 seed, pooled)' gives it the interval of one seed "
+        "under the defense's seed-to-seed spread pooled over its cells of several seeds in "
+        "that regime (an assumption of equal spread), '(1 seed)' alone has no interval.",
         "",
     ]
     by_summary = {(s.regime, s.setting, s.attack, s.defense): s for s in summaries}
@@ -328,6 +330,7 @@ def leaderboard_html(
         for r in rr:
             s = by[(r.regime, r.worst_setting, r.worst_attack, r.defense)]
             half = "" if s.half_width is None else f"{100 * s.half_width:.1f}"
+            half += " (pooled)" if s.pooled else ""
             cells = [
                 (r.rank, str(r.rank)),
                 (r.defense, r.defense),
