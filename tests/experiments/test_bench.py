@@ -69,6 +69,22 @@ def test_a_one_seed_cell_gets_its_defenses_pooled_spread() -> None:
     assert got[("a", "B")].half_width is None and not got[("a", "B")].pooled
 
 
+def test_throughput_counts_each_run_once() -> None:
+    from flwbc.experiments.bench import BenchCell, throughput
+
+    def cell(run: str | None, wall: float | None, seconds: float) -> BenchCell:
+        return BenchCell("u", "s", "a", "d", 0, "untargeted", run=run, wall=wall, seconds=seconds)
+
+    ratios = [1.1, 1.5, 1.2, 3.0, 1.05]
+    cells = [cell(f"r{i}", 10 * q, 10.0) for i, q in enumerate(ratios)]
+    cells += [cell("r0", 11.0, 10.0), cell("r9", None, 10.0), cell(None, None, 0.0)]
+    got = throughput(cells)
+    assert got is not None and got.runs == 5
+    assert got.ratio_median == 1.2 and got.ratio_p90 == 3.0
+    assert got.runs_per_worker_hour == pytest.approx(5 / (sum(ratios) * 10 / 3600))
+    assert throughput([cell("r9", None, 10.0)]) is None
+
+
 def _summaries(rng: random.Random) -> list[Summary]:
     out = []
     for regime, setting, attack, defense in itertools.product(
@@ -233,6 +249,9 @@ def test_tiny_bench_and_evaluate_end_to_end(real_data_dir: Path, tmp_path: Path)
     assert float(row["acc"]) == bad[1]["test_acc"]
     md = (out / "leaderboard.md").read_text()
     assert "| 1 | FedAvg |" in md and "(1 seed)" in md
+    # each run's wall time, as the sweep saw it, covers its own compute; the page says how much
+    assert all(float(r["wall"]) >= float(r["seconds"]) > 0 for r in rows)
+    assert "runs per worker-hour over the 4 runs" in md
     for name in ("heatmap-untargeted.png", "heatmap-targeted.svg", "ranking.csv", "worst.csv"):
         assert (out / name).stat().st_size > 0
 

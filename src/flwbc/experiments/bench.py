@@ -52,9 +52,9 @@ from flwbc.experiments.specs import (
     run_label,
     substitute,
 )
-from flwbc.experiments.store import is_finished, run_dir
+from flwbc.experiments.store import WALL, is_finished, run_dir
 from flwbc.metrics import rounds_until
-from flwbc.runio import read_jsonl
+from flwbc.runio import read_json, read_jsonl
 
 BENCH_DIR = resources.files("flwbc.experiments") / "benches"
 CLEAN = "none"
@@ -360,6 +360,9 @@ class BenchCell:
     persists: int | None = None
     persists_censored: bool = False
     seconds: float | None = None
+    """The run's own compute: its rounds' training and evaluation (timings.jsonl)."""
+    wall: float | None = None
+    """The run's wall time as its sweep saw it, start to end (wall.json; None if unknown)."""
     run: str | None = None
     coords: dict[str, str] = field(default_factory=dict)
     """The setting's coordinates on the spec's cross dimensions."""
@@ -404,6 +407,7 @@ def collect_bench(spec: BenchSpec, runs: list[RunSpec], store: Path) -> list[Ben
         if not recs:
             continue
         cell.seconds, cell.run = timing_seconds(path), path.name
+        cell.wall = wall_seconds(path)
         start, end = regime.window or (1, regime.rounds)
         at = end if regime.kind == "targeted" else recs[-1]["round"]
         evaluated = [r for r in recs if r["round"] <= at and r.get("test_acc") is not None]
@@ -430,6 +434,41 @@ def collect_bench(spec: BenchSpec, runs: list[RunSpec], store: Path) -> list[Ben
             cell.persists_censored = last["rounds"] is None
             cell.persists = last["observed"] if cell.persists_censored else last["rounds"]
     return cells
+
+
+def wall_seconds(path: Path) -> float | None:
+    """A run's wall time from start to end in one sweep (`wall.json`), or None: unknown, or the
+    run was resumed, so its wall time covers only its last part."""
+    try:
+        wall = read_json(path / WALL)
+    except FileNotFoundError:
+        return None
+    return float(wall["seconds"]) if wall.get("from_round", 0) == 0 else None
+
+
+@dataclass
+class Throughput:
+    runs: int
+    """Distinct finished runs with a known wall time."""
+    runs_per_worker_hour: float
+    ratio_median: float
+    """Per run, wall time over its own compute (training and evaluation): the median."""
+    ratio_p90: float
+
+
+def throughput(cells: list[BenchCell]) -> Throughput | None:
+    """How much of each run's wall time was its own training and evaluation, over the distinct
+    runs whose wall time is known; None without any."""
+    runs = {c.run: c for c in cells if c.run and c.wall and c.seconds}
+    if not runs:
+        return None
+    ratios = sorted(c.wall / c.seconds for c in runs.values())  # type: ignore[operator]
+
+    def quantile(q: float) -> float:
+        return ratios[min(len(ratios) - 1, int(q * len(ratios)))]
+
+    hours = sum(c.wall for c in runs.values()) / 3600  # type: ignore[misc]
+    return Throughput(len(runs), len(runs) / hours, quantile(0.5), quantile(0.9))
 
 
 def t_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float | None]:

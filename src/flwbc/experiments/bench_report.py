@@ -20,6 +20,7 @@ from flwbc.experiments.bench import (
     coordinate_names,
     ranking,
     summarize,
+    throughput,
     worst_cases,
 )
 from flwbc.runio import atomic_write_bytes
@@ -74,6 +75,15 @@ def leaderboard_markdown(
         "that regime (an assumption of equal spread), '(1 seed)' alone has no interval.",
         "",
     ]
+    speed = throughput(cells)
+    if speed is not None:
+        lines += [
+            f"Throughput: {speed.runs_per_worker_hour:.0f} runs per worker-hour over the "
+            f"{speed.runs} runs whose wall time is known; a run's wall time over its own "
+            f"training and evaluation compute: median {speed.ratio_median:.2f}, 90th "
+            f"percentile {speed.ratio_p90:.2f}.",
+            "",
+        ]
     by_summary = {(s.regime, s.setting, s.attack, s.defense): s for s in summaries}
     for rname, regime in spec.regimes.items():
         rr = [r for r in ranks if r.regime == rname]

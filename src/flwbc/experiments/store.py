@@ -20,6 +20,8 @@ from flwbc.experiments.specs import RunSpec, deep_merge
 from flwbc.runio import read_json
 
 REQUEST = "request.json"
+WALL = "wall.json"
+"""A finished run's wall time as its sweep saw it (`flwbc.experiments.sweep`)."""
 LOCK = ".lock"
 """Held (flock) by whoever runs the run: a local worker process, or the driver of a Ray sweep
 while a task runs it; so no two sweeps run one run at once."""

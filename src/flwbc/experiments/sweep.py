@@ -30,14 +30,19 @@ from flwbc.errors import FlwbcError
 from flwbc.experiments import BACKENDS
 from flwbc.experiments.local_backend import LocalBackend, first_error, threads_per_worker
 from flwbc.experiments.specs import RunSpec
-from flwbc.experiments.store import REQUEST, is_finished, rounds_done, run_dir, run_request
+from flwbc.experiments.store import (
+    REQUEST,
+    WALL,
+    is_finished,
+    rounds_done,
+    run_dir,
+    run_request,
+)
 from flwbc.runio import atomic_write_json
 from flwbc.runtime import stop_on_sigterm, usable_cpus
 
 if TYPE_CHECKING:
     from flwbc.experiments.ray_backend import RayOptions
-
-WALL = "wall.json"
 
 __all__ = [
     "BACKENDS",
