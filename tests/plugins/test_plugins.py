@@ -349,3 +349,40 @@ def test_a_plugin_cannot_take_a_builtin_name(plugin_dir):
         @register_client_defense("wbc")
         class Impostor(ClientDefense):
             """Not FL-WBC."""
+
+
+@pytest.mark.slow
+def test_bench_evaluate_places_a_plugin_defense_with_one_command(
+    plugin_dir, no_entry_points, real_data_dir, tmp_path
+):
+    """A rule from a plug-in package outside flwbc gets its report card from one command,
+    `flwbc bench evaluate --plugins PACKAGE --defense ...`, against stored results that it
+    does not recompute."""
+    import csv
+
+    import yaml
+
+    from tests.experiments.test_bench import TINY, _argv, _records
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY, allow_unicode=True))
+    board = tmp_path / "board"
+    assert main(_argv(["run"], spec, tmp_path / "runs", board, real_data_dir)) == 0
+    argv = _argv(["evaluate"], spec, tmp_path / "runs2", tmp_path / "card", real_data_dir)
+    argv += ["--plugins", "myplug", "--name", "clipped mean", "--against", str(board)]
+    argv += ["--defense", "{server: {aggregator: coord_clip_mean, options: {c: 0.01}}}"]
+    assert main(argv) == 0
+    assert {d for _, _, d in _records(tmp_path / "runs2")} == {"clipped mean"}
+    card = (tmp_path / "card" / "report.md").read_text()
+    assert "# Report card: clipped mean" in card and " of 2 " in card
+    rows = list(csv.DictReader((tmp_path / "card" / "cells.csv").open()))
+    assert {r["defense"] for r in rows} == {"FedAvg", "clipped mean"}
+    ran = [r for r in rows if r["defense"] == "clipped mean"]
+    assert len(ran) == 4 and all(r["acc"] for r in ran)
+    # the defense's runs name the package, so they resume and reproduce outside this test;
+    # the warm-up, which no defense touches, does not, and is the stored board's own run
+    for path in (tmp_path / "runs2").iterdir():
+        saved = json.loads((path / "config.json").read_text())
+        branch = json.loads((path / "request.json").read_text())["role"] == "branch"
+        assert saved["plugins"] == (["myplug"] if branch else [])
+        assert branch or (tmp_path / "runs" / path.name).is_dir()
