@@ -300,11 +300,13 @@ def _builtin(kind: str, name: str) -> bool:
     from flwbc.engine import ENGINES
     from flwbc.evaluation import METRICS
     from flwbc.models import MODELS
+    from flwbc.postagg import POST_AGGREGATORS
     from flwbc.preagg import PRE_AGGREGATORS
     from flwbc.schedules import SCHEDULES
     from flwbc.server import AGGREGATORS
 
     registry = {
+        "post": POST_AGGREGATORS,
         "attacks": ATTACKS,
         "schedules": SCHEDULES,
         "defenses": CLIENT_DEFENSES,
@@ -330,7 +332,7 @@ def test_every_option_of_every_builtin_plugin_has_a_description(monkeypatch, cap
 
     monkeypatch.setattr(plugins, "_entry_points_loaded", True)
     listed = catalog()
-    assert set(listed) == {"attacks", "schedules", "defenses", "pre", "aggregators"} | {
+    assert set(listed) == {"attacks", "schedules", "defenses", "pre", "aggregators", "post"} | {
         "metrics",
         "datasets",
         "partitions",
@@ -366,6 +368,8 @@ def test_declared_rule_options_keep_the_constructors_defaults_and_strictness() -
         if cls.Options is None:
             continue
         params = inspect.signature(cls.__init__).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            continue  # the constructor takes its options as the model: defaults stated once
         for name, field in cls.Options.model_fields.items():
             assert field.default == params[name].default, (cls.name, name)
     # as strict as the constructor's type hints were: no bool, str or float for an int

@@ -13,6 +13,7 @@ from flwbc.defenses import register_client_defense  # noqa: E402
 from flwbc.engine import register_engine  # noqa: E402
 from flwbc.evaluation import register_metric  # noqa: E402
 from flwbc.models import register_model  # noqa: E402
+from flwbc.postagg import register_post_aggregator  # noqa: E402
 from flwbc.preagg import register_pre_aggregator  # noqa: E402
 from flwbc.schedules import register_schedule  # noqa: E402
 from flwbc.server import register_aggregator  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
     "register_metric",
     "register_model",
     "register_partition",
+    "register_post_aggregator",
     "register_pre_aggregator",
     "register_schedule",
     "run",

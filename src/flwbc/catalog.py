@@ -162,6 +162,14 @@ def _pre() -> list[Entry]:
     ]
 
 
+def _post() -> list[Entry]:
+    from flwbc.postagg import POST_AGGREGATORS
+
+    return [
+        Entry(n, first_line(cls), model_options(cls.Options)) for n, cls in POST_AGGREGATORS.items()
+    ]
+
+
 def _metrics() -> list[Entry]:
     from flwbc.evaluation import BUILT_IN, METRICS
 
@@ -192,6 +200,7 @@ KINDS: dict[str, Callable[[], list[Entry]]] = {
     "defenses": _defenses,
     "pre": _pre,
     "aggregators": _aggregators,
+    "post": _post,
     "metrics": _metrics,
     "datasets": _datasets,
     "partitions": _partitions,

@@ -311,7 +311,7 @@ class DefenseConfig(_Section):
 
 class ServerConfig(_Section):
     """Aggregation rule, looked up by name in `flwbc.server.aggregators`, after the chain of
-    pre-aggregation steps in `pre`."""
+    pre-aggregation steps in `pre` and before the chain of post-aggregation steps in `post`."""
 
     aggregator: str = "fedavg"
     options: dict[str, Any] = Field(
@@ -322,6 +322,11 @@ class ServerConfig(_Section):
         default_factory=list,
         description="pre-aggregation steps applied in order before the rule, each "
         "{name, options} (flwbc list pre)",
+    )
+    post: list[PluginRef] = Field(
+        default_factory=list,
+        description="post-aggregation steps applied in order to the rule's aggregate (clip, "
+        "noise, ...), each {name, options} (flwbc list post)",
     )
 
     @field_validator("aggregator")
@@ -500,7 +505,8 @@ class ExperimentConfig(_Section):
 def _check_reference_average(cfg: ExperimentConfig) -> None:
     """`attack.emulate_average: reference` reproduces one FedAvg of client models whose weights
     are client counts (1 per benign client, N_m for the emulated attacker): it needs the
-    emulate mode, the fedavg aggregator, uniform weighting and no pre-aggregation step."""
+    emulate mode, the fedavg aggregator, uniform weighting and no pre- or post-aggregation
+    step."""
     att = cfg.attack
     if att.mode != "emulate":
         raise ValueError(
@@ -516,10 +522,10 @@ def _check_reference_average(cfg: ExperimentConfig) -> None:
             "attack.emulate_average=reference needs federation.weighting=uniform (the reference "
             f"code weighs clients by count, not samples; got {cfg.federation.weighting})"
         )
-    if cfg.server.pre:
+    if cfg.server.pre or cfg.server.post:
         raise ValueError(
             "attack.emulate_average=reference applies to the plain FedAvg of the reference "
-            "code; it cannot follow server.pre steps"
+            "code; it cannot take server.pre or server.post steps"
         )
 
 

@@ -8,6 +8,7 @@ in round t and with which FedAvg weight; it depends only on (seed, t), never on 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from flwbc.errors import FlwbcError
 from flwbc.evaluation import Metric, build_metrics
 from flwbc.metrics import evaluated_test_indices
 from flwbc.models import FlatModel, build_model
+from flwbc.postagg import PostAggregator, build_post_aggregators
 from flwbc.preagg import PRE_AGGREGATORS, PreAggregator, build_pre_aggregators
 from flwbc.rng import numpy_rng, torch_generator
 from flwbc.schedules import Schedule, build_schedule
@@ -65,6 +67,8 @@ class Experiment:
     """What is measured on the global model after every round, in record order."""
     schedule: Schedule | None = None
     """When and how many attack (None without an attack)."""
+    post_steps: list[PostAggregator[Any]] = field(default_factory=list)
+    """The server's post-aggregation steps, in order."""
 
     @classmethod
     def prepare(cls, cfg: ExperimentConfig) -> Experiment:
@@ -151,6 +155,7 @@ class Experiment:
             build_pre_aggregators(cfg.server.pre),
             build_metrics(cfg.eval.metrics, cfg.attack),
             build_schedule(cfg),
+            build_post_aggregators(cfg.server.post),
         )
         if exp.attack is not None:
             exp.attack.check(exp)
@@ -310,11 +315,12 @@ def pinned_malicious_set(
 
 
 def check_plugin_options(cfg: ExperimentConfig) -> None:
-    """Build every plug-in the config names that needs no data (rule, pre-aggregation steps,
-    attack, client defenses, schedule, metrics), so that a rejected option fails in one line
+    """Build every plug-in the config names that needs no data (rule, pre- and post-aggregation
+    steps, attack, client defenses, schedule, metrics), so that a rejected option fails in one line
     before a sweep creates a run directory for it."""
     check_aggregator(cfg, build_aggregator(cfg.server.aggregator, cfg.server.options))
     build_pre_aggregators(cfg.server.pre)
+    build_post_aggregators(cfg.server.post)
     build_attack(cfg)
     build_client_defenses(cfg)
     build_schedule(cfg)

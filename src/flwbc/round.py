@@ -258,6 +258,27 @@ def _pre_aggregate(
     return updates, weights, info, ctx
 
 
+def _post_aggregate(
+    exp: Experiment,
+    steps: Sequence[Any],
+    t: int,
+    update: Tensor,
+    ctx: RoundContext,
+    simulated: bool = False,
+) -> tuple[Tensor, dict[str, Any]]:
+    """The post-aggregation steps in order on the rule's aggregate, each with the stream
+    (seed, "post", t, position): the update the global model moves by, and each step's info.
+    `simulated`: an attacker's question to the server (its own streams)."""
+    info: dict[str, Any] = {}
+    for i, step in enumerate(steps):
+        key = ("adaptive-post", t, i) if simulated else ("post", t, i)
+        gen = torch_generator(exp.cfg.seed, *key, device=exp.device)
+        update, got = step.apply(update, ctx, gen)
+        if got:
+            info[step.name] = got
+    return update, info
+
+
 def aggregate_round(
     exp: Experiment,
     plan: RoundPlan,
@@ -267,12 +288,12 @@ def aggregate_round(
     stats: Sequence[ClientStats],
 ) -> RoundOutput:
     """Let a colluding attack craft its rows (adversarial rounds), then apply the
-    pre-aggregation steps and the aggregator to the round's updates [K, P] (rows in
-    `plan.clients` order); the record's info holds the steps', the aggregator's, then
-    each client stat's mean over its reporters; a rule that flags rows (`Aggregate.flagged`)
-    adds `detection` (`detection_record`) when every step keeps the rows (`keeps_rows`). The new
-    model is w + the aggregate, or, when the plan has a `model_scale` (the reference code's
-    average), model_scale·w + it."""
+    pre-aggregation steps, the aggregator and the post-aggregation steps to the round's
+    updates [K, P] (rows in `plan.clients` order); the record's info holds the pre steps', the
+    aggregator's and the post steps', then each client stat's mean over its reporters; a rule
+    that flags rows (`Aggregate.flagged`) adds `detection` (`detection_record`) when every
+    step keeps the rows (`keeps_rows`). The new model is w + the aggregate, or, when the plan
+    has a `model_scale` (the reference code's average), model_scale·w + it."""
     reference = None
     if exp.root_indices is not None:
         cached: list[Tensor] = []
@@ -303,9 +324,10 @@ def aggregate_round(
                     exp.cfg.seed, "adaptive-server", plan.round, device=exp.device
                 ),
             )
-            steps, rule = copy.deepcopy((exp.pre_steps, exp.aggregator))
+            steps, rule, post = copy.deepcopy((exp.pre_steps, exp.aggregator, exp.post_steps))
             u, wt, _, sim = _pre_aggregate(exp, steps, plan.round, candidate, weights, sim, True)
-            return rule.aggregate(u, wt, sim).update
+            update = rule.aggregate(u, wt, sim).update
+            return _post_aggregate(exp, post, plan.round, update, sim, True)[0]
 
         updates = exp.attack.craft_against(exp, plan.round, updates, plan.malicious, server)
     updates, weights, pre_info, ctx = _pre_aggregate(
@@ -314,19 +336,22 @@ def aggregate_round(
     if updates.shape[0] != len(plan.clients):
         exp.aggregator.check(updates.shape[0])  # checked before the run for a row per client
     agg = exp.aggregator.aggregate(updates, weights, ctx)
+    update, post_info = _post_aggregate(exp, exp.post_steps, plan.round, agg.update, ctx)
     info: dict[str, Any] = {}
     if pre_info:
         info["pre"] = pre_info
     if agg.info:
         info["aggregator"] = agg.info
+    if post_info:
+        info["post"] = post_info
     if agg.flagged is not None and ctx.rows_are_clients:
         info["detection"] = detection_record(plan, agg.flagged)
     for key in dict.fromkeys(k for s in stats for k in s):
         values = [s[key] for s in stats if key in s]
         info[key] = sum(values) / len(values)
     if plan.model_scale is None:
-        return RoundOutput(w + agg.update, mean_loss, info)
+        return RoundOutput(w + update, mean_loss, info)
     # the reference code's average of models, Σ a_i (w + u_i) = (Σ a_i)·w + Σ a_i u_i
     # (`attack.emulate_average: reference`, `Experiment._reference_average_plan`)
     info["model_scale"] = plan.model_scale
-    return RoundOutput(w * plan.model_scale + agg.update, mean_loss, info)
+    return RoundOutput(w * plan.model_scale + update, mean_loss, info)

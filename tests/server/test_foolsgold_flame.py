@@ -228,6 +228,7 @@ def _fake_exp(agg: Aggregator) -> SimpleNamespace:
         root_indices=None,
         attack=None,
         pre_steps=[],
+        post_steps=[],
         aggregator=agg,
     )
 

@@ -25,6 +25,7 @@ from flwbc.defenses import build_client_defenses
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment
 from flwbc.models import FlatModel, build_model
+from flwbc.postagg import build_post_aggregators
 from flwbc.preagg import build_pre_aggregators
 from flwbc.runio import atomic_write_bytes
 from flwbc.server import build_aggregator
@@ -136,4 +137,5 @@ def partition_experiment(
         attack=build_attack(cfg),
         defenses=build_client_defenses(cfg),
         pre_steps=build_pre_aggregators(cfg.server.pre),
+        post_steps=build_post_aggregators(cfg.server.post),
     )

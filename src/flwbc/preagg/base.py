@@ -18,8 +18,8 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor
 
+from flwbc.context import RoundContext
 from flwbc.registry import Registry
-from flwbc.server.base import RoundContext
 
 PRE_AGGREGATORS: Registry[type[PreAggregator]] = Registry("pre-aggregation step")
 

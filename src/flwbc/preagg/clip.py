@@ -11,9 +11,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from flwbc.context import RoundContext
 from flwbc.plugin_options import PluginOptions
 from flwbc.preagg.base import PreAggregator, register_pre_aggregator
-from flwbc.server.base import RoundContext
 from flwbc.transforms import clip_by_norm
 
 

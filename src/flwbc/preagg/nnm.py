@@ -19,10 +19,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from flwbc.context import RoundContext
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import PluginOptions
 from flwbc.preagg.base import PreAggregator, register_pre_aggregator
-from flwbc.server.base import RoundContext
 from flwbc.server.krum import pairwise_sq_dists
 
 

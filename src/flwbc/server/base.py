@@ -21,30 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
 from pydantic import BaseModel
 from torch import Tensor
 
+from flwbc.context import RoundContext
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import signature_model, validate_options
 from flwbc.registry import Registry
 
 AGGREGATORS: Registry[type[Aggregator]] = Registry("aggregator")
-
-
-@dataclass
-class RoundContext:
-    """What a rule may know about the round besides the updates."""
-
-    round: int
-    client_ids: list[int]
-    generator: torch.Generator
-    global_weights: Tensor
-    reference_update: Callable[[], Tensor] | None = None
-    """For rules with a server-side root dataset (FLTrust): the server's own update."""
-    rows_are_clients: bool = True
-    """Whether row i of the updates is still client `client_ids[i]`'s (False after a
-    pre-aggregation step that merges or reorders rows, e.g. bucketing)."""
 
 
 @dataclass

@@ -4,6 +4,10 @@ The server clips every client update to L2 norm `clip` (C), takes the FedAvg wei
 adds i.i.d. zero-mean noise of standard deviation `sigma` (σ_dp) to each coordinate of it.
 Laplace noise (the paper's choice) with std σ has scale b = σ/√2; `noise="gaussian"` draws
 N(0, σ²). σ is an absolute std, as the paper states it, not a multiple of C.
+
+The rule is the `clip` pre-aggregation step, the FedAvg mean and the `noise` post-aggregation
+step, applied here with the round's server stream; those steps put central DP behind any
+other rule (`server: {aggregator: median, pre: [clip], post: [noise]}`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from pydantic import Field
 from torch import Tensor
 
 from flwbc.plugin_options import StrictOptions
+from flwbc.postagg.noise import add_noise
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
-from flwbc.transforms import clip_by_norm, noise
+from flwbc.transforms import clip_by_norm
 
 
 class CentralDPOptions(StrictOptions):
@@ -37,24 +42,11 @@ class CentralDPOptions(StrictOptions):
 class CentralDP(Aggregator):
     Options = CentralDPOptions
 
-    def __init__(
-        self,
-        clip: float = 5.0,
-        sigma: float = 0.1,
-        noise: Literal["laplace", "gaussian"] = "laplace",
-    ):
-        if clip <= 0:
-            raise ValueError(f"clip must be > 0, got {clip}")
-        if sigma < 0:
-            raise ValueError(f"sigma must be ≥ 0, got {sigma}")
-        if noise not in ("laplace", "gaussian"):
-            raise ValueError(f"noise must be 'laplace' or 'gaussian', got {noise!r}")
-        self.clip, self.sigma, self.noise = clip, sigma, noise
+    def __init__(self, **options: object) -> None:
+        self.options = CentralDPOptions(**options)  # type: ignore[arg-type]
 
     def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
-        clipped, was_clipped = clip_by_norm(updates, self.clip)
-        mean = weights.to(updates.dtype) @ clipped
-        mean += noise(
-            tuple(mean.shape), self.noise, self.sigma, ctx.generator, mean.device, mean.dtype
-        )
+        o = self.options
+        clipped, was_clipped = clip_by_norm(updates, o.clip)
+        mean = add_noise(weights.to(updates.dtype) @ clipped, o.noise, o.sigma, ctx.generator)
         return Aggregate(mean, {"clipped": int(was_clipped.sum())})

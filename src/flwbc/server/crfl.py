@@ -38,77 +38,35 @@ vector of the model's parameters (the official code adds the noise to every stat
 buffers included).
 
 `info` holds `clip_bound` ρ_t, `norm` ‖w'‖ before clipping and `clipped` (whether it was
-clipped). Not a detector (`flagged` is None).
+clipped). Not a detector (`flagged` is None). The clipping and noise are the `model_clip`
+post-aggregation step (`flwbc.postagg.model_clip`), which puts them behind any other rule.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
 from torch import Tensor
 
-from flwbc.plugin_options import PluginOptions
+from flwbc.postagg.model_clip import ModelClip, ModelClipOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
-from flwbc.transforms import clip_by_norm, noise
-
-
-class CRFLOptions(PluginOptions):
-    rho: float = Field(
-        100.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="cap on the global model's norm bound (official EMNIST config; MNIST: 15)",
-    )
-    rho_slope: float = Field(
-        0.25,
-        ge=0,
-        allow_inf_nan=False,
-        description="growth of the bound per round (official EMNIST schedule; MNIST: 0.1)",
-    )
-    rho_start: float = Field(
-        4.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="bound before round 1: ρ_t = min(rho, rho_slope·t + rho_start) "
-        "(official EMNIST schedule; MNIST: 2)",
-    )
-    sigma: float = Field(
-        0.01,
-        ge=0,
-        allow_inf_nan=False,
-        description="std of the Gaussian noise added to every parameter (official configs)",
-    )
 
 
 @register_aggregator("crfl")
 class CRFL(Aggregator):
-    Options = CRFLOptions
+    """FedAvg, then the `model_clip` post-aggregation step (clip the new model to ρ_t, add
+    Gaussian noise) with the round's server stream."""
 
-    def __init__(
-        self,
-        rho: float = 100.0,
-        rho_slope: float = 0.25,
-        rho_start: float = 4.0,
-        sigma: float = 0.01,
-    ) -> None:
-        self.rho, self.rho_slope = float(rho), float(rho_slope)
-        self.rho_start, self.sigma = float(rho_start), float(sigma)
+    Options = ModelClipOptions
+
+    def __init__(self, **options: Any) -> None:
+        self.smoothing = ModelClip(ModelClipOptions(**options))
 
     def clip_bound(self, round_: int) -> float:
         """ρ_t for the 1-based round t."""
-        return min(self.rho, self.rho_slope * round_ + self.rho_start)
+        return self.smoothing.clip_bound(round_)
 
     def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
-        w = ctx.global_weights.to(updates.dtype)
-        model = w + weights.to(updates.dtype) @ updates
-        bound = self.clip_bound(ctx.round)
-        clipped, was_clipped = clip_by_norm(model, bound)
-        clipped = clipped + noise(
-            tuple(clipped.shape),
-            "gaussian",
-            self.sigma,
-            ctx.generator,
-            clipped.device,
-            clipped.dtype,
-        )
-        info = {"clip_bound": bound, "norm": float(model.norm()), "clipped": bool(was_clipped)}
-        return Aggregate(clipped - w, info)
+        mean = weights.to(updates.dtype) @ updates
+        update, info = self.smoothing.apply(mean, ctx, ctx.generator)
+        return Aggregate(update, info)

@@ -34,8 +34,9 @@ from torch import Tensor
 
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import StrictOptions
+from flwbc.postagg.noise import add_noise
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
-from flwbc.transforms import clip_by_norm, noise
+from flwbc.transforms import clip_by_norm
 
 
 def cosine_distances(updates: Tensor) -> np.ndarray:
@@ -128,10 +129,7 @@ class Flame(Aggregator):
         bound = median_norm(updates)
         clipped, _ = clip_by_norm(updates[kept], bound)
         sigma = self.lam * bound
-        update = clipped.mean(dim=0)
-        update = update + noise(
-            tuple(update.shape), "gaussian", sigma, ctx.generator, update.device, update.dtype
-        )
+        update = add_noise(clipped.mean(dim=0), "gaussian", sigma, ctx.generator)
         kept_set = set(kept)
         flagged = [i for i in range(n) if i not in kept_set]
         info = {
