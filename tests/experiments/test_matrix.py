@@ -236,6 +236,54 @@ def test_a_wide_matrix_is_drawn_with_defenses_as_rows(tmp_path: Path, monkeypatc
     assert "| attack | B |\n|---|---|\n| none | 0/2/4 |\n| gauss | 3/1/0 |" in md
 
 
+def test_the_heatmap_gives_each_unit_its_own_panel(tmp_path: Path, monkeypatch) -> None:
+    """Accuracy drop, backdoor success and D_M confidence never share a colour scale: one
+    panel per kind of attack, each with its own colour bar and unit; attacks not run yet in a
+    panel of their own, without a scale."""
+    import matplotlib.pyplot as plt
+
+    from flwbc.experiments.matrix import PANELS, Cell, matrix_spec, plot_matrix
+
+    mixed = {
+        **TINY,
+        "axes": {
+            "attack": {
+                "none": {"attack": {"name": "honest"}},
+                "gauss": {}, "flip": {}, "bad": {}, "eq3": {}, "later": {},
+            },
+            "defense": {"A": {}},
+        },
+    }  # fmt: skip
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(mixed, sort_keys=False))
+    spec = matrix_spec(str(path))
+    cells = [
+        Cell("none", "A", kind="clean", test_acc=0.9),
+        Cell("gauss", "A", kind="untargeted", effect=0.04, test_acc=0.86),
+        Cell("bad", "A", kind="backdoor", effect=0.7, test_acc=0.88),
+        Cell("flip", "A", kind="untargeted", effect=0.02, test_acc=0.88),
+        Cell("eq3", "A", kind="targeted", effect=0.9, test_acc=0.89),
+        Cell("later", "A"),
+    ]
+    figures = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", figures.append)
+    plot_matrix(spec, cells, tmp_path / "heat")
+    fig = figures[0]
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    rows = [[t.get_text() for t in ax.get_yticklabels()] for ax in panels]
+    assert rows == [
+        ["gauss [untargeted]", "flip [untargeted]"], ["bad [backdoor]"], ["eq3 [targeted]"],
+        ["later [not run]"],
+    ]  # fmt: skip
+    labels = [b.get_ylabel() for b in bars]
+    assert labels == [PANELS[k][0] for k in PANELS]
+    # the drop's scale ends at its largest value (4 points), the successes' at 100%
+    assert [b.get_ylim()[1] for b in bars] == pytest.approx([4.0, 100.0, 100.0])
+    real_close(fig)
+
+
 @pytest.mark.slow
 def test_a_matrix_with_two_seeds_averages_them(real_data_dir: Path, tmp_path: Path) -> None:
     """Each seed's cell is measured against the clean run of that seed, then averaged (before,

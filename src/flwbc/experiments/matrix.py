@@ -355,55 +355,104 @@ def _flag_text(c: Cell) -> str:
     return "–" if c.flag_tp is None else f"{c.flag_tp}/{c.flag_fp}/{c.flag_fn}"
 
 
+PANELS = {
+    "untargeted": (
+        "accuracy drop (points)", "Blues",
+        "untargeted: accuracy drop against the clean run at the window's end",
+    ),
+    "backdoor": ("backdoor success (%)", "Reds", "backdoors: success rate at the window's end"),
+    "targeted": (
+        "D_M target prob. (%)", "Purples",
+        "eq. 3: target probability on D_M at the window's end",
+    ),
+}  # fmt: skip
+"""Per kind of attack, its heatmap panel's one unit, colour map and title."""
+
+
+def heatmap_panels(spec: Spec, cells: list[Cell]) -> list[tuple[str, list[str]]]:
+    """The heatmap's panels: (kind, its attacks) in the order of `PANELS`, one unit each; the
+    attacks with no finished cell yet last, under the kind `not run`."""
+    kind: dict[str, str] = {}
+    for c in cells:
+        if c.kind is not None and c.attack != CLEAN:
+            kind.setdefault(c.attack, c.kind)
+    attacks = [a for a in spec.axes["attack"] if a != CLEAN]
+    order = [*PANELS, *sorted({k for k in kind.values()} - set(PANELS)), "not run"]
+    panels = [(k, [a for a in attacks if kind.get(a, "not run") == k]) for k in order]
+    return [(k, group) for k, group in panels if group]
+
+
 def plot_matrix(spec: Spec, cells: list[Cell], prefix: Path) -> list[Path]:
-    """Heatmap of the attack's success at the window's end (0 to 1), each cell annotated with
-    it and the test accuracy: attacks as rows and defenses as columns, or the other way round
-    when there are more defenses than attacks, so that a wide matrix stays readable."""
+    """Heatmap of the attacks' success at the window's end, one panel per kind of attack so
+    that each colour scale has one unit (`PANELS`: accuracy drop, backdoor success, D_M
+    confidence), each cell annotated with its value and the test accuracy. Attacks are rows
+    and defenses columns (panels stacked), or the other way round (panels side by side) when
+    there are more defenses than attacks, so that a wide matrix stays readable."""
     import numpy as np
 
     from flwbc.plots import _finish, _pyplot
 
     plt = _pyplot()
-    attacks = [a for a in spec.axes["attack"] if a != CLEAN]
     defenses = list(spec.axes["defense"])
     by = {(c.attack, c.defense): c for c in cells}
     clean = {d: by[(CLEAN, d)].test_acc for d in defenses}
     defense_labels = [
         f"{d}\n(clean {_pct(clean[d])}%)" if clean[d] is not None else d for d in defenses
     ]
-    attack_labels = [f"{a} [{by[(a, defenses[0])].kind or '?'}]" for a in attacks]
-    flip = len(defenses) > len(attacks)
-    rows, cols = (defenses, attacks) if flip else (attacks, defenses)
-    row_labels, col_labels = (
-        (defense_labels, attack_labels) if flip else (attack_labels, defense_labels)
-    )
-
-    def cell(i: int, j: int) -> Cell:
-        return by[(cols[j], rows[i])] if flip else by[(rows[i], cols[j])]
-
-    grid = np.full((len(rows), len(cols)), np.nan)
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            v = cell(i, j).effect
-            grid[i, j] = np.nan if v is None else max(v, 0.0)
-    fig, ax = plt.subplots(figsize=(1.5 * len(cols) + 2.5, 0.55 * len(rows) + 1.8))
-    img = ax.imshow(grid, cmap="Reds", vmin=0.0, vmax=1.0, aspect="auto")
+    panels = heatmap_panels(spec, cells)
+    n_attacks = sum(len(group) for _, group in panels)
+    flip = len(defenses) > n_attacks
+    sizes = [len(group) for _, group in panels]
     if flip:
-        ax.set_xticks(range(len(cols)), col_labels, fontsize=8, rotation=30, ha="right")
+        fig, axes = plt.subplots(
+            1, len(panels), squeeze=False, gridspec_kw={"width_ratios": sizes},
+            figsize=(1.5 * n_attacks + 2.0 * len(panels) + 2.5, 0.55 * len(defenses) + 1.8),
+        )  # fmt: skip
     else:
-        ax.set_xticks(range(len(cols)), col_labels, fontsize=8)
-    ax.set_yticks(range(len(rows)), row_labels)
-    ax.tick_params(axis="y", labelsize=8)
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            c = cell(i, j)
-            text = "not run" if c.kind is None else f"{_pct(c.effect)}\nacc {_pct(c.test_acc)}"
-            dark = not np.isnan(grid[i, j]) and grid[i, j] > 0.6
-            ax.text(
-                j, i, text, ha="center", va="center", fontsize=7,
-                color="white" if dark else "black",
-            )  # fmt: skip
-    fig.colorbar(img, ax=ax, fraction=0.03, label="attack success at the window's end")
+        fig, axes = plt.subplots(
+            len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": sizes},
+            figsize=(1.5 * len(defenses) + 3.5, 0.55 * n_attacks + 1.4 * len(panels) + 0.6),
+        )  # fmt: skip
+    for p, (kind, attacks) in enumerate(panels):
+        ax = axes[0][p] if flip else axes[p][0]
+        attack_labels = [f"{a} [{kind}]" for a in attacks]
+        rows, cols = (defenses, attacks) if flip else (attacks, defenses)
+        row_labels, col_labels = (
+            (defense_labels, attack_labels) if flip else (attack_labels, defense_labels)
+        )
+
+        def cell(i: int, j: int, rows: list[str] = rows, cols: list[str] = cols) -> Cell:
+            return by[(cols[j], rows[i])] if flip else by[(rows[i], cols[j])]
+
+        grid = np.full((len(rows), len(cols)), np.nan)
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                v = cell(i, j).effect
+                grid[i, j] = np.nan if v is None else 100 * max(v, 0.0)
+        unit, cmap, title = PANELS.get(kind, (kind, "Greys", kind))
+        # success measures span 0-100%; an accuracy drop is scaled to the largest one seen
+        top = 100.0 if kind != "untargeted" else max(1.0, float(np.nan_to_num(grid).max()))
+        img = ax.imshow(grid, cmap=cmap, vmin=0.0, vmax=top, aspect="auto")
+        if flip:
+            ax.set_xticks(range(len(cols)), col_labels, fontsize=8, rotation=30, ha="right")
+            ax.set_yticks(range(len(rows)), row_labels if p == 0 else [""] * len(rows))
+        else:
+            last = p == len(panels) - 1
+            ax.set_xticks(range(len(cols)), col_labels if last else [""] * len(cols), fontsize=8)
+            ax.set_yticks(range(len(rows)), row_labels)
+        ax.tick_params(axis="y", labelsize=8)
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                c = cell(i, j)
+                text = "not run" if c.kind is None else f"{_pct(c.effect)}\nacc {_pct(c.test_acc)}"
+                dark = not np.isnan(grid[i, j]) and grid[i, j] > 0.6 * top
+                ax.text(
+                    j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black",
+                )  # fmt: skip
+        ax.set_title(title, fontsize=9)
+        if kind != "not run":
+            fig.colorbar(img, ax=ax, fraction=0.05, label=unit)
     return _finish(plt, fig, prefix, spec.title)
 
 
