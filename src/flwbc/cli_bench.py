@@ -106,9 +106,25 @@ def _derived_name(cfg: dict[str, Any]) -> str:
     return " + ".join(parts) or "defense"
 
 
+TABLES_EVERY = 60.0
+"""Seconds between rewrites of cells.csv while a bench runs (so an interrupted one leaves it)."""
+
+
 def bench_command(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from flwbc.experiments.bench import bench_runs, collect_bench, load_bench, read_cells
-    from flwbc.experiments.bench_report import card_inputs, report_card, write_bench
+    from flwbc.experiments.bench import (
+        BenchCell,
+        bench_runs,
+        collect_bench,
+        load_bench,
+        read_cells,
+    )
+    from flwbc.experiments.bench_report import (
+        card_inputs,
+        report_card,
+        write_bench,
+        write_bench_cells,
+    )
+    from flwbc.experiments.specs import RunSpec
     from flwbc.plots import require_matplotlib
 
     require_matplotlib()
@@ -142,6 +158,14 @@ def bench_command(args: argparse.Namespace, argv: list[str] | None) -> int:
             raise FlwbcError(f"a defense named '{label}' is on the leaderboard; choose --name")
         spec.defenses[label] = cfg
         defenses = [label]
+
+    def tables(runs: list[RunSpec]) -> list[BenchCell]:
+        cells = collect_bench(spec, runs, store)
+        if defenses is None:
+            return cells
+        mine = {(c.regime, c.setting) for c in cells}
+        return card_inputs([c for c in stored if (c.regime, c.setting) in mine], cells, defenses[0])
+
     runs, reports = bench_runs(
         spec,
         store,
@@ -149,15 +173,12 @@ def bench_command(args: argparse.Namespace, argv: list[str] | None) -> int:
         defenses=defenses,
         data_dir=args.data_dir,
         run=not args.no_run,
-        sweep_options=sweep_options,
+        sweep_options={**sweep_options, "progress_every": TABLES_EVERY},
+        on_progress=lambda runs: write_bench_cells(spec, tables(runs), out),
     )
-    cells = collect_bench(spec, runs, store)
+    cells = tables(runs)
     if args.bench_command == "evaluate":
         assert defenses is not None
-        mine = {(c.regime, c.setting) for c in cells}
-        cells = card_inputs(
-            [c for c in stored if (c.regime, c.setting) in mine], cells, defenses[0]
-        )
         files = write_bench(spec, cells, out, command=command)
         card = out / "report.md"
         from flwbc.runio import atomic_write_bytes

@@ -223,11 +223,27 @@ def _records(store: Path) -> dict[tuple[str, str, str], list[dict]]:
 
 
 @pytest.mark.slow
-def test_tiny_bench_and_evaluate_end_to_end(real_data_dir: Path, tmp_path: Path) -> None:
+def test_tiny_bench_and_evaluate_end_to_end(
+    real_data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from flwbc import cli_bench
+    from flwbc.experiments import bench_report
+
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(TINY, allow_unicode=True))
     runs, out = tmp_path / "runs", tmp_path / "out"
+    # cells.csv is rewritten while runs finish, so an interrupted bench leaves its table
+    seen: list[int] = []
+    real_write = bench_report.write_bench_cells
+
+    def counting(spec, cells, out):  # noqa: ANN001, ANN202
+        seen.append(sum(c.run is not None for c in cells))
+        return real_write(spec, cells, out)
+
+    monkeypatch.setattr(cli_bench, "TABLES_EVERY", 0.0)
+    monkeypatch.setattr(bench_report, "write_bench_cells", counting)
     assert main(_argv(["run"], spec, runs, out, real_data_dir)) == 0
+    assert seen and seen == sorted(seen) and seen[0] < 4
     rows = list(csv.DictReader((out / "cells.csv").open()))
     assert len(rows) == 4
     recs = _records(runs)

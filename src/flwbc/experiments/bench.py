@@ -33,6 +33,7 @@ import csv
 import io
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -712,13 +713,17 @@ def bench_runs(
     data_dir: str | None = None,
     run: bool = True,
     sweep_options: dict[str, Any] | None = None,
+    on_progress: Callable[[list[RunSpec]], None] | None = None,
 ) -> tuple[list[RunSpec], list[Any]]:
     """Screen every cell with the spec's seeds, then (unless quick without `quick.confirm`)
     run the confirming seeds on each defense's worst attacks; the runs and the sweeps' reports.
     Only the spec's screening seeds decide which cells are confirmed, so the choice does not
-    depend on what else the store holds."""
-    opts = sweep_options or {}
+    depend on what else the store holds. `on_progress(runs)` is called now and then while
+    runs finish (`run_sweep`), with every run of the bench so far."""
+    opts = dict(sweep_options or {})
     runs = expand_bench(spec, quick=quick, defenses=defenses, data_dir=data_dir)
+    if on_progress is not None:
+        opts["on_progress"] = lambda: on_progress(runs)
     reports = [_sweep(runs, store, f"bench {spec.id}", **opts)] if run else []
     if spec.confirm is not None and (not quick or spec.quick.confirm):
         screened = summarize(collect_bench(spec, runs, store))
@@ -731,7 +736,9 @@ def bench_runs(
             cells=chosen,
             data_dir=data_dir,
         )
+        runs = runs + [r for r in more if r.key not in {x.key for x in runs}]
+        if on_progress is not None:
+            opts["on_progress"] = lambda: on_progress(runs)
         if run and more:
             reports.append(_sweep(more, store, f"bench {spec.id} (confirming seeds)", **opts))
-        runs = runs + [r for r in more if r.key not in {x.key for x in runs}]
     return runs, reports

@@ -204,6 +204,14 @@ def plot_regime(spec: BenchSpec, regime: str, summaries: list[Summary], prefix: 
         return _finish(plt, fig, prefix, f"{spec.title}: {spec.regimes[regime].title or regime}")
 
 
+def write_bench_cells(spec: BenchSpec, cells: list[BenchCell], out: Path) -> Path:
+    """cells.csv alone (atomically): what a bench has measured so far, while it runs."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "cells.csv"
+    atomic_write_bytes(path, _csv(cells_rows(cells, coordinate_names(spec))).encode())
+    return path
+
+
 def write_bench(
     spec: BenchSpec, cells: list[BenchCell], out: Path, *, command: str, plots: bool = True
 ) -> list[Path]:

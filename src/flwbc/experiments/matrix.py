@@ -16,8 +16,9 @@ Each is taken at the end of the attack window (the last adversarial round) and a
 the run, and for backdoors and eq. 3 the rounds after the window until the success falls
 below one half (`rounds_until`; censored when it does not) say how long the attack persists.
 
-Outputs in `--out`: `cells.csv` (one row per cell), `matrix.md` (the table, with the runtime
-and the command), `heatmap.png|svg`. Runs live in a resumable store as for `reproduce`.
+Outputs in `--out`: `cells.csv` (one row per cell, rewritten every minute while runs finish),
+`matrix.md` (the table, with the runtime and the command), `heatmap.png|svg`. Runs live in a
+resumable store as for `reproduce`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ DEFAULT_MATRIX = "matrix"
 """The bundled matrix `flwbc matrix` runs when no spec is named."""
 PERSIST_BELOW = 0.5
 """A backdoor's or eq. 3's success below this ends its persistence count."""
+TABLES_EVERY = 60.0
+"""Seconds between rewrites of cells.csv while a matrix runs (so an interrupted one leaves
+it)."""
 
 
 @dataclass
@@ -505,6 +509,13 @@ def run_matrix(
             f"{out / 'cells.csv'} holds {before} finished cells, more than this matrix has; "
             "choose another --out or pass --overwrite"
         )
+
+    def partial() -> None:  # cells.csv while runs finish, never with fewer cells than before
+        cells = collect_cells(spec, runs, store)
+        if overwrite or sum(1 for c in cells if c.kind is not None) >= before:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out / "cells.csv", cells_csv(cells).encode())
+
     sweep = None
     if run:
         sweep = run_sweep(
@@ -517,6 +528,8 @@ def run_matrix(
             backend=backend,
             device=device,
             ray_options=ray_options,
+            on_progress=partial,
+            progress_every=TABLES_EVERY,
         )
     cells = collect_cells(spec, runs, store)
     done = sum(1 for c in cells if c.kind is not None)

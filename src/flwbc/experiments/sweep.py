@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -115,8 +116,13 @@ def run_sweep(
     backend: Literal["local", "ray"] = "local",
     device: str | None = None,
     ray_options: RayOptions | None = None,
+    on_progress: Callable[[], None] | None = None,
+    progress_every: float = 60.0,
 ) -> SweepReport:
     """Run every unfinished run of `runs` and return which finished or failed.
+
+    `on_progress` is called after runs have finished, at most once every `progress_every`
+    seconds (a caller writes its partial tables there, so an interrupted sweep leaves them).
 
     `backend="local"`: `jobs` worker processes at a time (default: one per core), each with
     `threads` torch threads (default: `threads_per_worker`). `backend="ray"`: one Ray task per
@@ -173,7 +179,8 @@ def run_sweep(
         smoothing=0.05,
     )
     with stop_on_sigterm():  # SIGTERM stops the runs as Ctrl-C does
-        shown = time.monotonic()
+        shown = told = time.monotonic()
+        untold = 0
         try:
             while pending or running:
                 assert runner is not None
@@ -209,6 +216,10 @@ def run_sweep(
                         atomic_write_json(run_dir(store, by_key[key]) / WALL, wall)
                     else:
                         failed[key] = why
+                untold += sum(why is None for why in ended.values())
+                if on_progress and untold and time.monotonic() - told >= progress_every:
+                    on_progress()
+                    told, untold = time.monotonic(), 0
                 if not ended and time.monotonic() - shown < 0.5:
                     continue  # a backend that returns at every round: the bar twice a second
                 shown = time.monotonic()
