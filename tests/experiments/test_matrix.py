@@ -202,6 +202,31 @@ def test_the_every_defense_matrix_reuses_every_run_of_the_first(real_data_dir: P
     assert len(every) == 1 + len(spec.axes["attack"]) * len(spec.axes["defense"])
 
 
+def test_a_backdoors_baseline_is_its_trigger_on_the_clean_run(tmp_path: Path) -> None:
+    """The clean run measures every backdoor's trigger (the `trigger` metric), and a backdoor's
+    cell carries that baseline at the window's end and over the window."""
+    from flwbc.experiments.matrix import _measure, matrix_spec
+    from flwbc.experiments.specs import RunSpec
+
+    spec = matrix_spec("matrix")
+    (metric,) = spec.axes["attack"]["none"]["eval"]["metrics"]
+    assert metric["name"] == "trigger"
+    names = [a["name"] for a in metric["options"]["attacks"]]
+    assert names == ["badnets", "dba", "model_replacement", "neurotoxin"]
+    recs = [
+        {"round": t, "adversarial": t <= 2, "test_acc": 0.8, "backdoor_acc": s}
+        for t, s in ((1, 0.3), (2, 0.6), (3, 0.2))
+    ]
+    clean = [
+        {"round": t, "adversarial": t <= 2, "test_acc": 0.8, "backdoor_acc.badnets": b}
+        for t, b in ((1, 0.02), (2, 0.04), (3, 0.01))
+    ]
+    run = RunSpec("k", "bad", {"attack": {"name": "badnets"}}, 3)
+    cell = _measure("BadNets", "FedAvg", run, recs, tmp_path, clean)
+    assert cell.kind == "backdoor" and cell.effect == 0.6
+    assert cell.baseline == 0.04 and cell.baseline_mean == pytest.approx(0.03)
+
+
 def test_an_unknown_matrix_name_is_one_line(tmp_path: Path, capsys) -> None:
     assert main(["matrix", "nope", "--no-run", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -11,6 +11,7 @@ that trigger on the global model exactly as the attacked run's `backdoor_acc` is
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
@@ -45,6 +46,26 @@ class TriggerOptions(PluginOptions):
         if len(set(names)) != len(names):
             raise ValueError(f"attack names must differ, got {names}")
         return refs
+
+
+def is_backdoor(name: str) -> bool:
+    """Whether the registered attack `name` implants a backdoor (measures `backdoor`)."""
+    from flwbc.attacks import ATTACKS
+
+    return "backdoor" in ATTACKS.lookup(name).metrics
+
+
+def baseline_metric(attacks: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The `trigger` metric that measures, on a clean run, the trigger of every backdoor among
+    `attacks` (attack config sections: `name` and `options`), each once in order; None when
+    there is none."""
+    refs: list[dict[str, Any]] = []
+    for section in attacks:
+        name = str(section.get("name", "targeted"))
+        ref = {"name": name, "options": section.get("options", {})}
+        if name != "honest" and is_backdoor(name) and ref not in refs:
+            refs.append(ref)
+    return {"name": "trigger", "options": {"attacks": refs}} if refs else None
 
 
 def trigger_field(attack: str) -> str:

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flwbc.config import make_config
 from flwbc.errors import FlwbcError
+from flwbc.evaluation.trigger import baseline_metric, is_backdoor, trigger_field
 from flwbc.experiments.results import timing_seconds
 from flwbc.experiments.specs import (
     RunSpec,
@@ -166,12 +167,6 @@ def attack_kind_of(name: str) -> str:
     return "untargeted"
 
 
-def is_backdoor(name: str) -> bool:
-    from flwbc.attacks import ATTACKS
-
-    return "backdoor" in ATTACKS.lookup(name).metrics
-
-
 def regime_attacks(regime: Regime) -> dict[str, dict[str, Any]]:
     """The regime's attacks as named partial configs, the clean cell first."""
     from flwbc.attacks import ATTACKS
@@ -259,12 +254,10 @@ def expand_bench(
             if not schedule:  # a setting that says nothing of when: every round of the window
                 window["name"] = "continuous"
             # each backdoor's trigger as its attacked cells configure it (options merged)
-            backdoors = []
-            for p in attacks.values():
-                merged = deep_merge(base, substitute(p, setting.vars, where)).get("attack", {})
-                name = str(merged.get("name", "targeted"))
-                if name != "honest" and is_backdoor(name):
-                    backdoors.append({"name": name, "options": merged.get("options", {})})
+            baselines = baseline_metric(
+                deep_merge(base, substitute(p, setting.vars, where)).get("attack", {})
+                for p in attacks.values()
+            )
             for seed in seeds or spec.seeds:
                 parent: RunSpec | None = None
                 if regime.warmup_rounds:
@@ -295,12 +288,8 @@ def expand_bench(
                     if cells is not None and (rname, sname, aname, dname) not in cells:
                         continue
                     metrics: dict[str, Any] = {}
-                    if aname == CLEAN and backdoors:
-                        metrics = {
-                            "eval": {
-                                "metrics": [{"name": "trigger", "options": {"attacks": backdoors}}]
-                            }
-                        }
+                    if aname == CLEAN and baselines:
+                        metrics = {"eval": {"metrics": [baselines]}}
                     cfg = deep_merge(
                         base,
                         {"attack": {"schedule": window}},
@@ -376,8 +365,6 @@ def _mean(values: list[float | None]) -> float | None:
 
 def _success_field(attack_cfg: dict[str, Any]) -> tuple[str, str]:
     """(field in the attacked run, field in the clean run) of a targeted attack's success."""
-    from flwbc.evaluation.trigger import trigger_field
-
     name = attack_cfg.get("name", "targeted")
     if is_backdoor(name):
         return "backdoor_acc", trigger_field(name)

@@ -33,10 +33,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from flwbc.errors import FlwbcError
 from flwbc.evaluation.accuracy_drop import accuracy_drop
+from flwbc.evaluation.trigger import baseline_metric, trigger_field
 from flwbc.experiments.results import RETURNED, timing_seconds
 from flwbc.experiments.specs import (
     RunSpec,
     Spec,
+    deep_merge,
     expand,
     load_settings,
     load_spec,
@@ -76,6 +78,11 @@ class Cell:
     window_mean: float | None = None
     """The same success measure averaged over the rounds of the last attack window (less noisy
     than one round's value)."""
+    baseline: float | None = None
+    """Backdoors: the clean run's success rate of the same trigger at the window's end (some
+    images carrying a trigger are classified as its target without any attack)."""
+    baseline_mean: float | None = None
+    """The same over the window's rounds."""
     test_acc: float | None = None
     """Test accuracy at the window's end."""
     final_acc: float | None = None
@@ -143,6 +150,17 @@ def matrix_spec(name: str | None) -> Spec:
             f"spec {spec.id}: the attack axis needs a point '{CLEAN}' (the clean baseline, e.g. "
             "attack.name: honest) to compare with"
         )
+    # the clean run measures every backdoor's trigger: each backdoor's baseline
+    sections = [
+        deep_merge(spec.base, spec.branch.config, point).get("attack", {})
+        for a, point in spec.axes["attack"].items()
+        if a != CLEAN
+    ]
+    metric = baseline_metric(sections)
+    if metric is not None:
+        clean = spec.axes["attack"][CLEAN]
+        given = clean.get("eval", {}).get("metrics", [])
+        spec.axes["attack"][CLEAN] = deep_merge(clean, {"eval": {"metrics": [*given, metric]}})
     return spec
 
 
@@ -150,10 +168,15 @@ def _value(rec: dict[str, Any] | None, field: str) -> float | None:
     return None if rec is None else rec.get(field)
 
 
+def _same_round(clean: list[dict[str, Any]], record: dict[str, Any]) -> dict[str, Any] | None:
+    """The clean run's record of `record`'s round (None if it has none)."""
+    same = [r for r in clean if r["round"] == record["round"]]
+    return same[0] if same else None
+
+
 def _drop(clean: list[dict[str, Any]], record: dict[str, Any]) -> float | None:
     """The clean run's test accuracy minus `record`'s, in the same round."""
-    same = [r for r in clean if r["round"] == record["round"]]
-    return accuracy_drop(same[0] if same else None, record)
+    return accuracy_drop(_same_round(clean, record), record)
 
 
 def collect_cells(spec: Spec, runs: list[RunSpec], store: Path) -> list[Cell]:
@@ -217,6 +240,10 @@ def _measure(
         cell.effect = _value(records[end], cell.metric)
         cell.final_effect = _value(records[-1], cell.metric)
         cell.window_mean = _mean([_value(r, cell.metric) for r in window])
+        if cell.kind == "backdoor":
+            field = trigger_field(run.config.get("attack", {}).get("name", ""))
+            cell.baseline = _value(_same_round(clean, records[end]), field)
+            cell.baseline_mean = _mean([_value(_same_round(clean, r), field) for r in window])
         windows = rounds_until(records, cell.metric, PERSIST_BELOW)
         if windows:  # the last attack window's persistence
             last = windows[-1]
@@ -226,7 +253,9 @@ def _measure(
     return cell
 
 
-AVERAGED = ("effect", "final_effect", "window_mean", "test_acc", "final_acc")
+AVERAGED = (
+    "effect", "final_effect", "window_mean", "baseline", "baseline_mean", "test_acc", "final_acc",
+)  # fmt: skip
 
 
 def _average(attack: str, defense: str, cells: list[Cell]) -> Cell:
@@ -284,6 +313,8 @@ def _cell_text(c: Cell) -> str:
     if c.kind == "clean":
         return f"acc {_pct(c.test_acc)}"
     head = f"{_pct(c.effect)} (mean {_pct(c.window_mean)})"
+    if c.baseline is not None:
+        head += f" [clean {_pct(c.baseline)}]"
     succeeded = c.effect is not None and c.effect >= PERSIST_BELOW
     if c.kind in ("backdoor", "targeted") and c.persists is not None and succeeded:
         mark = RETURNED if c.came_back else ""
@@ -318,7 +349,10 @@ def matrix_markdown(spec: Spec, cells: list[Cell], *, command: str) -> str:
         f"for eq. 3 (each, when at least {PERSIST_BELOW:.0%} at the window's end, followed by "
         f"the rounds after the window until it fell below {PERSIST_BELOW:.0%}: '>k' if it never "
         f"did in the k rounds seen, 'k{RETURNED}' if it came back above later), and the accuracy "
-        "drop against the same defense without attack (points) for the rest.",
+        "drop against the same defense without attack (points) for the rest. A backdoor's "
+        "'[clean x]' is its baseline: the same trigger's success rate on the clean run at the "
+        "window's end (images carrying the trigger that the model classifies as the target "
+        "without any attack).",
         "",
         *_table(
             ["attack", "kind", *defenses],
