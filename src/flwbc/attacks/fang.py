@@ -28,9 +28,9 @@ the m_b benign updates seen: m = n in full knowledge, 2f in partial) and c = f,
 halved until Krum, simulated on [f crafted; seen], selects a crafted update, or until
 λ ≤ `threshold` (then that last λ, ≤ threshold, is sent without a further test, as the
 NDSS'21 code does). The simulation reuses the project's own Krum scoring
-(`flwbc.server.krum`), with its `f` option: `krum_f` if given, else the server's
-`krum`/`multikrum` `f` option when the server runs one of them, else the round's number of
-attackers (the paper's Krum assumes c).
+(`flwbc.server.krum`), with its `f` option: `krum_f` if given, else the deployed rule's
+`Aggregator.krum_f` (the `f` of Krum and Multi-Krum), else the round's number of attackers
+(the paper's Krum assumes c).
 The simulation puts the crafted rows first, so a tied score counts as selected (the server's
 Krum breaks ties by the round's row order).
 Deviations: (a) the second term is the largest benign update norm, the paper's
@@ -145,9 +145,8 @@ class FangKrum(CraftedAttack):
         if self.options.krum_f is not None:
             return self.options.krum_f
         srv = self.cfg.server
-        if srv.aggregator in ("krum", "multikrum"):
-            return int(build_aggregator(srv.aggregator, srv.options).f)  # type: ignore[attr-defined]
-        return f
+        deployed = build_aggregator(srv.aggregator, srv.options).krum_f
+        return f if deployed is None else deployed
 
     def lam(self, seen: Tensor, f: int) -> float:
         """λ for the seen benign updates [m_b, P] and f attackers."""

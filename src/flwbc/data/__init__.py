@@ -9,7 +9,6 @@ from flwbc.data.datasets import (
     register_dataset,
 )
 from flwbc.data.partition import (
-    PARTITION_KINDS,
     PARTITIONS,
     partition,
     partition_dirichlet,
@@ -32,7 +31,6 @@ __all__ = [
     "DatasetEntry",
     "get_dataset",
     "register_dataset",
-    "PARTITION_KINDS",
     "PARTITIONS",
     "register_partition",
     "ChecksumWarning",

@@ -16,8 +16,6 @@ from pydantic import Field
 from flwbc.errors import FlwbcError
 from flwbc.registry import Registry
 
-PARTITION_KINDS: tuple[str, ...] = ("iid", "shards", "dirichlet")
-
 
 def _as_pool(pool: np.ndarray) -> np.ndarray:
     pool = np.asarray(pool)

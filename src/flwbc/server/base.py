@@ -59,6 +59,13 @@ class Aggregator(ABC):
     Options: ClassVar[type[BaseModel] | None] = None
     """Typed options; default: a model built from the constructor's signature."""
 
+    @property
+    def krum_f(self) -> int | None:
+        """The f of the Krum score this rule selects updates by (Krum, Multi-Krum), for attacks
+        that simulate the deployed selection (Fang et al.'s attack on Krum); None for a rule
+        that does not select by Krum's score alone."""
+        return None
+
     def check(self, num_updates: int) -> None:
         """Raise `FlwbcError` (one line naming the rule and the bound) if the rule cannot work
         with `num_updates` updates per round. Called once before the first round."""

@@ -95,6 +95,10 @@ class Krum(Aggregator):
     def __init__(self, f: int = 1) -> None:
         self.f = check_count("f", f, 0)
 
+    @property
+    def krum_f(self) -> int:
+        return self.f
+
     def check(self, num_updates: int) -> None:
         _check_krum_bound(self.name, num_updates, self.f)
 
@@ -117,6 +121,10 @@ class MultiKrum(Aggregator):
     def __init__(self, f: int = 1, m: int | None = None) -> None:
         self.f = check_count("f", f, 0)
         self.m = None if m is None else check_count("m", m, 1)
+
+    @property
+    def krum_f(self) -> int:
+        return self.f
 
     def selected_count(self, num_updates: int) -> int:
         return num_updates - self.f if self.m is None else self.m
