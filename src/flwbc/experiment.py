@@ -61,7 +61,7 @@ class Experiment:
     attack: Attack | None = None
     defenses: list[ClientDefense] = field(default_factory=list)
     """The benign clients' chain of client defenses, in order."""
-    pre_steps: list[PreAggregator] = field(default_factory=list)
+    pre_steps: list[PreAggregator[Any]] = field(default_factory=list)
     """The server's pre-aggregation steps, in order."""
     metrics: list[Metric] = field(default_factory=list)
     """What is measured on the global model after every round, in record order."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from pydantic import BaseModel
@@ -21,11 +21,15 @@ from torch import Tensor
 from flwbc.context import RoundContext
 from flwbc.registry import Registry
 
-PRE_AGGREGATORS: Registry[type[PreAggregator]] = Registry("pre-aggregation step")
+PRE_AGGREGATORS: Registry[type[PreAggregator[Any]]] = Registry("pre-aggregation step")
 
 
-class PreAggregator(ABC):
-    """Base class of pre-aggregation steps."""
+O = TypeVar("O", bound=BaseModel | None)  # noqa: E741
+
+
+class PreAggregator(ABC, Generic[O]):
+    """Base class of pre-aggregation steps; `Options` is the step's options model, and
+    `self.options` an instance of it (typed by the subclass's `PreAggregator[Options]`)."""
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel] | None] = None
@@ -35,7 +39,7 @@ class PreAggregator(ABC):
     that mixes each row with others but keeps its place (nnm) says True: a flag on row i is then
     charged to client i, whose row it was."""
 
-    def __init__(self, options: BaseModel | None) -> None:
+    def __init__(self, options: O) -> None:
         self.options = options
 
     @abstractmethod
@@ -46,12 +50,14 @@ class PreAggregator(ABC):
         e.g. bucket means) and what to record for the round (empty: nothing)."""
 
 
-def register_pre_aggregator(name: str) -> Callable[[type[PreAggregator]], type[PreAggregator]]:
+def register_pre_aggregator(
+    name: str,
+) -> Callable[[type[PreAggregator[Any]]], type[PreAggregator[Any]]]:
     """Register a `PreAggregator` subclass under `name`."""
     return PRE_AGGREGATORS.register(name)
 
 
-def build_pre_aggregators(steps: list[Any]) -> list[PreAggregator]:
+def build_pre_aggregators(steps: list[Any]) -> list[PreAggregator[Any]]:
     """The chain a config's `server.pre` names (each with `.name` and `.options`)."""
     return [
         PRE_AGGREGATORS.lookup(step.name)(PRE_AGGREGATORS.options(step.name, step.options))

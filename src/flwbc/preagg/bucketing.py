@@ -39,7 +39,7 @@ def bucket_order(n: int, generator: torch.Generator) -> Tensor:
 
 
 @register_pre_aggregator("bucketing")
-class Bucketing(PreAggregator):
+class Bucketing(PreAggregator[BucketingOptions]):
     """Replace the updates by the means of random buckets of `s` of them."""
 
     keeps_rows = False
@@ -49,7 +49,6 @@ class Bucketing(PreAggregator):
     def apply(
         self, updates: Tensor, weights: Tensor, ctx: RoundContext, generator: torch.Generator
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        assert isinstance(self.options, BucketingOptions)
         s, n = self.options.s, updates.shape[0]
         order = bucket_order(n, generator).to(updates.device)
         buckets = [order[i : i + s] for i in range(0, n, s)]

@@ -22,7 +22,7 @@ class ClipOptions(PluginOptions):
 
 
 @register_pre_aggregator("clip")
-class Clip(PreAggregator):
+class Clip(PreAggregator[ClipOptions]):
     """Scale each update to L2 norm at most `bound`; record which clients (or, after a step
     that merged rows, which rows) were clipped."""
 
@@ -31,7 +31,6 @@ class Clip(PreAggregator):
     def apply(
         self, updates: Tensor, weights: Tensor, ctx: RoundContext, generator: torch.Generator
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        assert isinstance(self.options, ClipOptions)
         clipped, which = clip_by_norm(updates, self.options.bound)
         # after a step that merged rows (bucketing) they are no longer clients: record positions
         rows = ctx.client_ids if len(ctx.client_ids) == len(updates) else range(len(updates))

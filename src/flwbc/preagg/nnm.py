@@ -45,7 +45,7 @@ def nearest_neighbour_mix(updates: Tensor, f: int) -> Tensor:
 
 
 @register_pre_aggregator("nnm")
-class NearestNeighbourMixing(PreAggregator):
+class NearestNeighbourMixing(PreAggregator[NNMOptions]):
     """Replace each update by the mean of its n - f nearest neighbours."""
 
     Options = NNMOptions
@@ -53,7 +53,6 @@ class NearestNeighbourMixing(PreAggregator):
     def apply(
         self, updates: Tensor, weights: Tensor, ctx: RoundContext, generator: torch.Generator
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        assert isinstance(self.options, NNMOptions)
         n, f = updates.shape[0], self.options.f
         if n <= f:
             raise FlwbcError(
