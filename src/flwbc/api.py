@@ -51,11 +51,9 @@ from flwbc.runio import (
 )
 from flwbc.runtime import Terminated, tune_allocator
 
-AGG_PREFIX = "aggregator_state."
 BACKDOOR_LEVELS = (0.5, 0.1)
 """A backdoor run's summary counts, per attack window, the rounds until its success rate is
 below each of these."""
-ATTACK_PREFIX = "attack_state."
 RoundCallback = Callable[[dict[str, Any]], bool | None]
 
 
@@ -217,12 +215,9 @@ class RunSession:
         self.next_round = 1
         if resume is not None and self.ckpt.exists():
             w, meta = load_model(self.ckpt, exp.model)
-            exp.aggregator.load_state_dict(
-                {k: v.to(exp.device) for k, v in load_extra(self.ckpt, AGG_PREFIX).items()}
-            )
-            if exp.attack is not None:
-                exp.attack.load_state_dict(
-                    {k: v.to(exp.device) for k, v in load_extra(self.ckpt, ATTACK_PREFIX).items()}
+            for prefix, plugin in exp.stateful().items():
+                plugin.load_state_dict(
+                    {k: v.to(exp.device) for k, v in load_extra(self.ckpt, prefix).items()}
                 )
             done = int(meta["round"])
             self.records = _truncate_jsonl(run_dir / "rounds.jsonl", done)
@@ -274,10 +269,12 @@ class RunSession:
         if exp.attack is not None:
             exp.attack.observe(exp, t, w)
         if cfg.output.checkpoint_every and (t % cfg.output.checkpoint_every == 0 or t == total):
-            agg_state = {AGG_PREFIX + k: v for k, v in exp.aggregator.state_dict().items()}
-            if exp.attack is not None:
-                agg_state.update({ATTACK_PREFIX + k: v for k, v in exp.attack.state_dict().items()})
-            save_model(self.ckpt, exp.model, w, {**self.model_meta, "round": t}, agg_state)
+            state = {
+                prefix + k: v
+                for prefix, plugin in exp.stateful().items()
+                for k, v in plugin.state_dict().items()
+            }
+            save_model(self.ckpt, exp.model, w, {**self.model_meta, "round": t}, state)
         self.records.append(record)
         self.next_round = t + 1
         return record

@@ -26,6 +26,7 @@ from flwbc.metrics import evaluated_test_indices
 from flwbc.models import FlatModel, build_model
 from flwbc.postagg import PostAggregator, build_post_aggregators
 from flwbc.preagg import PRE_AGGREGATORS, PreAggregator, build_pre_aggregators
+from flwbc.registry import Stateful
 from flwbc.rng import numpy_rng, torch_generator
 from flwbc.schedules import Schedule, build_schedule
 from flwbc.server import Aggregator, build_aggregator
@@ -42,6 +43,11 @@ class RoundPlan:
     """None: the new global model is w + aggregate(updates). Otherwise (only under
     `attack.emulate_average: reference`) it is model_scale·w + weights @ updates: the reference
     code's average of client models with coefficients `weights` that sum to model_scale ≠ 1."""
+
+
+AGG_PREFIX = "aggregator_state."
+"""Where a checkpoint keeps the rule's state (`Experiment.stateful` lists every plug-in's)."""
+ATTACK_PREFIX = "attack_state."
 
 
 @dataclass
@@ -257,6 +263,24 @@ class Experiment:
         return RoundPlan(
             t, True, clients, malicious, (num / total).float(), float(num.sum()) / total
         )
+
+    def stateful(self) -> dict[str, Stateful]:
+        """Every plug-in of the run by the prefix its state is saved under in a checkpoint:
+        the rule, the attack, the pre- and post-aggregation steps, the client defenses, the
+        schedule and the metrics, by position where a kind has several."""
+        out: dict[str, Stateful] = {AGG_PREFIX: self.aggregator}
+        if self.attack is not None:
+            out[ATTACK_PREFIX] = self.attack
+        if self.schedule is not None:
+            out["schedule_state."] = self.schedule
+        for prefix, plugins in (
+            ("pre_state", self.pre_steps),
+            ("post_state", self.post_steps),
+            ("defense_state", self.defenses),
+            ("metric_state", self.metrics),
+        ):
+            out.update({f"{prefix}.{i}.": p for i, p in enumerate(plugins)})
+        return out
 
     def initial_weights(self) -> Tensor:
         seed = int(numpy_rng(self.cfg.seed, "init").integers(2**31))

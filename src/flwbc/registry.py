@@ -19,6 +19,8 @@ from flwbc.errors import FlwbcError
 from flwbc.plugin_options import validate_options
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from flwbc.config import ExperimentConfig
 
 T = TypeVar("T")
@@ -79,7 +81,22 @@ def _origin(entry: Any) -> str:
     return f"{getattr(target, '__module__', '?')}.{qualname}"
 
 
-class ConfiguredPlugin:
+class Stateful:
+    """What a plug-in of any kind carries across rounds: `state_dict` is saved with every
+    checkpoint (under the plug-in's place in the experiment, `Experiment.stateful`) and handed
+    back to `load_state_dict` on resume, so a resumed run is byte-identical to one never
+    interrupted. Default: no state."""
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors the plug-in carries across rounds."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore what `state_dict` returned (on resume)."""
+        return None
+
+
+class ConfiguredPlugin(Stateful):
     """Base of the plug-ins built once per experiment from its config and their own validated
     options (attacks, schedules, client defenses)."""
 

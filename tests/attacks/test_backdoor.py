@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import flwbc
-from flwbc.api import ATTACK_PREFIX
+from flwbc.experiment import ATTACK_PREFIX
 from flwbc.attacks import ATTACKS
 from flwbc.attacks.backdoor import Trigger, poison_count
 from flwbc.attacks.neurotoxin import project_off, topk_mask

@@ -91,14 +91,6 @@ class Attack(ConfiguredPlugin, ABC):
         """Called with the new global model w after every round t, before its checkpoint is
         written (t = 0: the initial model of a run that starts afresh). Default: nothing."""
 
-    def state_dict(self) -> dict[str, Tensor]:
-        """Tensors the attack carries across rounds, saved in each checkpoint beside the
-        aggregator's state and handed to `load_state_dict` on resume (default: none)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore what `state_dict` returned (on resume). Default: nothing."""
-
 
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
     """Register an `Attack` subclass under `name`."""

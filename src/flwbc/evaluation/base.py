@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
-from flwbc.registry import Registry
+from flwbc.registry import Registry, Stateful
 
 if TYPE_CHECKING:
     from flwbc.experiment import Experiment
@@ -29,7 +29,7 @@ BUILT_IN = ("accuracy", "target")
 """Measured in every run, in this order, before any a config adds."""
 
 
-class Metric(ABC):
+class Metric(Stateful, ABC):
     """Base class of per-round metrics."""
 
     name: ClassVar[str] = ""

@@ -23,14 +23,14 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from flwbc.context import RoundContext
-from flwbc.registry import Registry
+from flwbc.registry import Registry, Stateful
 
 O = TypeVar("O", bound=BaseModel)  # noqa: E741
 
 POST_AGGREGATORS: Registry[type[PostAggregator[Any]]] = Registry("post-aggregation step")
 
 
-class PostAggregator(ABC, Generic[O]):
+class PostAggregator(Stateful, ABC, Generic[O]):
     """Base class of post-aggregation steps; `Options` is the step's options model."""
 
     name: ClassVar[str] = ""

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from flwbc.context import RoundContext
-from flwbc.registry import Registry
+from flwbc.registry import Registry, Stateful
 
 PRE_AGGREGATORS: Registry[type[PreAggregator[Any]]] = Registry("pre-aggregation step")
 
@@ -27,7 +27,7 @@ PRE_AGGREGATORS: Registry[type[PreAggregator[Any]]] = Registry("pre-aggregation 
 O = TypeVar("O", bound=BaseModel | None)  # noqa: E741
 
 
-class PreAggregator(ABC, Generic[O]):
+class PreAggregator(Stateful, ABC, Generic[O]):
     """Base class of pre-aggregation steps; `Options` is the step's options model, and
     `self.options` an instance of it (typed by the subclass's `PreAggregator[Options]`)."""
 

@@ -27,7 +27,7 @@ from torch import Tensor
 from flwbc.context import RoundContext
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import signature_model, validate_options
-from flwbc.registry import Registry
+from flwbc.registry import Registry, Stateful
 
 AGGREGATORS: Registry[type[Aggregator]] = Registry("aggregator")
 
@@ -42,7 +42,7 @@ class Aggregate:
     entry counted against the real attackers (`flwbc.round.aggregate_round`)."""
 
 
-class Aggregator(ABC):
+class Aggregator(Stateful, ABC):
     """Base class of aggregation rules.
 
     `rank_based` rules (median, trimmed mean, Krum, ...) ignore the FedAvg weights, so the
@@ -77,14 +77,6 @@ class Aggregator(ABC):
     @abstractmethod
     def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
         """Combine `updates` [K, P] with normalised `weights` [K] into one update [P]."""
-
-    def state_dict(self) -> dict[str, Tensor]:
-        """Tensors a stateful rule carries across rounds (saved with every checkpoint)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore what `state_dict` returned (on resume)."""
-        return None
 
 
 def register_aggregator(name: str) -> Callable[[type[Aggregator]], type[Aggregator]]:
