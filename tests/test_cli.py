@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from flwbc.cli import _config_from_args, build_parser, main
+from flwbc.cli import build_parser, config_from_args, main
 from flwbc.errors import FlwbcError
 
 
 def parse(*argv: str):
-    return _config_from_args(build_parser().parse_args(["run", *argv]))
+    return config_from_args(build_parser().parse_args(["run", *argv]))
 
 
 def test_flags_reach_nested_fields() -> None:

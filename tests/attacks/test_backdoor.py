@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import flwbc
-from flwbc.experiment import ATTACK_PREFIX
 from flwbc.attacks import ATTACKS
 from flwbc.attacks.backdoor import Trigger, poison_count
 from flwbc.attacks.neurotoxin import project_off, topk_mask
@@ -24,7 +23,7 @@ from flwbc.data import Dataset
 from flwbc.errors import FlwbcError
 from flwbc.evaluation import build_metrics
 from flwbc.evaluation.backdoor import Backdoor
-from flwbc.experiment import Experiment
+from flwbc.experiment import ATTACK_PREFIX, Experiment
 from flwbc.models import FlatModel
 from flwbc.rng import torch_generator
 from flwbc.round import client_update

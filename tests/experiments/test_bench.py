@@ -226,7 +226,7 @@ def _records(store: Path) -> dict[tuple[str, str, str], list[dict]]:
 def test_tiny_bench_and_evaluate_end_to_end(
     real_data_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    from flwbc import cli_bench
+    from flwbc.cli import bench as cli_bench
     from flwbc.experiments import bench_report
 
     spec = tmp_path / "tiny.yaml"

@@ -10,14 +10,19 @@ from typing import Any
 
 import yaml
 
+from flwbc.cli.common import check_workers
 from flwbc.errors import FlwbcError
 
+NAME = "bench"
+ORDER = 10
+RESUMES: str | None = "sweep"
+"""What an interruption leaves: 'run' (continue with --resume), 'sweep' (rerun the command)."""
 DEFAULT_BENCH = "leaderboard"
 STORED = "results/leaderboard"
 """Where the built-in defenses' results are committed (compared without recomputing them)."""
 
 
-def add_bench_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     bench = sub.add_parser(
         "bench",
         help="rank defenses by their worst case over attacks, across settings and seeds",
@@ -110,7 +115,7 @@ TABLES_EVERY = 60.0
 """Seconds between rewrites of cells.csv while a bench runs (so an interrupted one leaves it)."""
 
 
-def bench_command(args: argparse.Namespace, argv: list[str] | None) -> int:
+def command(args: argparse.Namespace, argv: list[str] | None) -> int:
     from flwbc.experiments.bench import (
         BenchCell,
         bench_runs,
@@ -128,10 +133,7 @@ def bench_command(args: argparse.Namespace, argv: list[str] | None) -> int:
     from flwbc.plots import require_matplotlib
 
     require_matplotlib()
-    if args.jobs is not None and args.jobs < 1:
-        raise FlwbcError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.threads is not None and args.threads < 1:
-        raise FlwbcError(f"--threads must be at least 1, got {args.threads}")
+    check_workers(args)
     spec = load_bench(args.spec)
     name = "bench" if args.bench_command == "run" else "bench-evaluate"
     store = Path(args.runs or (f"runs/{name}-quick" if args.quick else f"runs/{name}"))

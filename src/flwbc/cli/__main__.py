@@ -1,0 +1,7 @@
+"""`python -m flwbc.cli`: the `flwbc` command."""
+
+import sys
+
+from flwbc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,246 @@
+"""What several `flwbc` subcommands share: one flag per config field (generated from the
+config schema: `--local-epochs` sets `local.epochs`, `--wbc-s` sets `defense.wbc.s`, ...,
+with a few short aliases, and `--set a.b=value` for any field), and the flags, places and exit
+status of the commands that run sweeps (`reproduce`, `matrix`, `bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from flwbc.config import ExperimentConfig, load_config_file, make_config, set_dotted
+from flwbc.errors import FlwbcError
+from flwbc.experiments import BACKENDS
+from flwbc.textvalues import parse_mapping, parse_scalar
+
+if typing.TYPE_CHECKING:
+    from flwbc.experiments.sweep import SweepReport
+
+RAY_FLAGS = ("address", "cpus_per_run", "gpus_per_run", "max_retries")
+
+ALIASES = {
+    "dataset": "data.name",
+    "data-dir": "data.dir",
+    "rounds": "federation.rounds",
+    "client-defense": "defense.client",
+    "aggregator": "server.aggregator",
+    "out": "output.dir",
+    "name": "output.name",
+}
+
+SECTION_PREFIX = {"defense.wbc": "wbc", "defense.ldp": "ldp"}
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted path, annotation, help with the default) for every leaf field of the schema."""
+    out = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.extend(_fields(ann, dotted + "."))
+        else:
+            default = field.get_default(call_default_factory=True)
+            choices = _choices(dotted, ann)
+            parts = [
+                field.description or "",
+                "one of " + ", ".join(map(str, choices)) if choices else "",
+                _list_hint(ann),
+                "KEY=VALUE,... or a JSON mapping, e.g. beta=0.2" if _is_dict(ann) else "",
+            ]
+            text = "; ".join(p for p in parts if p)
+            out.append((dotted, ann, f"{text} [{dotted}, default {default!r}]".strip()))
+    return out
+
+
+def _flag_for(dotted: str) -> str:
+    section, _, leaf = dotted.rpartition(".")
+    head = SECTION_PREFIX.get(section, section.replace(".", "-"))
+    return (f"{head}-{leaf}" if head else leaf).replace("_", "-")
+
+
+def _is_textual(ann: Any) -> bool:
+    return ann is str or (typing.get_origin(ann) is not dict and str in typing.get_args(ann))
+
+
+def _is_list(ann: Any) -> bool:
+    return any(typing.get_origin(a) is list for a in (ann, *typing.get_args(ann)))
+
+
+def _list_hint(ann: Any) -> str:
+    if not _is_list(ann):
+        return ""
+    items = [
+        typing.get_args(a) for a in (ann, *typing.get_args(ann)) if typing.get_origin(a) is list
+    ]
+    return "comma-separated, e.g. 1,16" if items and items[0] == (int,) else "comma-separated"
+
+
+def _is_dict(ann: Any) -> bool:
+    return any(typing.get_origin(a) is dict for a in (ann, *typing.get_args(ann)))
+
+
+def _parse_value(raw: str, ann: Any) -> Any:
+    if raw.lower() in ("none", "null") and type(None) in typing.get_args(ann):
+        return None
+    if _is_dict(ann):
+        return parse_mapping(raw)
+    if _is_list(ann):
+        items = raw.strip().removeprefix("[").removesuffix("]").split(",")
+        return [parse_scalar(v) for v in items if v.strip()]
+    if _is_textual(ann):
+        return raw
+    return parse_scalar(raw)
+
+
+def _choices(dotted: str, ann: Any) -> tuple[Any, ...]:
+    """The allowed values of a field: a Literal's, or the registered aggregators."""
+    if typing.get_origin(ann) is typing.Literal:
+        return typing.get_args(ann)
+    if dotted == "server.aggregator":
+        from flwbc.server import AGGREGATORS
+
+        return tuple(sorted(AGGREGATORS))
+    if dotted == "engine":
+        from flwbc.engine import ENGINES
+
+        return tuple(sorted(ENGINES))
+    return ()
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """--config, --set and one flag per config field (the config of `run` and its kin)."""
+    parser.add_argument("--config", help="YAML or JSON config file; flags override it")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config field, e.g. --set server.options.beta=0.2",
+    )
+    group = parser.add_argument_group(
+        "config fields (docs/configuration.md explains each; a config file sets them too)"
+    )
+    aliases_by_path = {v: k for k, v in ALIASES.items()}
+    for dotted, _ann, help_text in _fields(ExperimentConfig):
+        names = [f"--{_flag_for(dotted)}"]
+        alias = aliases_by_path.get(dotted)
+        if alias is not None and f"--{alias}" not in names:
+            names.insert(0, f"--{alias}")
+        group.add_argument(*names, dest=f"cfg:{dotted}", default=None, metavar="V", help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    data = load_config_file(args.config) if args.config else {}
+    data.pop("_meta", None)
+    types_by_path = {d: a for d, a, _ in _fields(ExperimentConfig)}
+    for key, raw in vars(args).items():
+        if key.startswith("cfg:") and raw is not None:
+            dotted = key[4:]
+            set_dotted(data, dotted, _parse_value(raw, types_by_path[dotted]))
+    for item in args.set:
+        if "=" not in item:
+            raise FlwbcError(f"--set expects KEY=VALUE, got '{item}'")
+        dotted, raw = item.split("=", 1)
+        ann = types_by_path.get(dotted.strip(), Any)
+        set_dotted(data, dotted.strip(), _parse_value(raw, ann))
+    return make_config(data)
+
+
+def add_backend_args(parser: argparse.ArgumentParser) -> None:
+    """Where a sweep command's runs run: this machine's worker processes or a Ray cluster."""
+    group = parser.add_argument_group("where the runs run (docs/cluster.md)")
+    group.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local: worker processes on this machine (default); ray: one Ray task per run on "
+        "a Ray cluster, results written into --runs here",
+    )
+    group.add_argument(
+        "--address",
+        default=None,
+        metavar="HOST:PORT",
+        help="the Ray cluster's head (or 'auto'); default: a Ray instance on this machine for "
+        "the sweep alone",
+    )
+    group.add_argument(
+        "--cpus-per-run",
+        type=float,
+        default=None,
+        metavar="N",
+        help="CPUs Ray reserves for each run, fractions allowed (default 1); its torch threads "
+        "unless --threads",
+    )
+    group.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=None,
+        metavar="N",
+        help="GPUs Ray reserves for each run (default 0); 0.25 packs four runs on a GPU",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="times a run lost to a dead Ray node or worker is restarted from its last saved "
+        "round before it counts as failed (default 3)",
+    )
+    group.add_argument(
+        "--device",
+        default=None,
+        help="torch device of every run, e.g. cuda (default: the spec's, cpu); not part of a "
+        "run's identity",
+    )
+
+
+def sweep_status(sweep: SweepReport | None) -> int:
+    """Print a sweep's outcome; the exit status: 1 when any run failed."""
+    if sweep is None:
+        return 0
+    print(
+        f"{len(sweep.finished)} runs finished, {len(sweep.failed)} failed in {sweep.seconds:.0f} s",
+        file=sys.stderr,
+    )
+    for key, why in sweep.failed.items():
+        print(f"  failed {key}: {why}", file=sys.stderr)
+    return 1 if sweep.failed else 0
+
+
+def sweep_places(
+    args: argparse.Namespace, argv: list[str] | None, name: str
+) -> tuple[Path, Path, str]:
+    """A sweep command's run store (default `runs/NAME`, `runs/NAME-quick` with --quick), its
+    output folder (default `STORE/results`) and the command line as typed."""
+    default = Path(f"runs/{name}-quick" if args.quick else f"runs/{name}")
+    store = Path(args.runs) if args.runs else default
+    out = Path(args.out) if args.out else store / "results"
+    return store, out, " ".join(["flwbc", *(argv if argv is not None else sys.argv[1:])])
+
+
+def check_workers(args: argparse.Namespace) -> None:
+    for name in ("jobs", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise FlwbcError(f"--{name} must be at least 1, got {value}")
+
+
+def sweep_backend(args: argparse.Namespace) -> dict[str, Any]:
+    """`run_sweep`'s backend, device and Ray options from a sweep command's flags."""
+    given = [f"--{n.replace('_', '-')}" for n in RAY_FLAGS if getattr(args, n) is not None]
+    if args.backend != "ray":
+        if given:
+            raise FlwbcError(f"{', '.join(given)}: only with --backend ray")
+        return {"backend": args.backend, "device": args.device}
+    from flwbc.experiments.ray_backend import RayOptions, require_ray
+
+    if not args.no_run:
+        require_ray()
+    chosen = {n: getattr(args, n) for n in RAY_FLAGS if getattr(args, n) is not None}
+    return {"backend": "ray", "device": args.device, "ray_options": RayOptions(**chosen)}
