@@ -32,7 +32,7 @@ from flwbc.data.datasets import dataset_image_shape, get_dataset
 from flwbc.engine import Engine, get_engine
 from flwbc.errors import FlwbcError
 from flwbc.evaluation import measure_round
-from flwbc.experiment import Experiment, RoundPlan
+from flwbc.experiment import AGG_PREFIX, ATTACK_PREFIX, Experiment, RoundPlan  # noqa: F401 (checkpoint prefixes, re-exported)
 from flwbc.metrics import mitigation_rounds, rounds_until
 from flwbc.models import FlatModel, build_model
 from flwbc.plugins import LOADED as PLUGINS_LOADED

@@ -205,14 +205,26 @@ def test_the_every_defense_matrix_reuses_every_run_of_the_first(real_data_dir: P
 def test_a_backdoors_baseline_is_its_trigger_on_the_clean_run(tmp_path: Path) -> None:
     """The clean run measures every backdoor's trigger (the `trigger` metric), and a backdoor's
     cell carries that baseline at the window's end and over the window."""
-    from flwbc.experiments.matrix import _measure, matrix_spec
-    from flwbc.experiments.specs import RunSpec
+    from flwbc.experiments.matrix import _measure, matrix_runs, matrix_spec, with_baselines
+    from flwbc.experiments.specs import RunSpec, expand, load_settings
 
     spec = matrix_spec("matrix")
-    (metric,) = spec.axes["attack"]["none"]["eval"]["metrics"]
-    assert metric["name"] == "trigger"
+    (metric,) = with_baselines(spec).axes["attack"]["none"]["eval"]["metrics"]
+    assert metric["name"] == "trigger" and "eval" not in spec.axes["attack"]["none"]
     names = [a["name"] for a in metric["options"]["attacks"]]
     assert names == ["badnets", "dba", "model_replacement", "neurotoxin"]
+    # the clean runs also answer to their keys from before, so existing stores are used
+    runs = matrix_runs(spec, quick=True)
+    before = {r.key for r in expand(spec, load_settings(), quick=True)}
+    clean = [r for r in runs if r.coords.get("attack") == "none"]
+    assert clean and all(r.key not in before and set(r.aliases) & before for r in clean)
+    assert {r.key for r in runs if r.role == "branch" and r not in clean} <= before
+    # two backdoors of one name with other options: loaded, without a baseline for them
+    third = {"attack": {"name": "badnets", "options": {"target": 3}}}
+    attacks = {**spec.axes["attack"], "BadNets 3": third}
+    both = spec.model_copy(update={"axes": {**spec.axes, "attack": attacks}})
+    (metric,) = with_baselines(both).axes["attack"]["none"]["eval"]["metrics"]
+    assert [a["name"] for a in metric["options"]["attacks"]] == names[1:]
     recs = [
         {"round": t, "adversarial": t <= 2, "test_acc": 0.8, "backdoor_acc": s}
         for t, s in ((1, 0.3), (2, 0.6), (3, 0.2))

@@ -75,6 +75,9 @@ from flwbc.server.base import build_aggregator
 from flwbc.server.krum import krum_scores, pairwise_sq_dists
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from flwbc.config import ExperimentConfig
     from flwbc.experiment import Experiment
 
 
@@ -82,8 +85,8 @@ class FangKrumOptions(CraftedOptions):
     krum_f: int | None = Field(
         None,
         ge=0,
-        description="f of the Krum the attackers simulate; default: the server's krum or "
-        "multikrum f option, else the round's number of attackers",
+        description="f of the Krum the attackers simulate; default: the deployed rule's Krum f "
+        "(krum, multikrum), else the round's number of attackers",
     )
     threshold: float = Field(
         1e-5,
@@ -139,14 +142,18 @@ class FangKrum(CraftedAttack):
 
     Options = FangKrumOptions
 
+    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
+        super().__init__(cfg, options)
+        srv = cfg.server
+        self.deployed_krum_f = build_aggregator(srv.aggregator, srv.options).krum_f
+        """The deployed rule's Krum f (`Aggregator.krum_f`), None for a rule without one."""
+
     def krum_f(self, f: int) -> int:
         """The f of the simulated Krum (see `krum_f`)."""
         assert isinstance(self.options, FangKrumOptions)
         if self.options.krum_f is not None:
             return self.options.krum_f
-        srv = self.cfg.server
-        deployed = build_aggregator(srv.aggregator, srv.options).krum_f
-        return f if deployed is None else deployed
+        return f if self.deployed_krum_f is None else self.deployed_krum_f
 
     def lam(self, seen: Tensor, f: int) -> float:
         """λ for the seen benign updates [m_b, P] and f attackers."""

@@ -168,6 +168,14 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
         mine = {(c.regime, c.setting) for c in cells}
         return card_inputs([c for c in stored if (c.regime, c.setting) in mine], cells, defenses[0])
 
+    existing = out / "cells.csv"
+    before = sum(c.run is not None for c in read_cells(existing)) if existing.is_file() else 0
+
+    def partial(runs: list[RunSpec]) -> None:  # never a table with fewer finished cells
+        cells = tables(runs)
+        if sum(c.run is not None for c in cells) >= before:
+            write_bench_cells(spec, cells, out)
+
     runs, reports = bench_runs(
         spec,
         store,
@@ -176,7 +184,7 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
         data_dir=args.data_dir,
         run=not args.no_run,
         sweep_options={**sweep_options, "progress_every": TABLES_EVERY},
-        on_progress=lambda runs: write_bench_cells(spec, tables(runs), out),
+        on_progress=partial,
     )
     cells = tables(runs)
     if args.bench_command == "evaluate":

@@ -20,9 +20,10 @@ def add_parser(sub: Any) -> None:
         "run",
         help="run one experiment",
         description="Run one federated experiment and write its run directory. `flwbc list` "
-        "shows every plug-in to choose from (attacks, schedules, client defenses, pre-aggregation "
-        "steps, aggregators, metrics, datasets, partitions, engines, models), with its options; "
-        "the choices listed below are the built-in ones and those of entry points.",
+        "shows every plug-in to choose from (attacks, schedules, client defenses, pre- and "
+        "post-aggregation steps, aggregators, metrics, datasets, partitions, engines, models), "
+        "with its options; the choices listed below are the built-in ones and those of entry "
+        "points.",
     )
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

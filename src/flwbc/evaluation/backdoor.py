@@ -19,7 +19,12 @@ if TYPE_CHECKING:
 
 
 def backdoor_success(
-    exp: Experiment, w: Tensor, triggered: Tensor, target: int, batch_size: int, t: int
+    exp: Experiment,
+    w: Tensor,
+    triggered: Tensor,
+    target: int,
+    batch_size: int,
+    t: int | None = None,
 ) -> float:
     """Share of the non-target test images, triggered (`triggered`, raw uint8, one per test
     image; the `eval.test_size` evaluated at round t when set), that the model at w classifies

@@ -55,16 +55,23 @@ def is_backdoor(name: str) -> bool:
     return "backdoor" in ATTACKS.lookup(name).metrics
 
 
-def baseline_metric(attacks: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+def baseline_metric(
+    attacks: Iterable[dict[str, Any]], *, skip_ambiguous: bool = False
+) -> dict[str, Any] | None:
     """The `trigger` metric that measures, on a clean run, the trigger of every backdoor among
     `attacks` (attack config sections: `name` and `options`), each once in order; None when
-    there is none."""
+    there is none. Two backdoors of one name with different options cannot both be measured
+    (their fields would be one): `skip_ambiguous` leaves them out, else the metric refuses
+    them."""
     refs: list[dict[str, Any]] = []
     for section in attacks:
         name = str(section.get("name", "targeted"))
         ref = {"name": name, "options": section.get("options", {})}
         if name != "honest" and is_backdoor(name) and ref not in refs:
             refs.append(ref)
+    if skip_ambiguous:
+        names = [r["name"] for r in refs]
+        refs = [r for r in refs if names.count(r["name"]) == 1]
     return {"name": "trigger", "options": {"attacks": refs}} if refs else None
 
 

@@ -427,10 +427,9 @@ def collect_bench(spec: BenchSpec, runs: list[RunSpec], store: Path) -> list[Ben
 def wall_seconds(path: Path) -> float | None:
     """A run's wall time from start to end in one sweep (`wall.json`), or None: unknown, or the
     run was resumed, so its wall time covers only its last part."""
-    try:
-        wall = read_json(path / WALL)
-    except FileNotFoundError:
+    if not (path / WALL).is_file():  # finished before sweeps wrote it, or by `flwbc run`
         return None
+    wall = read_json(path / WALL)
     return float(wall["seconds"]) if wall.get("from_round", 0) == 0 else None
 
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -150,18 +151,46 @@ def matrix_spec(name: str | None) -> Spec:
             f"spec {spec.id}: the attack axis needs a point '{CLEAN}' (the clean baseline, e.g. "
             "attack.name: honest) to compare with"
         )
-    # the clean run measures every backdoor's trigger: each backdoor's baseline
+    return spec
+
+
+def with_baselines(spec: Spec) -> Spec:
+    """`spec` with its clean point measuring every backdoor's trigger (the `trigger` metric),
+    so each backdoor's cell has its baseline; backdoors that share a name but not their options
+    get none (their fields would collide)."""
     sections = [
         deep_merge(spec.base, spec.branch.config, point).get("attack", {})
         for a, point in spec.axes["attack"].items()
         if a != CLEAN
     ]
-    metric = baseline_metric(sections)
-    if metric is not None:
-        clean = spec.axes["attack"][CLEAN]
-        given = clean.get("eval", {}).get("metrics", [])
-        spec.axes["attack"][CLEAN] = deep_merge(clean, {"eval": {"metrics": [*given, metric]}})
-    return spec
+    metric = baseline_metric(sections, skip_ambiguous=True)
+    if metric is None:
+        return spec
+    clean = spec.axes["attack"][CLEAN]
+    given = clean.get("eval", {}).get("metrics", [])
+    axes = {**spec.axes, "attack": dict(spec.axes["attack"])}
+    axes["attack"][CLEAN] = deep_merge(clean, {"eval": {"metrics": [*given, metric]}})
+    return spec.model_copy(update={"axes": axes})
+
+
+def matrix_runs(spec: Spec, *, quick: bool = False, data_dir: str | None = None) -> list[RunSpec]:
+    """The matrix's runs, its clean runs measuring the backdoors' baselines
+    (`with_baselines`); each clean run also answers to the key it had before clean runs
+    measured them, so a store written then is still used (its baselines are then unknown)."""
+    settings = load_settings()
+    runs = expand(with_baselines(spec), settings, quick=quick, data_dir=data_dir)
+    earlier = {
+        json.dumps(r.coords, sort_keys=True): r
+        for r in expand(spec, settings, quick=quick, data_dir=data_dir)
+        if r.coords.get("attack") == CLEAN
+    }
+    out = []
+    for r in runs:
+        before = earlier.get(json.dumps(r.coords, sort_keys=True))
+        if before is not None and before.key != r.key:
+            r = replace(r, aliases=(*r.aliases, before.key, *before.aliases))
+        out.append(r)
+    return out
 
 
 def _value(rec: dict[str, Any] | None, field: str) -> float | None:
@@ -536,7 +565,7 @@ def run_matrix(
 
     require_matplotlib()
     spec = matrix_spec(name)
-    runs = expand(spec, load_settings(), quick=quick, data_dir=data_dir)
+    runs = matrix_runs(spec, quick=quick, data_dir=data_dir)
     before = finished_cells(out / "cells.csv")
     if not overwrite and before > len([r for r in runs if r.role == "branch"]):
         raise FlwbcError(

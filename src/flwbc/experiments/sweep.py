@@ -218,7 +218,10 @@ def run_sweep(
                         failed[key] = why
                 untold += sum(why is None for why in ended.values())
                 if on_progress and untold and time.monotonic() - told >= progress_every:
-                    on_progress()
+                    try:
+                        on_progress()
+                    except (FlwbcError, OSError) as err:  # a table, never worth the sweep
+                        print(f"flwbc: partial tables not written: {err}", file=sys.stderr)
                     told, untold = time.monotonic(), 0
                 if not ended and time.monotonic() - shown < 0.5:
                     continue  # a backend that returns at every round: the bar twice a second

@@ -54,8 +54,8 @@ from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggr
 
 @register_aggregator("crfl")
 class CRFL(Aggregator):
-    """FedAvg, then the `model_clip` post-aggregation step (clip the new model to ρ_t, add
-    Gaussian noise) with the round's server stream."""
+    """CRFL's training (Xie et al., ICML 2021): FedAvg, then the new model clipped to ρ_t with
+    Gaussian noise added (the `model_clip` post-aggregation step, on the server stream)."""
 
     Options = ModelClipOptions
 
