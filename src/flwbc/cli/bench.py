@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from flwbc.cli.common import check_workers
+from flwbc.cli.common import add_data_dir_arg, check_workers
 from flwbc.errors import FlwbcError
 
 NAME = "bench"
@@ -76,12 +76,7 @@ def _common(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--out", default=None, help="where the outputs go (default: RUNS/results)")
     p.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: cores)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="dataset root for every run (default: $FLWBC_DATA_DIR, then the cache, then a "
-        "download); not part of a run's identity",
-    )
+    add_data_dir_arg(p)
     p.add_argument("--no-run", action="store_true", help="only rewrite the outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -152,6 +152,16 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return make_config(data)
 
 
+def add_data_dir_arg(parser: argparse.ArgumentParser) -> None:
+    """--data-dir of the commands that run sweeps."""
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="dataset root for every run (default: $FLWBC_DATA_DIR, then the cache, then a "
+        "download); not part of a run's identity",
+    )
+
+
 def add_backend_args(parser: argparse.ArgumentParser) -> None:
     """Where a sweep command's runs run: this machine's worker processes or a Ray cluster."""
     group = parser.add_argument_group("where the runs run (docs/cluster.md)")

@@ -7,6 +7,7 @@ from typing import Any
 
 from flwbc.cli.common import (
     add_backend_args,
+    add_data_dir_arg,
     check_workers,
     sweep_backend,
     sweep_places,
@@ -54,12 +55,7 @@ def add_parser(sub: Any) -> None:
         help="runs in parallel (default: cores; --backend ray: as the cluster's resources take)",
     )
     mat.add_argument("--threads", type=int, default=None, help="torch threads per run")
-    mat.add_argument(
-        "--data-dir",
-        default=None,
-        help="dataset root for every run (default: $FLWBC_DATA_DIR, then the cache, then a "
-        "download); not part of a run's identity",
-    )
+    add_data_dir_arg(mat)
     mat.add_argument("--no-run", action="store_true", help="only rewrite the outputs")
     mat.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_backend_args(mat)

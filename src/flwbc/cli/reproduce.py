@@ -7,6 +7,7 @@ from typing import Any
 
 from flwbc.cli.common import (
     add_backend_args,
+    add_data_dir_arg,
     check_workers,
     sweep_backend,
     sweep_places,
@@ -71,12 +72,7 @@ def add_parser(sub: Any) -> None:
         help="torch threads per run (default: the cores shared out among the jobs, at least 1)",
     )
     rep.add_argument("--seeds", default=None, help="comma-separated seeds instead of the spec's")
-    rep.add_argument(
-        "--data-dir",
-        default=None,
-        help="dataset root for every run (default: $FLWBC_DATA_DIR, then the cache, then a "
-        "download); not part of a run's identity",
-    )
+    add_data_dir_arg(rep)
     rep.add_argument(
         "--no-run",
         action="store_true",
