@@ -19,12 +19,13 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _module_level_imports(path: Path, known: dict[str, Path]) -> set[str]:
-    """flwbc modules imported when `path` is imported (not those under `if TYPE_CHECKING:`
-    or inside functions)."""
+def _imports(path: Path, known: dict[str, Path]) -> set[str]:
+    """flwbc modules `path` imports anywhere: at module level, inside functions and under
+    `if TYPE_CHECKING:` (a type-only import is a dependency too)."""
     found: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("flwbc"):
+            assert node.level == 0, f"{path}: relative import"
             found |= {f"{node.module}.{a.name}" for a in node.names} & set(known)
             found |= {node.module} & set(known)
         elif isinstance(node, ast.Import):
@@ -32,10 +33,41 @@ def _module_level_imports(path: Path, known: dict[str, Path]) -> set[str]:
     return found
 
 
-def test_no_import_cycles() -> None:
+def _graph() -> dict[str, set[str]]:
     mods = _modules()
     # a package importing its own submodules (to register them) is not a cycle
-    graph = {m: _module_level_imports(p, mods) - {m} for m, p in mods.items()}
+    return {m: _imports(p, mods) - {m} for m, p in mods.items()}
+
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    # what every layer may use: errors, seeds, small helpers, how plug-ins are loaded
+    ("_version", "errors", "rng", "runtime", "transforms", "textvalues", "provenance"),
+    ("plugin_options", "plugins"),
+    ("config",),  # what a config says; it names plug-ins and knows none of them
+    ("registry",),
+    # what plug-ins are written against: models, data, local SGD, the contexts they are handed
+    ("models", "data", "curvature", "metrics", "runio", "client", "context"),
+    # the plug-in kinds (built-in and outside plug-ins are loaded by name, not imported here)
+    ("attacks", "defenses", "server", "preagg", "postagg", "evaluation", "schedules"),
+    ("experiment",),  # builds every plug-in a config names
+    ("round",),
+    ("engine",),
+    ("api",),
+    ("analysis", "experiments", "plots", "catalog", "flower"),
+    ("cli", ""),  # "" is the package itself (flwbc/__init__.py)
+)
+
+
+def _layer(module: str) -> int:
+    rel = module.removeprefix("flwbc").removeprefix(".")
+    for i, names in enumerate(LAYERS):
+        if any(rel == n or (n and rel.startswith(n + ".")) for n in names):
+            return i
+    raise AssertionError(f"{module} is in no layer of LAYERS: place it")
+
+
+def test_no_import_cycles() -> None:
+    graph = _graph()
     # depth-first search for a back edge, written out so the failing cycle can be printed
     state: dict[str, int] = {}
     path: list[str] = []
@@ -56,6 +88,30 @@ def test_no_import_cycles() -> None:
         if m not in state:
             cycle = visit(m)
             assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_cycle_check_sees_imports_inside_functions_and_type_only_ones(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from flwbc.b import B\n"
+    )
+    (tmp_path / "b.py").write_text("def f():\n    from flwbc.c import C\n")
+    (tmp_path / "c.py").write_text("import flwbc.a\n")
+    known = {f"flwbc.{n}": tmp_path / f"{n}.py" for n in "abc"}
+    assert {m: _imports(p, known) for m, p in known.items()} == {
+        "flwbc.a": {"flwbc.b"},
+        "flwbc.b": {"flwbc.c"},
+        "flwbc.c": {"flwbc.a"},
+    }
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    up = [
+        f"{m} (layer {_layer(m)}) imports {n} (layer {_layer(n)})"
+        for m, deps in sorted(_graph().items())
+        for n in sorted(deps)
+        if _layer(n) > _layer(m)
+    ]
+    assert up == []
 
 
 def test_engines_read_no_attack_or_defense_config() -> None:

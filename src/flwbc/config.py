@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import typing
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,14 +17,22 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flwbc.errors import FlwbcError, did_you_mean, parse_error_text
+from flwbc.plugins import load_plugins, registered
 
 
-def _known(kind: str, names: Iterable[str], name: str, prefix: str = "") -> str:
-    """`name` if it is among the registered `names`, else the one-line error listing them."""
-    names = sorted(names)
+def _known(kind: str, name: str, prefix: str = "") -> str:
+    """`name` if a plug-in of `kind` is registered under it, else the one-line error listing
+    the registered ones."""
+    names = sorted(registered(kind))
     if name not in names:
         raise ValueError(f"unknown {kind} '{name}'; choose {prefix}one of {', '.join(names)}")
     return name
+
+
+def defense_names(client: str | list[str]) -> list[str]:
+    """The chain a config's `defense.client` names ("none" or [] is no defense)."""
+    names = [client] if isinstance(client, str) else list(client)
+    return [n for n in names if n != "none"]
 
 
 class _Section(BaseModel):
@@ -66,16 +73,12 @@ class DataConfig(_Section):
     @field_validator("partition")
     @classmethod
     def _known_partition(cls, name: str) -> str:
-        from flwbc.data.partition import PARTITIONS
-
-        return _known("partition", PARTITIONS, name)
+        return _known("partition", name)
 
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
-        from flwbc.data import DATASETS
-
-        return _known("dataset", DATASETS, name)
+        return _known("dataset", name)
 
     num_shards: int = Field(200, ge=1, description="non-IID shards (McMahan et al.)")
     shards_per_client: int = Field(2, ge=1)
@@ -188,9 +191,7 @@ class AttackConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_attack(cls, name: str) -> str:
-        from flwbc.attacks import ATTACKS
-
-        return _known("attack", ATTACKS, name)
+        return _known("attack", name)
 
     @model_validator(mode="before")
     @classmethod
@@ -292,11 +293,7 @@ class DefenseConfig(_Section):
     @field_validator("client")
     @classmethod
     def _known_defenses(cls, client: str | list[str]) -> str | list[str]:
-        from flwbc.defenses import CLIENT_DEFENSES, defense_names
-
-        names = [
-            _known("client defense", CLIENT_DEFENSES, n, "none or ") for n in defense_names(client)
-        ]
+        names = [_known("client defense", n, "none or ") for n in defense_names(client)]
         if len(names) > 1:
             return names
         return names[0] if names else "none"  # one defense reads (and is stored) as before
@@ -304,8 +301,6 @@ class DefenseConfig(_Section):
     @property
     def label(self) -> str:
         """The chain's names joined by '+', or 'none'."""
-        from flwbc.defenses import defense_names
-
         return "+".join(defense_names(self.client)) or "none"
 
 
@@ -332,9 +327,7 @@ class ServerConfig(_Section):
     @field_validator("aggregator")
     @classmethod
     def _known(cls, name: str) -> str:
-        from flwbc.server import AGGREGATORS
-
-        return _known("aggregator", AGGREGATORS, name)
+        return _known("aggregator", name)
 
 
 class EvalConfig(_Section):
@@ -432,9 +425,7 @@ class ExperimentConfig(_Section):
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, name: str) -> str:
-        from flwbc.engine import ENGINES
-
-        return _known("engine", ENGINES, name)
+        return _known("engine", name)
 
     @model_validator(mode="before")
     @classmethod
@@ -448,9 +439,7 @@ class ExperimentConfig(_Section):
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        from flwbc.models import MODELS
-
-        return name if name == "auto" else _known("model", MODELS, name, "auto or ")
+        return name if name == "auto" else _known("model", name, "auto or ")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:
@@ -478,9 +467,7 @@ class ExperimentConfig(_Section):
                     raise ValueError(
                         f"attack.rounds {bad} outside 1..federation.rounds ({fed.rounds})"
                     )
-            from flwbc.data import get_dataset
-
-            ncls = get_dataset(self.data.name).num_classes
+            ncls = registered("dataset")[self.data.name].num_classes
             if att.target is not None and att.target >= ncls:
                 raise ValueError(f"attack.target ({att.target}) must be in 0..{ncls - 1}")
             bad = [t for t in att.targets or [] if not 0 <= t < ncls]
@@ -494,9 +481,7 @@ class ExperimentConfig(_Section):
     def model_name(self) -> str:
         if self.model != "auto":
             return self.model
-        from flwbc.data import get_dataset
-
-        return get_dataset(self.data.name).default_model
+        return registered("dataset")[self.data.name].default_model
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -580,8 +565,6 @@ def make_config(data: dict[str, Any] | None = None, **overrides: Any) -> Experim
     `make_config({"data": {"name": "cifar10"}}, **{"attack.num_images": 10})`; raises
     `FlwbcError` with one line on any invalid value.
     """
-    from flwbc.plugins import load_plugins
-
     merged: dict[str, Any] = json.loads(json.dumps(data or {}))
     for dotted, value in overrides.items():
         set_dotted(merged, dotted, value)

@@ -1,14 +1,56 @@
-"""What a server-side plug-in (an aggregation rule, a pre- or post-aggregation step) may know
-about the round besides the updates: below every kind of them, so none imports another's
-package for it."""
+"""What a plug-in may know of the experiment it runs in (`ExperimentContext`) and a server-side
+plug-in (an aggregation rule, a pre- or post-aggregation step) of the round besides the updates
+(`RoundContext`): below every kind of them, so none imports the module that builds them all,
+nor another kind's package."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from flwbc.client.attack import MaliciousSet
+    from flwbc.config import ExperimentConfig
+    from flwbc.data.datasets import Dataset
+    from flwbc.models import FlatModel
+
+
+class ExperimentContext(Protocol):
+    """The experiment as its plug-ins' hooks see it: `flwbc.experiment.Experiment` is one."""
+
+    cfg: ExperimentConfig
+    dataset: Dataset
+    model: FlatModel
+    device: torch.device
+    client_indices: list[np.ndarray]
+    """Every client's training images (indices into the dataset)."""
+    malicious_ids: list[int]
+    benign_ids: np.ndarray
+    malicious_set: MaliciousSet | None
+    """The targeted attack's D_M (None for other attacks)."""
+    x_mal: Tensor | None
+    y_mal: Tensor | None
+    attack: Any
+    """The experiment's attack (an `flwbc.attacks.Attack`), None without one."""
+    defenses: Sequence[Any]
+    """The benign clients' chain of client defenses (`flwbc.defenses.ClientDefense`)."""
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def client_data(self, c: int) -> tuple[Tensor, Tensor]:
+        """Client c's training images (normalised, on the device) and labels."""
+        ...
+
+    def test_data(self, t: int | None = None) -> tuple[Tensor, Tensor]:
+        """The test images (raw) and labels evaluated at round t."""
+        ...
 
 
 @dataclass

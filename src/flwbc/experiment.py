@@ -143,6 +143,7 @@ class Experiment:
             # the server's clean root set (FLTrust): drawn from the training pool, D_M excluded;
             # it may overlap clients' data, so the client partition is the same with or without it
             root = np.sort(numpy_rng(cfg.seed, "root-set").choice(pool, root_size, replace=False))
+        attack = build_attack(cfg)
         exp = cls(
             cfg,
             ds,
@@ -156,10 +157,10 @@ class Experiment:
             aggregator,
             device,
             root,
-            build_attack(cfg),
+            attack,
             build_client_defenses(cfg),
             build_pre_aggregators(cfg.server.pre),
-            build_metrics(cfg.eval.metrics, cfg.attack),
+            build_metrics(cfg.eval.metrics, attack),
             build_schedule(cfg),
             build_post_aggregators(cfg.server.post),
         )
@@ -345,10 +346,10 @@ def check_plugin_options(cfg: ExperimentConfig) -> None:
     check_aggregator(cfg, build_aggregator(cfg.server.aggregator, cfg.server.options))
     build_pre_aggregators(cfg.server.pre)
     build_post_aggregators(cfg.server.post)
-    build_attack(cfg)
+    attack = build_attack(cfg)
     build_client_defenses(cfg)
     build_schedule(cfg)
-    build_metrics(cfg.eval.metrics, cfg.attack)
+    build_metrics(cfg.eval.metrics, attack)
 
 
 def check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator) -> None:

@@ -1,5 +1,9 @@
-"""Plug-ins from outside the package: modules that register attacks, defenses, aggregators,
-models, datasets or engines when imported.
+"""How plug-ins get in: modules that register attacks, defenses, aggregators, models,
+datasets or engines when imported, the built-in ones and those from outside alike.
+
+The built-in plug-ins are the packages in `BUILTINS`, imported by name as an outside module is.
+`registered(kind)` is every plug-in of a kind by name, the built-ins loaded first: the config
+checks the names it is given there, so it imports no plug-in package.
 
 Two ways in, both loaded wherever experiment code runs (the CLI, sweep workers, analyses,
 Flower ClientApps and ServerApps), since every config passes through `make_config`:
@@ -14,14 +18,45 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from flwbc.errors import FlwbcError
 
+BUILTINS = (
+    "flwbc.data",
+    "flwbc.models",
+    "flwbc.attacks",
+    "flwbc.defenses",
+    "flwbc.schedules",
+    "flwbc.server",
+    "flwbc.preagg",
+    "flwbc.postagg",
+    "flwbc.evaluation",
+    "flwbc.engine",
+    "flwbc.flower.engine",
+)
+"""The built-in plug-ins: packages that register every module in them when imported, and the
+Flower engine (a module of the Flower integration, which sits above the engines' layer)."""
+KINDS: dict[str, Mapping[str, Any]] = {}
+"""Every kind's registry (`flwbc.registry.Registry`) by kind ('attack', 'aggregator', ...),
+filled as each registry is made."""
 GROUP = "flwbc.plugins"
 _entry_points_loaded = False
 LOADED: list[str] = []
 """Modules loaded as plug-ins in this process, in order."""
+
+
+def load_builtins() -> None:
+    """Import the built-in plug-in packages (each once)."""
+    for name in BUILTINS:
+        importlib.import_module(name)
+
+
+def registered(kind: str) -> Mapping[str, Any]:
+    """The plug-ins of `kind` by name, the built-ins among them."""
+    load_builtins()
+    return KINDS[kind]
 
 
 def load_entry_points() -> None:
@@ -43,7 +78,9 @@ def load_entry_points() -> None:
 
 
 def load_plugins(modules: Iterable[str] = ()) -> None:
-    """Load the entry-point plug-ins, then import each of `modules` (each once)."""
+    """Load the built-in plug-ins and the entry-point ones, then import each of `modules`
+    (each once)."""
+    load_builtins()
     load_entry_points()
     for name in modules:
         if name in LOADED:

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import validate_options
+from flwbc.plugins import KINDS, load_builtins
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -34,6 +35,7 @@ class Registry(dict[str, T]):
         self.kind = kind
         self.choices_prefix = choices_prefix
         self._origins: dict[str, str] = {}
+        KINDS[kind] = self
 
     def register(self, name: str) -> Callable[[T], T]:
         """A decorator registering a plug-in class under `name` (and setting its `name`)."""
@@ -62,6 +64,8 @@ class Registry(dict[str, T]):
 
     def lookup(self, name: str) -> T:
         """The plug-in registered as `name`; an unknown name lists the registered ones."""
+        if name not in self:
+            load_builtins()  # a built-in outside its kind's package (the Flower engine)
         if name not in self:
             raise FlwbcError(
                 f"unknown {self.kind} '{name}'; choose {self.choices_prefix}one of "

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import flwbc
-from flwbc.attacks import ATTACKS
+from flwbc.attacks import ATTACKS, build_attack
 from flwbc.attacks.backdoor import Trigger, poison_count
 from flwbc.attacks.neurotoxin import project_off, topk_mask
 from flwbc.data import Dataset
@@ -242,7 +242,7 @@ def test_backdoor_success_rate_by_hand() -> None:
 def test_backdoor_metric_only_in_backdoor_runs() -> None:
     def names(attack_section: dict) -> list[str]:
         cfg = flwbc.make_config({"attack": attack_section})
-        return [m.name for m in build_metrics(cfg.eval.metrics, cfg.attack)]
+        return [m.name for m in build_metrics(cfg.eval.metrics, build_attack(cfg))]
 
     for name in ("badnets", "dba", "model_replacement", "neurotoxin"):
         assert names({"name": name}) == ["accuracy", "target", "backdoor"]
@@ -250,7 +250,9 @@ def test_backdoor_metric_only_in_backdoor_runs() -> None:
     assert names({"name": "label_flip"}) == ["accuracy", "target"]
     assert names({"name": "badnets", "enabled": False}) == ["accuracy", "target"]
     cfg = flwbc.make_config({"attack": {"name": "badnets"}, "eval": {"metrics": ["backdoor"]}})
-    assert [m.name for m in build_metrics(cfg.eval.metrics, cfg.attack)].count("backdoor") == 1
+    assert [m.name for m in build_metrics(cfg.eval.metrics, build_attack(cfg))].count(
+        "backdoor"
+    ) == 1
 
 
 # ------------------------------------------------------------------------- bad options

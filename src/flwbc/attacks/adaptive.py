@@ -36,7 +36,7 @@ from flwbc.attacks.ipm import IPM, IPMOptions
 from flwbc.errors import FlwbcError
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 def line_maximize(
@@ -77,14 +77,14 @@ class _Adaptive:
     last_factor: float | None = None
 
     def direction(
-        self, exp: Experiment, seen: Tensor, own: Tensor, n: int, f: int
+        self, exp: ExperimentContext, seen: Tensor, own: Tensor, n: int, f: int
     ) -> tuple[Tensor, Tensor, float]:
         """(base, direction, start): the attackers send base + x·direction."""
         raise NotImplementedError
 
     def craft_against(
         self,
-        exp: Experiment,
+        exp: ExperimentContext,
         t: int,
         updates: Tensor,
         malicious: list[bool],
@@ -121,7 +121,7 @@ class ALIEOpt(_Adaptive, ALIE):
     Options = ALIEOptOptions
 
     def direction(
-        self, exp: Experiment, seen: Tensor, own: Tensor, n: int, f: int
+        self, exp: ExperimentContext, seen: Tensor, own: Tensor, n: int, f: int
     ) -> tuple[Tensor, Tensor, float]:
         assert isinstance(self.options, ALIEOptOptions)
         if len(seen) < 2:
@@ -143,7 +143,7 @@ class IPMOpt(_Adaptive, IPM):
     Options = IPMOptOptions
 
     def direction(
-        self, exp: Experiment, seen: Tensor, own: Tensor, n: int, f: int
+        self, exp: ExperimentContext, seen: Tensor, own: Tensor, n: int, f: int
     ) -> tuple[Tensor, Tensor, float]:
         assert isinstance(self.options, IPMOptOptions)
         mean = seen.mean(0)

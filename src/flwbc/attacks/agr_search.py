@@ -47,7 +47,7 @@ from flwbc.attacks.crafted import CraftedAttack, CraftedOptions
 from flwbc.errors import FlwbcError
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 Direction = Literal["unit_vec", "std", "sign"]
 
@@ -118,7 +118,7 @@ class AgrAgnosticAttack(CraftedAttack):
         return halving_search(lambda g: ok(mu + g * p), self.options.gamma_init, self.options.tau)
 
     def forge(
-        self, exp: Experiment, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
+        self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
         assert isinstance(self.options, AgrAgnosticOptions)
         if len(seen) < 2:

@@ -25,7 +25,7 @@ from flwbc.attacks.crafted import CraftedAttack, CraftedOptions
 from flwbc.errors import FlwbcError
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 class ALIEOptions(CraftedOptions):
@@ -53,7 +53,7 @@ class ALIE(CraftedAttack):
     Options = ALIEOptions
 
     def forge(
-        self, exp: Experiment, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
+        self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
         assert isinstance(self.options, ALIEOptions)
         opts = self.options

@@ -49,7 +49,7 @@ from flwbc.plugin_options import PluginOptions
 from flwbc.rng import torch_generator
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 Pattern = Literal["square", "checkerboard", "pixel", "bars"]
 Corner = Literal["bottom_right", "bottom_left", "top_left", "top_right"]
@@ -262,12 +262,12 @@ class BackdoorAttack(Attack):
         """The global trigger (the one tested)."""
         return self.opts.trigger()
 
-    def local_stamp(self, exp: Experiment, t: int, c: int) -> Stamp:
+    def local_stamp(self, exp: ExperimentContext, t: int, c: int) -> Stamp:
         """The trigger attacker c writes into its images in round t (default: the global one)."""
         _, h, w = exp.dataset.image_shape
         return self.trigger().stamp(h, w)
 
-    def check(self, exp: Experiment) -> None:
+    def check(self, exp: ExperimentContext) -> None:
         """One-line errors for options that do not fit the dataset: the target, and every
         attacker's trigger (built once here, so a misfit shows before any round)."""
         k = exp.dataset.num_classes
@@ -281,7 +281,7 @@ class BackdoorAttack(Attack):
         for c in exp.malicious_ids:
             self.local_stamp(exp, 1, c)
 
-    def poisoned_data(self, exp: Experiment, t: int, c: int) -> tuple[Tensor, Tensor]:
+    def poisoned_data(self, exp: ExperimentContext, t: int, c: int) -> tuple[Tensor, Tensor]:
         """Attacker c's round-t training set (normalised, on the device) and labels."""
         self.check(exp)
         ds = exp.dataset
@@ -296,16 +296,16 @@ class BackdoorAttack(Attack):
         return self.opts.epochs or self.cfg.local.epochs
 
     def plan(
-        self, exp: Experiment, t: int, c: int, generator: torch.Generator
+        self, exp: ExperimentContext, t: int, c: int, generator: torch.Generator
     ) -> tuple[int, Iterator[Epoch]]:
         x, y = self.poisoned_data(exp, t, c)
         batch = self.cfg.local.batch_size
         return len(y), benign_plan(x, y, batch, self.epochs(), generator)
 
-    def group_key(self, exp: Experiment, n: int) -> tuple[Hashable, ...]:
+    def group_key(self, exp: ExperimentContext, n: int) -> tuple[Hashable, ...]:
         return (n, self.cfg.local.batch_size, self.epochs())
 
-    def test_trigger(self, exp: Experiment) -> Tensor:
+    def test_trigger(self, exp: ExperimentContext) -> Tensor:
         """The test images (raw uint8) with the global trigger written into each."""
         self.check(exp)
         _, h, w = exp.dataset.image_shape

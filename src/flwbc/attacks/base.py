@@ -23,7 +23,7 @@ from flwbc.registry import ConfiguredPlugin, Registry
 
 if TYPE_CHECKING:
     from flwbc.config import ExperimentConfig
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
@@ -37,17 +37,17 @@ class Attack(ConfiguredPlugin, ABC):
 
     @abstractmethod
     def plan(
-        self, exp: Experiment, t: int, c: int, generator: torch.Generator
+        self, exp: ExperimentContext, t: int, c: int, generator: torch.Generator
     ) -> tuple[int, Iterator[Epoch]]:
         """Attacker c's steps in round t, and its number of own training samples; batches are
         drawn from `generator` (the stream (seed, "data", t, c))."""
 
     @abstractmethod
-    def group_key(self, exp: Experiment, n: int) -> Hashable:
+    def group_key(self, exp: ExperimentContext, n: int) -> Hashable:
         """Equal for attackers (of any run) whose plans have the same shape and loss terms."""
 
     def extra_grad(
-        self, exp: Experiment, t: int, c: int, w: Tensor
+        self, exp: ExperimentContext, t: int, c: int, w: Tensor
     ) -> Callable[[Tensor], Tensor] | None:
         """A term added to attacker c's gradient at every step (None: nothing)."""
         return None
@@ -58,11 +58,13 @@ class Attack(ConfiguredPlugin, ABC):
         `round`, `client`, `w0`), possibly of several runs (None: nothing)."""
         return None
 
-    def finish(self, exp: Experiment, t: int, c: int, update: Tensor) -> Tensor:
+    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
         """What attacker c sends, from its trained update."""
         return update
 
-    def craft(self, exp: Experiment, t: int, updates: Tensor, malicious: list[bool]) -> Tensor:
+    def craft(
+        self, exp: ExperimentContext, t: int, updates: Tensor, malicious: list[bool]
+    ) -> Tensor:
         """Colluding attacks: the round's updates [K, P] as the server receives them, given all
         of them (rows in the round's client order, `malicious` marking the attackers' rows, whose
         values are what `finish` returned). Default: unchanged. An attack that assumes only
@@ -71,7 +73,7 @@ class Attack(ConfiguredPlugin, ABC):
 
     def craft_against(
         self,
-        exp: Experiment,
+        exp: ExperimentContext,
         t: int,
         updates: Tensor,
         malicious: list[bool],
@@ -83,11 +85,11 @@ class Attack(ConfiguredPlugin, ABC):
         Default: `craft`, which does not ask."""
         return self.craft(exp, t, updates, malicious)
 
-    def check(self, exp: Experiment) -> None:
+    def check(self, exp: ExperimentContext) -> None:
         """Raise `FlwbcError` (one line) for options that do not fit the prepared experiment
         (its dataset, its clients), before any round runs. Default: nothing to check."""
 
-    def observe(self, exp: Experiment, t: int, w: Tensor) -> None:
+    def observe(self, exp: ExperimentContext, t: int, w: Tensor) -> None:
         """Called with the new global model w after every round t, before its checkpoint is
         written (t = 0: the initial model of a run that starts afresh). Default: nothing."""
 

@@ -24,7 +24,7 @@ from flwbc.client.local import Epoch, benign_plan
 from flwbc.plugin_options import PluginOptions
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 class CraftedOptions(PluginOptions):
@@ -39,13 +39,13 @@ class HonestTraining(Attack):
     """Attackers train on their own data exactly as benign clients do."""
 
     def plan(
-        self, exp: Experiment, t: int, c: int, generator: torch.Generator
+        self, exp: ExperimentContext, t: int, c: int, generator: torch.Generator
     ) -> tuple[int, Iterator[Epoch]]:
         x, y = exp.client_data(c)
         loc = self.cfg.local
         return len(y), benign_plan(x, y, loc.batch_size, loc.epochs, generator)
 
-    def group_key(self, exp: Experiment, n: int) -> Hashable:
+    def group_key(self, exp: ExperimentContext, n: int) -> Hashable:
         return ("honest", n, self.cfg.local.batch_size, self.cfg.local.epochs)
 
 
@@ -54,7 +54,9 @@ class CraftedAttack(HonestTraining):
 
     Options = CraftedOptions
 
-    def craft(self, exp: Experiment, t: int, updates: Tensor, malicious: list[bool]) -> Tensor:
+    def craft(
+        self, exp: ExperimentContext, t: int, updates: Tensor, malicious: list[bool]
+    ) -> Tensor:
         bad = [i for i, m in enumerate(malicious) if m]
         good = [i for i, m in enumerate(malicious) if not m]
         assert isinstance(self.options, CraftedOptions)
@@ -67,7 +69,7 @@ class CraftedAttack(HonestTraining):
 
     @abstractmethod
     def forge(
-        self, exp: Experiment, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
+        self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
         """The attackers' updates [f, P] from the benign updates they see [m, P] and their own
         honest ones [f, P]; n clients take part in the round, f of them attackers."""

@@ -35,7 +35,7 @@ from flwbc.attacks.backdoor import BackdoorAttack, BackdoorOptions, Corner, Patt
 from flwbc.attacks.base import register_attack
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 class DBAOptions(BackdoorOptions):
@@ -60,16 +60,16 @@ class DBA(BackdoorAttack):
         assert isinstance(self.options, DBAOptions)
         return self.options.trigger(bars=self.options.parts)
 
-    def part(self, exp: Experiment, c: int) -> int:
+    def part(self, exp: ExperimentContext, c: int) -> int:
         """Which local trigger attacker c uses."""
         assert isinstance(self.options, DBAOptions)
         return exp.malicious_ids.index(c) % self.options.parts
 
-    def local_stamp(self, exp: Experiment, t: int, c: int) -> Stamp:
+    def local_stamp(self, exp: ExperimentContext, t: int, c: int) -> Stamp:
         assert isinstance(self.options, DBAOptions)
         _, h, w = exp.dataset.image_shape
         return self.trigger().parts(h, w, self.options.parts)[self.part(exp, c)]
 
-    def finish(self, exp: Experiment, t: int, c: int, update: Tensor) -> Tensor:
+    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
         assert isinstance(self.options, DBAOptions)
         return update if self.options.scale == 1.0 else update * self.options.scale

@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from flwbc.config import ExperimentConfig
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 class FangKrumOptions(CraftedOptions):
@@ -169,7 +169,7 @@ class FangKrum(CraftedAttack):
         return lam
 
     def forge(
-        self, exp: Experiment, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
+        self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
         if len(seen) < 1:
             raise FlwbcError("attack 'fang_krum' needs at least 1 benign update to see")
@@ -198,7 +198,7 @@ class FangTrim(CraftedAttack):
     Options = FangTrimOptions
 
     def forge(
-        self, exp: Experiment, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
+        self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
         assert isinstance(self.options, FangTrimOptions)
         knowledge = self.options.knowledge

@@ -19,7 +19,7 @@ from flwbc.attacks.crafted import CraftedAttack, CraftedOptions
 from flwbc.rng import torch_generator
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 class GaussianOptions(CraftedOptions):
@@ -34,7 +34,7 @@ class Gaussian(CraftedAttack):
     Options = GaussianOptions
 
     def forge(
-        self, exp: Experiment, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
+        self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
         assert isinstance(self.options, GaussianOptions)
         rows = []

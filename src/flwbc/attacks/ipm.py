@@ -18,7 +18,7 @@ from flwbc.attacks.base import register_attack
 from flwbc.attacks.crafted import CraftedAttack, CraftedOptions
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 class IPMOptions(CraftedOptions):
@@ -32,7 +32,7 @@ class IPM(CraftedAttack):
     Options = IPMOptions
 
     def forge(
-        self, exp: Experiment, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
+        self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
         assert isinstance(self.options, IPMOptions)
         return (-self.options.epsilon * seen.mean(0)).expand(f, -1).clone()

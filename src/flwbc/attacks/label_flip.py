@@ -22,7 +22,7 @@ from flwbc.errors import FlwbcError
 from flwbc.plugin_options import PluginOptions
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 class LabelFlipOptions(PluginOptions):
@@ -56,7 +56,7 @@ class LabelFlip(Attack):
     Options = LabelFlipOptions
 
     def plan(
-        self, exp: Experiment, t: int, c: int, generator: torch.Generator
+        self, exp: ExperimentContext, t: int, c: int, generator: torch.Generator
     ) -> tuple[int, Iterator[Epoch]]:
         assert isinstance(self.options, LabelFlipOptions)
         num_classes = exp.dataset.num_classes
@@ -71,5 +71,5 @@ class LabelFlip(Attack):
         flipped = flip_labels(y, self.options, num_classes)
         return len(y), benign_plan(x, flipped, loc.batch_size, loc.epochs, generator)
 
-    def group_key(self, exp: Experiment, n: int) -> Hashable:
+    def group_key(self, exp: ExperimentContext, n: int) -> Hashable:
         return (n, self.cfg.local.batch_size, self.cfg.local.epochs)

@@ -39,7 +39,7 @@ from flwbc.attacks.crafted import CraftedAttack, CraftedOptions
 from flwbc.errors import FlwbcError
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 def mimic_choice(seen: Tensor) -> int:
@@ -59,7 +59,7 @@ class Mimic(CraftedAttack):
     Options = CraftedOptions
 
     def forge(
-        self, exp: Experiment, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
+        self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
         if len(seen) < 1:
             raise FlwbcError("attack 'mimic' needs at least 1 benign update to see")

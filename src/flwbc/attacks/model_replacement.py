@@ -38,7 +38,7 @@ from flwbc.attacks.base import register_attack
 from flwbc.client.local import StepHook
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 class ModelReplacementOptions(BackdoorOptions):
@@ -98,7 +98,7 @@ class ModelReplacement(BackdoorAttack):
         b = self.mr.norm_bound
         return float("inf") if b is None else b / self.gamma()
 
-    def group_key(self, exp: Experiment, n: int) -> Hashable:
+    def group_key(self, exp: ExperimentContext, n: int) -> Hashable:
         return (*super().group_key(exp, n), self.mr.norm_bound is not None)
 
     def step_hook(self, rows: Sequence[Any]) -> StepHook | None:
@@ -108,5 +108,5 @@ class ModelReplacement(BackdoorAttack):
         radius = torch.tensor([r.exp.attack.radius() for r in rows], device=w0.device)
         return BallProjection(w0, radius)
 
-    def finish(self, exp: Experiment, t: int, c: int, update: Tensor) -> Tensor:
+    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
         return update * self.gamma()

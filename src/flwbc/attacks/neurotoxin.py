@@ -50,7 +50,7 @@ from flwbc.errors import FlwbcError
 
 if TYPE_CHECKING:
     from flwbc.config import ExperimentConfig
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 class NeurotoxinOptions(BackdoorOptions):
@@ -100,7 +100,7 @@ class Freeze:
         return torch.where(self.masked, self.w0, w_hat)
 
 
-def clean_gradient(exp: Experiment, c: int, w: Tensor, batch_size: int = 500) -> Tensor:
+def clean_gradient(exp: ExperimentContext, c: int, w: Tensor, batch_size: int = 500) -> Tensor:
     """∇ of the mean NLL on client c's own (clean) data at weights w [P]."""
     x, y = exp.client_data(c)
     w = w.detach().requires_grad_(True)
@@ -139,7 +139,7 @@ class Neurotoxin(BackdoorAttack):
         assert isinstance(self.options, NeurotoxinOptions)
         return self.options
 
-    def observe(self, exp: Experiment, t: int, w: Tensor) -> None:
+    def observe(self, exp: ExperimentContext, t: int, w: Tensor) -> None:
         w = w.detach()
         if self.prev is not None:
             self.update = w - self.prev
@@ -152,7 +152,7 @@ class Neurotoxin(BackdoorAttack):
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.prev, self.update = state.get("prev"), state.get("update")
 
-    def masked(self, exp: Experiment, c: int, w0: Tensor) -> Tensor:
+    def masked(self, exp: ExperimentContext, c: int, w0: Tensor) -> Tensor:
         """Boolean [P]: the coordinates attacker c leaves alone this round (none when there is
         no previous global update)."""
         if self.nt.mask == "clean_gradient":
@@ -161,7 +161,7 @@ class Neurotoxin(BackdoorAttack):
             return torch.zeros(w0.shape, dtype=torch.bool, device=w0.device)
         return topk_mask(self.update.to(w0.device), self.nt.topk)
 
-    def group_key(self, exp: Experiment, n: int) -> Hashable:
+    def group_key(self, exp: ExperimentContext, n: int) -> Hashable:
         return (*super().group_key(exp, n), self.nt.mask)
 
     def step_hook(self, rows: Sequence[Any]) -> StepHook | None:

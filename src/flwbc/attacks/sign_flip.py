@@ -16,7 +16,7 @@ from flwbc.attacks.base import register_attack
 from flwbc.attacks.crafted import CraftedAttack, CraftedOptions
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 class SignFlipOptions(CraftedOptions):
@@ -30,7 +30,7 @@ class SignFlip(CraftedAttack):
     Options = SignFlipOptions
 
     def forge(
-        self, exp: Experiment, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
+        self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
         assert isinstance(self.options, SignFlipOptions)
         return own * -self.options.c

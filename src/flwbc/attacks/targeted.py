@@ -27,7 +27,7 @@ from flwbc.curvature import batch_loss
 from flwbc.rng import torch_generator
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 @register_attack("targeted")
@@ -35,7 +35,7 @@ class TargetedAttack(Attack):
     """The paper's eq. 3: train on relabelled D_M (real, boost or emulate; kernel-regularised)."""
 
     def plan(
-        self, exp: Experiment, t: int, c: int, generator: torch.Generator
+        self, exp: ExperimentContext, t: int, c: int, generator: torch.Generator
     ) -> tuple[int, Iterator[Epoch]]:
         att, loc = self.cfg.attack, self.cfg.local
         x, y = exp.client_data(c) if att.alpha > 0 else (torch.empty(0), torch.empty(0))
@@ -51,14 +51,14 @@ class TargetedAttack(Attack):
             generator=generator,
         )
 
-    def group_key(self, exp: Experiment, n: int) -> Hashable:
+    def group_key(self, exp: ExperimentContext, n: int) -> Hashable:
         att = self.cfg.attack
         assert exp.y_mal is not None
         batch = self.cfg.local.batch_size
         return (n, len(exp.y_mal), batch, att.epochs, att.alpha, att.kernel_reg > 0)
 
     def extra_grad(
-        self, exp: Experiment, t: int, c: int, w: Tensor
+        self, exp: ExperimentContext, t: int, c: int, w: Tensor
     ) -> Callable[[Tensor], Tensor] | None:
         """The kernel term's gradient: H at the global model w on `kernel_batch` of attacker c's
         own images, drawn from the stream (seed, "kernel", t, c)."""
@@ -71,7 +71,7 @@ class TargetedAttack(Attack):
         loss = batch_loss(exp.model, x[idx], y[idx])
         return kernel_penalty_grad(loss, w.detach(), att.kernel_reg)
 
-    def finish(self, exp: Experiment, t: int, c: int, update: Tensor) -> Tensor:
+    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
         if self.cfg.attack.mode == "boost":
             return update * self.cfg.attack.boost
         return update

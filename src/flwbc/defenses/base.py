@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Protocol
 from torch import Tensor
 
 from flwbc.client.local import StepHook
+from flwbc.config import ExperimentConfig, defense_names
 from flwbc.registry import ConfiguredPlugin, Registry
 
 if TYPE_CHECKING:
-    from flwbc.config import ExperimentConfig
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 CLIENT_DEFENSES: Registry[type[ClientDefense]] = Registry("client defense", "none or ")
 
@@ -31,7 +31,7 @@ CLIENT_DEFENSES: Registry[type[ClientDefense]] = Registry("client defense", "non
 class ClientRow(Protocol):
     """One client's local training in one round, as a defense sees it."""
 
-    exp: Experiment
+    exp: ExperimentContext
     round: int
     client: int
 
@@ -51,13 +51,13 @@ class ClientDefense(ConfiguredPlugin, ABC):  # noqa: B024 (every hook has a defa
         return None
 
     def extra_grad(
-        self, exp: Experiment, t: int, c: int, w: Tensor
+        self, exp: ExperimentContext, t: int, c: int, w: Tensor
     ) -> Callable[[Tensor], Tensor] | None:
         """A regulariser's gradient added to benign client c's gradient at every step, as a
         function of its current weights (None: nothing), e.g. LeadFL's."""
         return None
 
-    def finish(self, exp: Experiment, t: int, c: int, update: Tensor) -> Tensor:
+    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
         """Post-process benign client c's finished update (default: unchanged)."""
         return update
 
@@ -65,12 +65,6 @@ class ClientDefense(ConfiguredPlugin, ABC):  # noqa: B024 (every hook has a defa
 def register_client_defense(name: str) -> Callable[[type[ClientDefense]], type[ClientDefense]]:
     """Register a `ClientDefense` subclass under `name`."""
     return CLIENT_DEFENSES.register(name)
-
-
-def defense_names(client: str | list[str]) -> list[str]:
-    """The chain a config's `defense.client` names ("none" or [] is no defense)."""
-    names = [client] if isinstance(client, str) else list(client)
-    return [n for n in names if n != "none"]
 
 
 def build_client_defenses(cfg: ExperimentConfig) -> list[ClientDefense]:

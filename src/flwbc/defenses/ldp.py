@@ -17,14 +17,14 @@ from flwbc.rng import torch_generator
 from flwbc.transforms import clip_by_norm, noise
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 @register_client_defense("ldp")
 class LocalDP(ClientDefense):
     """Clip the finished update to norm C, then add noise of std σ_dp."""
 
-    def finish(self, exp: Experiment, t: int, c: int, update: Tensor) -> Tensor:
+    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
         ldp = self.cfg.defense.ldp
         update = clip_by_norm(update, ldp.clip)[0]
         update += noise(

@@ -67,7 +67,7 @@ from flwbc.plugin_options import PluginOptions
 from flwbc.rng import torch_generator
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 def regulariser_grad(
@@ -300,7 +300,7 @@ class LeadFL(ClientDefense):
         )
 
     def extra_grad(
-        self, exp: Experiment, t: int, c: int, w: Tensor
+        self, exp: ExperimentContext, t: int, c: int, w: Tensor
     ) -> Callable[[Tensor], Tensor] | None:
         """The clipped regulariser gradient of benign client c in round t (None when α = 0)."""
         opts = self.options

@@ -3,7 +3,7 @@ module of this package is imported, so an engine is one file here.
 
 Built in: `sequential` (the reference: clients one after another), `batched` (clients of the
 same schedule trained together, with the same result) and `flower` (Flower's simulation
-engine, each client a ClientApp).
+engine, each client a ClientApp: `flwbc.flower.engine`, loaded as a built-in plug-in).
 """
 
 from flwbc.engine.registry import (

@@ -20,7 +20,6 @@ from flwbc.errors import FlwbcError
 from flwbc.registry import Registry
 
 if TYPE_CHECKING:
-    from flwbc.api import RunSession
     from flwbc.experiment import Experiment, RoundPlan
     from flwbc.round import RoundOutput, RoundUpdates
 
@@ -36,8 +35,9 @@ class Engine:
     """One round of each item (several runs at once), each result equal to training it alone."""
     round_updates: Callable[[Experiment, RoundPlan, Tensor], RoundUpdates] | None = None
     """A round's client updates before aggregation."""
-    drive: Callable[[RunSession, Callable[[dict[str, Any]], bool]], None] | None = None
-    """Run the session's remaining rounds elsewhere, calling back after each round."""
+    drive: Callable[[Any, Callable[[dict[str, Any]], bool]], None] | None = None
+    """Run the session's remaining rounds elsewhere, calling back after each round (the
+    session is the run's `flwbc.api.RunSession`, a layer above the engines)."""
     replay: str | None = None
     """The in-process engine that recomputes this engine's rounds (None: this one)."""
 

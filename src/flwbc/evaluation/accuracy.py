@@ -12,7 +12,7 @@ from flwbc.evaluation.base import Metric, register_metric
 from flwbc.metrics import evaluate
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 @register_metric("accuracy")
@@ -21,7 +21,7 @@ class Accuracy(Metric):
 
     fields = ("test_acc", "test_loss")
 
-    def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+    def measure(self, exp: ExperimentContext, w: Tensor, t: int) -> dict[str, Any]:
         cfg = exp.cfg
         if t % cfg.eval.every != 0 and t != cfg.federation.rounds:
             return {}

@@ -23,7 +23,7 @@ from flwbc.plugin_options import PluginOptions
 from flwbc.runio import read_jsonl
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 def accuracy_drop(clean: dict[str, Any] | None, record: dict[str, Any]) -> float | None:
@@ -57,10 +57,10 @@ class AccuracyDrop(Metric):
             self._clean = {r["round"]: r for r in read_jsonl(path)}
         return self._clean
 
-    def check(self, exp: Experiment) -> None:
+    def check(self, exp: ExperimentContext) -> None:
         self._records()
 
-    def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+    def measure(self, exp: ExperimentContext, w: Tensor, t: int) -> dict[str, Any]:
         return {}
 
     def derive(self, record: dict[str, Any], t: int) -> dict[str, Any]:

@@ -15,11 +15,11 @@ from flwbc.evaluation.base import Metric, register_metric
 from flwbc.metrics import evaluate, evaluated_test_indices
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 def backdoor_success(
-    exp: Experiment,
+    exp: ExperimentContext,
     w: Tensor,
     triggered: Tensor,
     target: int,
@@ -46,7 +46,7 @@ class Backdoor(Metric):
 
     fields = ("backdoor_acc",)
 
-    def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+    def measure(self, exp: ExperimentContext, w: Tensor, t: int) -> dict[str, Any]:
         attack = exp.attack
         if attack is None or not hasattr(attack, "test_trigger"):
             return {}

@@ -22,7 +22,7 @@ from flwbc.errors import FlwbcError
 from flwbc.registry import Registry, Stateful
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 METRICS: Registry[type[Metric]] = Registry("metric")
 BUILT_IN = ("accuracy", "target")
@@ -40,10 +40,10 @@ class Metric(Stateful, ABC):
         self.options = options
 
     @abstractmethod
-    def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+    def measure(self, exp: ExperimentContext, w: Tensor, t: int) -> dict[str, Any]:
         """The fields measured on global weights `w` after round t (a subset of `fields`)."""
 
-    def check(self, exp: Experiment) -> None:
+    def check(self, exp: ExperimentContext) -> None:
         """Raise `FlwbcError` (one line) for options that do not fit the prepared experiment,
         before any round runs. Default: nothing to check."""
         return None
@@ -61,8 +61,9 @@ def register_metric(name: str) -> Callable[[type[Metric]], type[Metric]]:
 
 def build_metrics(extra: list[Any], attack: Any = None) -> list[Metric]:
     """The built-in metrics, then those a config's `eval.metrics` names ({name, options}),
-    then those the config's attack section (`attack`, when enabled) has every run of its
-    attack record (`Attack.metrics`, e.g. a backdoor's success rate) that are not there yet."""
+    then those the experiment's attack (an `flwbc.attacks.Attack`, None without one) has every
+    run of it record (`Attack.metrics`, e.g. a backdoor's success rate) that are not there
+    yet."""
     out: list[Metric] = [METRICS[n](None) for n in BUILT_IN]
     for ref in extra:
         if ref.name not in METRICS or ref.name in BUILT_IN:
@@ -72,16 +73,15 @@ def build_metrics(extra: list[Any], attack: Any = None) -> list[Metric]:
                 f"others: {', '.join(choices) or 'none registered'}"
             )
         out.append(METRICS[ref.name](METRICS.options(ref.name, ref.options)))
-    if attack is not None and attack.enabled:
-        from flwbc.attacks import ATTACKS
-
-        for name in ATTACKS.lookup(attack.name).metrics:
-            if all(m.name != name for m in out):
-                out.append(METRICS.lookup(name)(None))
+    for name in attack.metrics if attack is not None else ():
+        if all(m.name != name for m in out):
+            out.append(METRICS.lookup(name)(None))
     return out
 
 
-def measure_round(metrics: list[Metric], exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+def measure_round(
+    metrics: list[Metric], exp: ExperimentContext, w: Tensor, t: int
+) -> dict[str, Any]:
     """Every metric's fields for round t, in order, null where not measured."""
     record: dict[str, Any] = {}
     for m in metrics:

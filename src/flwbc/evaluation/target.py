@@ -11,7 +11,7 @@ from flwbc.evaluation.base import Metric, register_metric
 from flwbc.metrics import target_metrics
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 
 @register_metric("target")
@@ -21,7 +21,7 @@ class Target(Metric):
 
     fields = ("target_conf", "target_acc")
 
-    def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+    def measure(self, exp: ExperimentContext, w: Tensor, t: int) -> dict[str, Any]:
         if exp.x_mal is None or exp.y_mal is None:
             return {}
         conf, acc = target_metrics(exp.model, w, exp.x_mal, exp.y_mal)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from flwbc.attacks import Attack
-    from flwbc.experiment import Experiment
+    from flwbc.context import ExperimentContext
 
 PREFIX = "backdoor_acc."
 
@@ -98,7 +98,7 @@ class TriggerBaseline(Metric):
         self._built: list[tuple[str, Attack]] | None = None
         self._triggered: dict[str, Tensor] = {}
 
-    def _attacks(self, exp: Experiment) -> list[tuple[str, Attack]]:
+    def _attacks(self, exp: ExperimentContext) -> list[tuple[str, Attack]]:
         if self._built is None:
             from flwbc.attacks import ATTACKS
 
@@ -111,10 +111,10 @@ class TriggerBaseline(Metric):
             self._built = built
         return self._built
 
-    def check(self, exp: Experiment) -> None:
+    def check(self, exp: ExperimentContext) -> None:
         self._attacks(exp)
 
-    def measure(self, exp: Experiment, w: Tensor, t: int) -> dict[str, Any]:
+    def measure(self, exp: ExperimentContext, w: Tensor, t: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, attack in self._attacks(exp):
             if name not in self._triggered:

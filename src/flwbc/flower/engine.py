@@ -1,7 +1,10 @@
 """`engine: flower`: each client a Flower ClientApp on Flower's simulation engine (Ray). The
 session runs in `flwbc.flower.simulation`, imported only when a run uses this engine (it needs
 the `[flower]` extra); analyses replay its rounds on the sequential engine, which computes the
-same thing within float32 rounding (its ClientApps may run on other thread counts)."""
+same thing within float32 rounding (its ClientApps may run on other thread counts).
+
+It lives with the Flower integration, a layer above the run session it drives, and is loaded as
+a built-in plug-in (`flwbc.plugins.BUILTINS`)."""
 
 from __future__ import annotations
 
