@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from flwbc.config import ExperimentConfig
 
 T = TypeVar("T")
+O = TypeVar("O", bound=BaseModel | None)  # noqa: E741
+"""A plug-in's options model (`Options`), or None for one that takes none."""
 
 
 class Registry(dict[str, T]):
@@ -100,16 +102,24 @@ class Stateful:
         return None
 
 
-class ConfiguredPlugin(Stateful):
+class ConfiguredPlugin(Stateful, Generic[O]):
     """Base of the plug-ins built once per experiment from its config and their own validated
-    options (attacks, schedules, client defenses)."""
+    options (attacks, schedules, client defenses). `self.options` is an instance of the class's
+    `Options` (typed by the subclass, `Attack[IPMOptions]`); built without options, a plug-in
+    that has an `Options` model takes its defaults, stated there once."""
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel] | None] = None
 
-    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
+    def __init__(self, cfg: ExperimentConfig, options: O | None = None) -> None:
         self.cfg = cfg
-        self.options = options
+        self.options: O = default_options(type(self), options)
+
+
+def default_options(cls: type, options: Any) -> Any:
+    """`options`, or the defaults of `cls.Options` when none are given (and it has one)."""
+    model = getattr(cls, "Options", None)
+    return model() if options is None and model is not None else options
 
 
 def import_submodules(package: str, path: Iterable[str], skip: tuple[str, ...] = ("base",)) -> None:

@@ -114,7 +114,7 @@ class ALIEOptOptions(ALIEOptions):
 
 
 @register_attack("alie_opt")
-class ALIEOpt(_Adaptive, ALIE):
+class ALIEOpt(_Adaptive, ALIE[ALIEOptOptions]):
     """ALIE whose z maximises the distance of the deployed server's aggregate from the benign
     mean, searched each round from ALIE's own z."""
 
@@ -123,7 +123,6 @@ class ALIEOpt(_Adaptive, ALIE):
     def direction(
         self, exp: ExperimentContext, seen: Tensor, own: Tensor, n: int, f: int
     ) -> tuple[Tensor, Tensor, float]:
-        assert isinstance(self.options, ALIEOptOptions)
         if len(seen) < 2:
             raise FlwbcError("attack 'alie_opt' needs at least 2 benign updates to see for σ")
         opts = self.options
@@ -136,7 +135,7 @@ class IPMOptOptions(IPMOptions):
 
 
 @register_attack("ipm_opt")
-class IPMOpt(_Adaptive, IPM):
+class IPMOpt(_Adaptive, IPM[IPMOptOptions]):
     """IPM whose ε maximises the distance of the deployed server's aggregate from the benign
     mean, searched each round from ε (`epsilon`, default 0.1)."""
 
@@ -145,6 +144,5 @@ class IPMOpt(_Adaptive, IPM):
     def direction(
         self, exp: ExperimentContext, seen: Tensor, own: Tensor, n: int, f: int
     ) -> tuple[Tensor, Tensor, float]:
-        assert isinstance(self.options, IPMOptOptions)
         mean = seen.mean(0)
         return torch.zeros_like(mean), -mean, self.options.epsilon

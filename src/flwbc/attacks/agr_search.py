@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import torch
 from pydantic import Field
@@ -66,6 +66,9 @@ class AgrAgnosticOptions(CraftedOptions):
     tau: float = Field(
         1e-5, gt=0, description="τ: the search stops when |γ_succ − γ| ≤ τ (official: 1e-5)"
     )
+
+
+GO = TypeVar("GO", bound=AgrAgnosticOptions)
 
 
 def perturbation(seen: Tensor, direction: str) -> Tensor:
@@ -101,7 +104,7 @@ def sq_dists_to(seen: Tensor, x: Tensor) -> Tensor:
     return (seen - x).pow(2).sum(dim=1)
 
 
-class AgrAgnosticAttack(CraftedAttack):
+class AgrAgnosticAttack(CraftedAttack[GO]):
     """Send μ + γ·∇p, γ the largest the search finds that passes `constraint`."""
 
     Options = AgrAgnosticOptions
@@ -112,7 +115,6 @@ class AgrAgnosticAttack(CraftedAttack):
 
     def gamma(self, seen: Tensor, p: Tensor) -> float:
         """γ for the seen updates [m, P] and perturbation ∇p [P]."""
-        assert isinstance(self.options, AgrAgnosticOptions)
         ok = self.constraint(seen)
         mu = seen.mean(0)
         return halving_search(lambda g: ok(mu + g * p), self.options.gamma_init, self.options.tau)
@@ -120,7 +122,6 @@ class AgrAgnosticAttack(CraftedAttack):
     def forge(
         self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
-        assert isinstance(self.options, AgrAgnosticOptions)
         if len(seen) < 2:
             raise FlwbcError(
                 f"attack '{self.name}' needs at least 2 benign updates to see (got {len(seen)})"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import Field
 from torch import Tensor
@@ -37,6 +37,9 @@ class ALIEOptions(CraftedOptions):
     )
 
 
+AO = TypeVar("AO", bound=ALIEOptions)
+
+
 def alie_z(n: int, f: int, rule: str = "paper") -> float:
     """ALIE's z for n clients of which f attack (Baruch et al. 2019, §3)."""
     s = math.floor(n / 2 + 1) - f
@@ -47,7 +50,7 @@ def alie_z(n: int, f: int, rule: str = "paper") -> float:
 
 
 @register_attack("alie")
-class ALIE(CraftedAttack):
+class ALIE(CraftedAttack[AO]):
     """Send μ − z·σ of the benign updates seen."""
 
     Options = ALIEOptions
@@ -55,7 +58,6 @@ class ALIE(CraftedAttack):
     def forge(
         self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
-        assert isinstance(self.options, ALIEOptions)
         opts = self.options
         z = opts.z if opts.z is not None else alie_z(n, f, opts.z_rule)
         if len(seen) < 2:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -225,6 +225,9 @@ class BackdoorOptions(PluginOptions):
         )
 
 
+BO = TypeVar("BO", bound=BackdoorOptions)
+
+
 def poison_count(n: int, fraction: float) -> int:
     """How many of n images are poisoned: ⌊fraction·n + ½⌋."""
     return min(n, math.floor(fraction * n + 0.5))
@@ -243,7 +246,7 @@ def poison(x: Tensor, y: Tensor, idx: Tensor, stamp: Stamp, target: int) -> tupl
     return x, y
 
 
-class BackdoorAttack(Attack):
+class BackdoorAttack(Attack[BO]):
     """Train on the attacker's own data, a `poison_fraction` of it triggered and relabelled."""
 
     Options = BackdoorOptions
@@ -251,7 +254,6 @@ class BackdoorAttack(Attack):
 
     @property
     def opts(self) -> BackdoorOptions:
-        assert isinstance(self.options, BackdoorOptions)
         return self.options
 
     @property

@@ -19,10 +19,10 @@ the attacker trains with the experiment's local lr, momentum and batch size.
 
 from __future__ import annotations
 
-from flwbc.attacks.backdoor import BackdoorAttack
+from flwbc.attacks.backdoor import BackdoorAttack, BackdoorOptions
 from flwbc.attacks.base import register_attack
 
 
 @register_attack("badnets")
-class BadNets(BackdoorAttack):
+class BadNets(BackdoorAttack[BackdoorOptions]):
     """Train on own data with a fraction triggered and relabelled to the target."""

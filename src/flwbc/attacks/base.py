@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from flwbc.client.local import Epoch, StepHook
-from flwbc.registry import ConfiguredPlugin, Registry
+from flwbc.registry import ConfiguredPlugin, O, Registry
 
 if TYPE_CHECKING:
     from flwbc.config import ExperimentConfig
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
-class Attack(ConfiguredPlugin, ABC):
+class Attack(ConfiguredPlugin[O], ABC):
     """Base class of attacks: one instance per experiment, built from its config."""
 
     metrics: ClassVar[tuple[str, ...]] = ()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Hashable, Iterator
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import torch
 from pydantic import Field
@@ -22,6 +22,7 @@ from torch import Tensor
 from flwbc.attacks.base import Attack
 from flwbc.client.local import Epoch, benign_plan
 from flwbc.plugin_options import PluginOptions
+from flwbc.registry import O
 
 if TYPE_CHECKING:
     from flwbc.context import ExperimentContext
@@ -35,7 +36,10 @@ class CraftedOptions(PluginOptions):
     )
 
 
-class HonestTraining(Attack):
+CO = TypeVar("CO", bound=CraftedOptions)
+
+
+class HonestTraining(Attack[O]):
     """Attackers train on their own data exactly as benign clients do."""
 
     def plan(
@@ -49,7 +53,7 @@ class HonestTraining(Attack):
         return ("honest", n, self.cfg.local.batch_size, self.cfg.local.epochs)
 
 
-class CraftedAttack(HonestTraining):
+class CraftedAttack(HonestTraining[CO]):
     """Attackers train honestly, then send an update forged from what they see."""
 
     Options = CraftedOptions
@@ -59,7 +63,6 @@ class CraftedAttack(HonestTraining):
     ) -> Tensor:
         bad = [i for i, m in enumerate(malicious) if m]
         good = [i for i, m in enumerate(malicious) if not m]
-        assert isinstance(self.options, CraftedOptions)
         seen = updates[good] if self.options.knowledge == "omniscient" else updates[bad]
         out = updates.clone()
         out[bad] = self.forge(exp, t, seen, updates[bad], n=len(malicious), f=len(bad)).to(

@@ -51,25 +51,21 @@ class DBAOptions(BackdoorOptions):
 
 
 @register_attack("dba")
-class DBA(BackdoorAttack):
+class DBA(BackdoorAttack[DBAOptions]):
     """Each attacker poisons with its part of the global trigger; the test uses the whole."""
 
     Options = DBAOptions
 
     def trigger(self) -> Trigger:
-        assert isinstance(self.options, DBAOptions)
         return self.options.trigger(bars=self.options.parts)
 
     def part(self, exp: ExperimentContext, c: int) -> int:
         """Which local trigger attacker c uses."""
-        assert isinstance(self.options, DBAOptions)
         return exp.malicious_ids.index(c) % self.options.parts
 
     def local_stamp(self, exp: ExperimentContext, t: int, c: int) -> Stamp:
-        assert isinstance(self.options, DBAOptions)
         _, h, w = exp.dataset.image_shape
         return self.trigger().parts(h, w, self.options.parts)[self.part(exp, c)]
 
     def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
-        assert isinstance(self.options, DBAOptions)
         return update if self.options.scale == 1.0 else update * self.options.scale

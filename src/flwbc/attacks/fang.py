@@ -137,7 +137,7 @@ def krum_picks_crafted(seen_sq: Tensor, seen: Tensor, crafted: Tensor, f: int, k
 
 
 @register_attack("fang_krum")
-class FangKrum(CraftedAttack):
+class FangKrum(CraftedAttack[FangKrumOptions]):
     """Send −λ·s, λ halved from the paper's bound until Krum would select it."""
 
     Options = FangKrumOptions
@@ -150,14 +150,12 @@ class FangKrum(CraftedAttack):
 
     def krum_f(self, f: int) -> int:
         """The f of the simulated Krum (see `krum_f`)."""
-        assert isinstance(self.options, FangKrumOptions)
         if self.options.krum_f is not None:
             return self.options.krum_f
         return f if self.deployed_krum_f is None else self.deployed_krum_f
 
     def lam(self, seen: Tensor, f: int) -> float:
         """λ for the seen benign updates [m_b, P] and f attackers."""
-        assert isinstance(self.options, FangKrumOptions)
         s = benign_direction(seen)
         seen_sq = pairwise_sq_dists(seen)
         krum_f = self.krum_f(f)
@@ -192,7 +190,7 @@ def fang_trim_interval(seen: Tensor, b: float, knowledge: str) -> tuple[Tensor, 
 
 
 @register_attack("fang_trmean")
-class FangTrim(CraftedAttack):
+class FangTrim(CraftedAttack[FangTrimOptions]):
     """Send, per coordinate, random values beyond the benign extreme against s."""
 
     Options = FangTrimOptions
@@ -200,7 +198,6 @@ class FangTrim(CraftedAttack):
     def forge(
         self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
-        assert isinstance(self.options, FangTrimOptions)
         knowledge = self.options.knowledge
         if len(seen) < (2 if knowledge == "partial" else 1):
             raise FlwbcError(

@@ -28,7 +28,7 @@ class GaussianOptions(CraftedOptions):
 
 
 @register_attack("gaussian")
-class Gaussian(CraftedAttack):
+class Gaussian(CraftedAttack[GaussianOptions]):
     """Send N(mu, sigma²) noise."""
 
     Options = GaussianOptions
@@ -36,7 +36,6 @@ class Gaussian(CraftedAttack):
     def forge(
         self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
-        assert isinstance(self.options, GaussianOptions)
         rows = []
         for j in range(f):
             gen = torch_generator(self.cfg.seed, "attack-gaussian", t, j, device=own.device)

@@ -9,7 +9,7 @@ attackers' own honest updates).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import Field
 from torch import Tensor
@@ -25,8 +25,11 @@ class IPMOptions(CraftedOptions):
     epsilon: float = Field(0.1, gt=0, description="ε: the attackers send −ε × the benign mean")
 
 
+IO = TypeVar("IO", bound=IPMOptions)
+
+
 @register_attack("ipm")
-class IPM(CraftedAttack):
+class IPM(CraftedAttack[IO]):
     """Send −ε times the mean benign update."""
 
     Options = IPMOptions
@@ -34,5 +37,4 @@ class IPM(CraftedAttack):
     def forge(
         self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
-        assert isinstance(self.options, IPMOptions)
         return (-self.options.epsilon * seen.mean(0)).expand(f, -1).clone()

@@ -50,7 +50,7 @@ def flip_labels(y: torch.Tensor, options: LabelFlipOptions, num_classes: int) ->
 
 
 @register_attack("label_flip")
-class LabelFlip(Attack):
+class LabelFlip(Attack[LabelFlipOptions]):
     """Train on the attacker's own images with flipped labels."""
 
     Options = LabelFlipOptions
@@ -58,7 +58,6 @@ class LabelFlip(Attack):
     def plan(
         self, exp: ExperimentContext, t: int, c: int, generator: torch.Generator
     ) -> tuple[int, Iterator[Epoch]]:
-        assert isinstance(self.options, LabelFlipOptions)
         num_classes = exp.dataset.num_classes
         top = max(self.options.source, self.options.target)
         if self.options.mode != "shift" and top >= num_classes:

@@ -53,7 +53,7 @@ def mimic_choice(seen: Tensor) -> int:
 
 
 @register_attack("mimic")
-class Mimic(CraftedAttack):
+class Mimic(CraftedAttack[CraftedOptions]):
     """Send a copy of the seen benign update farthest along the top principal direction."""
 
     Options = CraftedOptions

@@ -21,13 +21,13 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from flwbc.attacks.agr_search import AgrAgnosticAttack, sq_dists_to
+from flwbc.attacks.agr_search import AgrAgnosticAttack, AgrAgnosticOptions, sq_dists_to
 from flwbc.attacks.base import register_attack
 from flwbc.server.krum import pairwise_sq_dists
 
 
 @register_attack("min_max")
-class MinMax(AgrAgnosticAttack):
+class MinMax(AgrAgnosticAttack[AgrAgnosticOptions]):
     """Send μ + γ·∇p no farther from any benign update than the benign diameter."""
 
     def constraint(self, seen: Tensor) -> Callable[[Tensor], bool]:

@@ -41,13 +41,12 @@ class MinSumOptions(AgrAgnosticOptions):
 
 
 @register_attack("min_sum")
-class MinSum(AgrAgnosticAttack):
+class MinSum(AgrAgnosticAttack[MinSumOptions]):
     """Send μ + γ·∇p whose sum of squared distances to the benign updates is a benign one's."""
 
     Options = MinSumOptions
 
     def constraint(self, seen: Tensor) -> Callable[[Tensor], bool]:
-        assert isinstance(self.options, MinSumOptions)
         sums = pairwise_sq_dists(seen).sum(dim=1)
         bound = sums.max() if self.options.bound == "max" else sums.min()
         return lambda m: bool(sq_dists_to(seen, m).sum() <= bound)

@@ -78,14 +78,13 @@ class BallProjection:
 
 
 @register_attack("model_replacement")
-class ModelReplacement(BackdoorAttack):
+class ModelReplacement(BackdoorAttack[ModelReplacementOptions]):
     """Train on backdoor data (optionally within a norm ball), then scale the update by γ."""
 
     Options = ModelReplacementOptions
 
     @property
     def mr(self) -> ModelReplacementOptions:
-        assert isinstance(self.options, ModelReplacementOptions)
         return self.options
 
     def gamma(self) -> float:

@@ -28,9 +28,9 @@ the official code's run scripts use (some use 0.97 and 0.95); the paper's ablati
 Assumed knowledge: the attacker's own data and the global models of the last two rounds
 (`clean_gradient`: of the current round only).
 
-Not with `engine: flower` and `mask: global_update`: a Flower ClientApp builds its own
-experiment and never sees past global models (refused with one line). Not built: the paper's
-optional PGD norm bound on the attacker's update.
+Not with `mask: global_update` on an engine whose clients never see past global models
+(`Engine.no_past_models`: Flower's, where each ClientApp builds its own experiment); refused
+with one line. Not built: the paper's optional PGD norm bound on the attacker's update.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from flwbc.attacks.backdoor import BackdoorAttack, BackdoorOptions
 from flwbc.attacks.base import register_attack
 from flwbc.client.local import StepHook
 from flwbc.errors import FlwbcError
+from flwbc.plugins import registered
 
 if TYPE_CHECKING:
     from flwbc.config import ExperimentConfig
@@ -115,7 +116,7 @@ def clean_gradient(exp: ExperimentContext, c: int, w: Tensor, batch_size: int = 
 
 
 @register_attack("neurotoxin")
-class Neurotoxin(BackdoorAttack):
+class Neurotoxin(BackdoorAttack[NeurotoxinOptions]):
     """Backdoor training with each step projected off the top-k% coordinates of the last
     global update (or of the clean gradient)."""
 
@@ -123,10 +124,13 @@ class Neurotoxin(BackdoorAttack):
 
     def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
         super().__init__(cfg, options)
-        if cfg.engine == "flower" and self.nt.mask == "global_update":
+        engines = registered("engine")
+        why = engines[cfg.engine].no_past_models
+        if why is not None and self.nt.mask == "global_update":
+            able = sorted(n for n, e in engines.items() if e.no_past_models is None)
             raise FlwbcError(
-                "attack 'neurotoxin' with mask=global_update needs the past global models, "
-                "which Flower's ClientApps do not see; use engine sequential or batched, or "
+                "attack 'neurotoxin' with mask=global_update needs the past global models: "
+                f"{why} (engine {cfg.engine}); use engine {' or '.join(able)}, or "
                 "mask=clean_gradient"
             )
         self.prev: Tensor | None = None
@@ -136,7 +140,6 @@ class Neurotoxin(BackdoorAttack):
 
     @property
     def nt(self) -> NeurotoxinOptions:
-        assert isinstance(self.options, NeurotoxinOptions)
         return self.options
 
     def observe(self, exp: ExperimentContext, t: int, w: Tensor) -> None:

@@ -24,7 +24,7 @@ class SignFlipOptions(CraftedOptions):
 
 
 @register_attack("sign_flip")
-class SignFlip(CraftedAttack):
+class SignFlip(CraftedAttack[SignFlipOptions]):
     """Send −c times the attacker's own honest update."""
 
     Options = SignFlipOptions
@@ -32,5 +32,4 @@ class SignFlip(CraftedAttack):
     def forge(
         self, exp: ExperimentContext, t: int, seen: Tensor, own: Tensor, *, n: int, f: int
     ) -> Tensor:
-        assert isinstance(self.options, SignFlipOptions)
         return own * -self.options.c

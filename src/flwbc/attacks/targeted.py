@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 
 @register_attack("targeted")
-class TargetedAttack(Attack):
+class TargetedAttack(Attack[None]):
     """The paper's eq. 3: train on relabelled D_M (real, boost or emulate; kernel-regularised)."""
 
     def plan(

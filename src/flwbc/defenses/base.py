@@ -20,7 +20,7 @@ from torch import Tensor
 
 from flwbc.client.local import StepHook
 from flwbc.config import ExperimentConfig, defense_names
-from flwbc.registry import ConfiguredPlugin, Registry
+from flwbc.registry import ConfiguredPlugin, O, Registry
 
 if TYPE_CHECKING:
     from flwbc.context import ExperimentContext
@@ -36,7 +36,7 @@ class ClientRow(Protocol):
     client: int
 
 
-class ClientDefense(ConfiguredPlugin, ABC):  # noqa: B024 (every hook has a default: a defense overrides some)
+class ClientDefense(ConfiguredPlugin[O], ABC):  # noqa: B024 (every hook has a default: a defense overrides some)
     """Base class of client defenses: one instance per experiment, built from its config."""
 
     def step_key(self) -> Hashable | None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 @register_client_defense("ldp")
-class LocalDP(ClientDefense):
+class LocalDP(ClientDefense[None]):
     """Clip the finished update to norm C, then add noise of std σ_dp."""
 
     def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ coordinate to [−q, q] (the clipping norm q) before it enters the step.
 
 Assumes nothing about the attackers; attackers never defend. Both forms below compose with every
 server rule, chain with the other client defenses (`defense.client: [leadfl, wbc]`) and run
-unchanged in both engines. Options: `defense.options.leadfl` (`LeadFL.Options`). The paper's
+unchanged in both engines. Options: `defense.options.leadfl` (`LeadFLOptions`). The paper's
 full text was not at hand here: its stated method (the abstract, Algorithm 1's name, the
 clipping norm q) is the default form, the official code the other, and every difference
 between the two is listed.
@@ -98,7 +98,7 @@ class LeadFLTerm:
 
     def __init__(
         self,
-        opts: LeadFL.Options,
+        opts: LeadFLOptions,
         model_loss: Callable[[Tensor], Loss],
         n: int,
         batch: int,
@@ -213,72 +213,76 @@ def weight_segments(names: Sequence[str], numels: Sequence[int]) -> list[tuple[i
     return out
 
 
+class LeadFLOptions(PluginOptions):
+    """LeadFL's options (Zhu et al., ICML 2023; chaoyitud/LeadFL)."""
+
+    alpha: float = Field(
+        0.4,
+        ge=0,
+        allow_inf_nan=False,
+        description="α, the regulariser's coefficient (code: regular_weight, 0.4 in its "
+        "template); 0 is no defense",
+    )
+    clip: float | None = Field(
+        0.2,
+        gt=0,
+        allow_inf_nan=False,
+        description="q: clip the regulariser's gradient to [−q, q] per coordinate (paper's "
+        "clipping, code's clip_grad_value_ with pert_strength 0.2); null: no clipping",
+    )
+    direction: Literal["probe", "step"] = Field(
+        "probe",
+        description="v in ‖(I − ηH)v‖: a fresh Rademacher probe per step, estimating the "
+        "paper's ‖I − ηH‖_F; or the previous local step (the code's finite-difference "
+        "quantity)",
+    )
+    hessian_batch: int | None = Field(
+        None,
+        ge=1,
+        description="images of the client's own data, drawn per step, on which H is taken; "
+        "null: local.batch_size (the step's size, paper and code)",
+    )
+    params: Literal["all", "weights"] = Field(
+        "all",
+        description="regularise all parameters (paper) or only weights, not biases (code)",
+    )
+    reset_each_epoch: bool = Field(
+        False,
+        description="no term at the first step of every epoch, forgetting the previous step "
+        "(code); default: the step direction has no term at the round's first step only",
+    )
+    first_half: bool = Field(
+        False,
+        description="regularise only epochs < ⌊E/2⌋ (code's defense_half, default off)",
+    )
+    form: Literal["hessian", "code"] = Field(
+        "hessian",
+        description="hessian: the paper's clipped gradient of α‖(I − ηH)v‖ in the step; "
+        "code: the official code's finite-difference penalty and second optimiser step",
+    )
+
+    @field_validator("form")
+    @classmethod
+    def _hessian_options_need_hessian_form(cls, form: str, info: ValidationInfo) -> str:
+        if form == "code":
+            fields = ("direction", "hessian_batch", "params", "reset_each_epoch")
+            set_ = [f for f in fields if info.data.get(f) != cls.model_fields[f].default]
+            if set_:
+                raise ValueError(
+                    f"not with form: code ({', '.join(set_)}: form hessian's; the code "
+                    "form computes no Hessian and always regularises weights, per epoch)"
+                )
+        return form
+
+
 @register_client_defense("leadfl")
-class LeadFL(ClientDefense):
+class LeadFL(ClientDefense[LeadFLOptions]):
     """LeadFL's clipped Hessian regulariser α‖I − ηH‖ in every benign local step."""
 
-    class Options(PluginOptions):
-        alpha: float = Field(
-            0.4,
-            ge=0,
-            allow_inf_nan=False,
-            description="α, the regulariser's coefficient (code: regular_weight, 0.4 in its "
-            "template); 0 is no defense",
-        )
-        clip: float | None = Field(
-            0.2,
-            gt=0,
-            allow_inf_nan=False,
-            description="q: clip the regulariser's gradient to [−q, q] per coordinate (paper's "
-            "clipping, code's clip_grad_value_ with pert_strength 0.2); null: no clipping",
-        )
-        direction: Literal["probe", "step"] = Field(
-            "probe",
-            description="v in ‖(I − ηH)v‖: a fresh Rademacher probe per step, estimating the "
-            "paper's ‖I − ηH‖_F; or the previous local step (the code's finite-difference "
-            "quantity)",
-        )
-        hessian_batch: int | None = Field(
-            None,
-            ge=1,
-            description="images of the client's own data, drawn per step, on which H is taken; "
-            "null: local.batch_size (the step's size, paper and code)",
-        )
-        params: Literal["all", "weights"] = Field(
-            "all",
-            description="regularise all parameters (paper) or only weights, not biases (code)",
-        )
-        reset_each_epoch: bool = Field(
-            False,
-            description="no term at the first step of every epoch, forgetting the previous step "
-            "(code); default: the step direction has no term at the round's first step only",
-        )
-        first_half: bool = Field(
-            False,
-            description="regularise only epochs < ⌊E/2⌋ (code's defense_half, default off)",
-        )
-        form: Literal["hessian", "code"] = Field(
-            "hessian",
-            description="hessian: the paper's clipped gradient of α‖(I − ηH)v‖ in the step; "
-            "code: the official code's finite-difference penalty and second optimiser step",
-        )
-
-        @field_validator("form")
-        @classmethod
-        def _hessian_options_need_hessian_form(cls, form: str, info: ValidationInfo) -> str:
-            if form == "code":
-                fields = ("direction", "hessian_batch", "params", "reset_each_epoch")
-                set_ = [f for f in fields if info.data.get(f) != cls.model_fields[f].default]
-                if set_:
-                    raise ValueError(
-                        f"not with form: code ({', '.join(set_)}: form hessian's; the code "
-                        "form computes no Hessian and always regularises weights, per epoch)"
-                    )
-            return form
+    Options = LeadFLOptions
 
     def step_key(self) -> Hashable | None:
         opts = self.options
-        assert isinstance(opts, LeadFL.Options)
         if opts.form != "code":
             return None
         return ("leadfl-code", opts.clip, opts.first_half, self.cfg.local.epochs)
@@ -286,7 +290,6 @@ class LeadFL(ClientDefense):
     def step_hook(self, rows: Sequence[ClientRow], position: int) -> StepHook | None:
         """The code form's second step for a lock-step group (each row's own α)."""
         opts = self.options
-        assert isinstance(opts, LeadFL.Options)
         if opts.form != "code":
             return None
         first = rows[0].exp
@@ -304,7 +307,6 @@ class LeadFL(ClientDefense):
     ) -> Callable[[Tensor], Tensor] | None:
         """The clipped regulariser gradient of benign client c in round t (None when α = 0)."""
         opts = self.options
-        assert isinstance(opts, LeadFL.Options)
         if opts.alpha == 0.0 or opts.form != "hessian":
             return None
         loc = self.cfg.local

@@ -19,7 +19,7 @@ from flwbc.rng import torch_generator
 
 
 @register_client_defense("wbc")
-class WBCDefense(ClientDefense):
+class WBCDefense(ClientDefense[None]):
     """FL-WBC's per-step perturbation of the local Hessian's near-kernel (eq. 8-10)."""
 
     def step_key(self) -> Hashable:

@@ -40,6 +40,9 @@ class Engine:
     session is the run's `flwbc.api.RunSession`, a layer above the engines)."""
     replay: str | None = None
     """The in-process engine that recomputes this engine's rounds (None: this one)."""
+    no_past_models: str | None = None
+    """Why this engine's clients never see the global models of past rounds, for plug-ins that
+    need them (None: they see them; an attack's `observe` is called every round)."""
 
     @property
     def in_process(self) -> bool:

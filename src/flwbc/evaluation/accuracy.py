@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 @register_metric("accuracy")
-class Accuracy(Metric):
+class Accuracy(Metric[None]):
     """Test-set accuracy and mean loss (test_acc, test_loss)."""
 
     fields = ("test_acc", "test_loss")

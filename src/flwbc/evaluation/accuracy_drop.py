@@ -38,7 +38,7 @@ class AccuracyDropOptions(PluginOptions):
 
 
 @register_metric("accuracy_drop")
-class AccuracyDrop(Metric):
+class AccuracyDrop(Metric[AccuracyDropOptions]):
     """The paired clean run's test accuracy minus this run's, per round (acc_drop)."""
 
     fields = ("acc_drop",)
@@ -50,7 +50,6 @@ class AccuracyDrop(Metric):
 
     def _records(self) -> dict[int, dict[str, Any]]:
         if self._clean is None:
-            assert isinstance(self.options, AccuracyDropOptions)
             path = Path(self.options.clean_run) / "rounds.jsonl"
             if not path.is_file():
                 raise FlwbcError(f"metric 'accuracy_drop': no clean run records at {path}")

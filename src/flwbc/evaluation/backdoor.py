@@ -41,7 +41,7 @@ def backdoor_success(
 
 
 @register_metric("backdoor")
-class Backdoor(Metric):
+class Backdoor(Metric[None]):
     """Backdoor success rate of the attack's global trigger on the test set (backdoor_acc)."""
 
     fields = ("backdoor_acc",)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from pydantic import BaseModel
 from torch import Tensor
 
 from flwbc.errors import FlwbcError
-from flwbc.registry import Registry, Stateful
+from flwbc.registry import O, Registry, Stateful, default_options
 
 if TYPE_CHECKING:
     from flwbc.context import ExperimentContext
@@ -29,15 +29,16 @@ BUILT_IN = ("accuracy", "target")
 """Measured in every run, in this order, before any a config adds."""
 
 
-class Metric(Stateful, ABC):
-    """Base class of per-round metrics."""
+class Metric(Stateful, ABC, Generic[O]):
+    """Base class of per-round metrics; `self.options` is an instance of the class's `Options`
+    (typed by the subclass, `Metric[AccuracyDropOptions]`), its defaults when none are given."""
 
     name: ClassVar[str] = ""
     fields: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type[BaseModel] | None] = None
 
-    def __init__(self, options: BaseModel | None) -> None:
-        self.options = options
+    def __init__(self, options: O | None = None) -> None:
+        self.options: O = default_options(type(self), options)
 
     @abstractmethod
     def measure(self, exp: ExperimentContext, w: Tensor, t: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 @register_metric("target")
-class Target(Metric):
+class Target(Metric[None]):
     """D_M's mean target-label probability and share classified as the target (target_conf,
     target_acc)."""
 

@@ -24,8 +24,6 @@ from flwbc.evaluation.base import Metric, register_metric
 from flwbc.plugin_options import PluginOptions
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from flwbc.attacks import Attack
     from flwbc.context import ExperimentContext
 
@@ -81,19 +79,18 @@ def trigger_field(attack: str) -> str:
 
 
 @register_metric("trigger")
-class TriggerBaseline(Metric):
+class TriggerBaseline(Metric[TriggerOptions]):
     """Success rate of each named backdoor attack's global trigger on the test set
     (backdoor_acc.<attack>), for runs that do not carry that attack (baselines)."""
 
     Options = TriggerOptions
     fields = ()
 
-    def __init__(self, options: BaseModel | None) -> None:
-        super().__init__(options)
-        opts = options if isinstance(options, TriggerOptions) else None
-        if opts is None:
+    def __init__(self, options: TriggerOptions | None = None) -> None:
+        if options is None:
             raise FlwbcError("metric 'trigger' needs option attacks (a list of backdoor attacks)")
-        self.refs = opts.attacks
+        super().__init__(options)
+        self.refs = self.options.attacks
         self.fields = tuple(trigger_field(r.name) for r in self.refs)
         self._built: list[tuple[str, Attack]] | None = None
         self._triggered: dict[str, Tensor] = {}

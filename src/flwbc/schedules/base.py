@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flwbc.registry import ConfiguredPlugin, Registry
+from flwbc.registry import ConfiguredPlugin, O, Registry
 
 if TYPE_CHECKING:
     from flwbc.config import ExperimentConfig
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 SCHEDULES: Registry[type[Schedule]] = Registry("attack schedule")
 
 
-class Schedule(ConfiguredPlugin, ABC):
+class Schedule(ConfiguredPlugin[O], ABC):
     """Base class of attack schedules."""
 
     @abstractmethod

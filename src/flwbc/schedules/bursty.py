@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import PluginOptions
@@ -82,14 +82,14 @@ class BurstyOptions(PluginOptions):
 
 
 @register_schedule("bursty")
-class Bursty(Schedule):
+class Bursty(Schedule[BurstyOptions]):
     """Each round's number of attackers drawn from a wide distribution (LeadFL's evaluation)."""
 
     Options = BurstyOptions
 
-    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
+    def __init__(self, cfg: ExperimentConfig, options: BurstyOptions | None = None) -> None:
         super().__init__(cfg, options)
-        opts = options if isinstance(options, BurstyOptions) else BurstyOptions()
+        opts = self.options
         self.opts = opts
         n_mal, total = cfg.attack.num_malicious, cfg.federation.rounds
         self.max = opts.max if opts.max is not None else n_mal

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import PluginOptions
@@ -39,14 +39,14 @@ class ContinuousOptions(PluginOptions):
 
 
 @register_schedule("continuous")
-class Continuous(Schedule):
+class Continuous(Schedule[ContinuousOptions]):
     """Every round from start to end is adversarial, with the same number of attackers."""
 
     Options = ContinuousOptions
 
-    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
+    def __init__(self, cfg: ExperimentConfig, options: ContinuousOptions | None = None) -> None:
         super().__init__(cfg, options)
-        opts = options if isinstance(options, ContinuousOptions) else ContinuousOptions()
+        opts = self.options
         total, n_mal = cfg.federation.rounds, cfg.attack.num_malicious
         self.start = opts.start
         self.end = opts.end if opts.end is not None else total

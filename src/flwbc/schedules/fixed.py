@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import PluginOptions
@@ -23,14 +23,14 @@ class FixedOptions(PluginOptions):
 
 
 @register_schedule("fixed")
-class Fixed(Schedule):
+class Fixed(Schedule[FixedOptions]):
     """Every listed round is adversarial, with all attackers."""
 
     Options = FixedOptions
 
-    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
+    def __init__(self, cfg: ExperimentConfig, options: FixedOptions | None = None) -> None:
         super().__init__(cfg, options)
-        listed = options.rounds if isinstance(options, FixedOptions) else None
+        listed = self.options.rounds
         bad = [r for r in listed or [] if not 1 <= r <= cfg.federation.rounds]
         if bad:
             raise FlwbcError(
@@ -39,6 +39,6 @@ class Fixed(Schedule):
             )
 
     def attackers(self, t: int) -> int:
-        listed = self.options.rounds if isinstance(self.options, FixedOptions) else None
+        listed = self.options.rounds
         rounds = listed if listed is not None else self.cfg.attack.rounds or []
         return self.cfg.attack.num_malicious if t in rounds else 0

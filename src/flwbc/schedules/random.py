@@ -10,7 +10,7 @@ from flwbc.schedules.base import Schedule, register_schedule
 
 
 @register_schedule("random")
-class Random(Schedule):
+class Random(Schedule[None]):
     """Each round from attack.start_round is adversarial with probability attack.prob."""
 
     def attackers(self, t: int) -> int:

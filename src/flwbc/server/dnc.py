@@ -25,6 +25,7 @@ aggregate is zero (the paper leaves that case open).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -61,8 +62,9 @@ class DivideAndConquer(Aggregator):
     rank_based = True
     Options = DnCOptions
 
-    def __init__(self, niters: int = 5, b: int = 10000, c: float = 1.0, f: int = 1) -> None:
-        self.niters, self.b, self.c, self.f = niters, b, c, f
+    def __init__(self, **options: Any) -> None:
+        o = DnCOptions(**options)
+        self.niters, self.b, self.c, self.f = o.niters, o.b, o.c, o.f
 
     def removed(self) -> int:
         """⌈c·f⌉, the count `int(n − c·f)` leaves out for any n ≥ c·f."""

@@ -33,6 +33,8 @@ None).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -69,8 +71,9 @@ def robust_lr(updates: Tensor, threshold: float, server_lr: float) -> Tensor:
 class RobustLearningRate(Aggregator):
     Options = RLROptions
 
-    def __init__(self, threshold: float = 4.0, server_lr: float = 1.0) -> None:
-        self.threshold, self.server_lr = float(threshold), float(server_lr)
+    def __init__(self, **options: Any) -> None:
+        o = RLROptions(**options)
+        self.threshold, self.server_lr = float(o.threshold), float(o.server_lr)
 
     def check(self, num_updates: int) -> None:
         super().check(num_updates)

@@ -48,7 +48,7 @@ for each filter) and `clusters` (how many mean shift found, unclaimed points not
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -156,23 +156,14 @@ class SignGuard(Aggregator):
     rank_based = True
     Options = SignGuardOptions
 
-    def __init__(
-        self,
-        lower: float = 0.1,
-        upper: float = 3.0,
-        frac: float = 0.1,
-        coordinates: Literal["random", "block"] = "random",
-        bandwidth: float | None = None,
-        quantile: float = 0.5,
-        bin_seeding: bool = True,
-        cluster_all: bool = False,
-    ) -> None:
-        if lower >= upper:
-            raise ValueError(f"lower must be below upper (got {lower} >= {upper})")
-        self.lower, self.upper, self.frac = lower, upper, frac
-        self.coordinates = coordinates
-        self.bandwidth, self.quantile = bandwidth, quantile
-        self.bin_seeding, self.cluster_all = bin_seeding, cluster_all
+    def __init__(self, **options: Any) -> None:
+        o = SignGuardOptions(**options)
+        if o.lower >= o.upper:
+            raise ValueError(f"lower must be below upper (got {o.lower} >= {o.upper})")
+        self.lower, self.upper, self.frac = o.lower, o.upper, o.frac
+        self.coordinates = o.coordinates
+        self.bandwidth, self.quantile = o.bandwidth, o.quantile
+        self.bin_seeding, self.cluster_all = o.bin_seeding, o.cluster_all
 
     def sample(self, p: int, generator: torch.Generator) -> Tensor:
         """The coordinates whose signs are counted this round."""
