@@ -50,7 +50,7 @@ AGG_PREFIX = "aggregator_state."
 ATTACK_PREFIX = "attack_state."
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Experiment:
     cfg: ExperimentConfig
     dataset: Dataset
@@ -145,24 +145,24 @@ class Experiment:
             root = np.sort(numpy_rng(cfg.seed, "root-set").choice(pool, root_size, replace=False))
         attack = build_attack(cfg)
         exp = cls(
-            cfg,
-            ds,
-            model,
-            parts,
-            mal_ids,
-            benign_ids,
-            mset,
-            x_mal,
-            y_mal,
-            aggregator,
-            device,
-            root,
-            attack,
-            build_client_defenses(cfg),
-            build_pre_aggregators(cfg.server.pre),
-            build_metrics(cfg.eval.metrics, attack),
-            build_schedule(cfg),
-            build_post_aggregators(cfg.server.post),
+            cfg=cfg,
+            dataset=ds,
+            model=model,
+            client_indices=parts,
+            malicious_ids=mal_ids,
+            benign_ids=benign_ids,
+            malicious_set=mset,
+            x_mal=x_mal,
+            y_mal=y_mal,
+            aggregator=aggregator,
+            device=device,
+            root_indices=root,
+            attack=attack,
+            defenses=build_client_defenses(cfg),
+            pre_steps=build_pre_aggregators(cfg.server.pre),
+            metrics=build_metrics(cfg.eval.metrics, attack),
+            schedule=build_schedule(cfg),
+            post_steps=build_post_aggregators(cfg.server.post),
         )
         if exp.attack is not None:
             exp.attack.check(exp)
