@@ -13,10 +13,13 @@ from flwbc.defenses import register_client_defense  # noqa: E402
 from flwbc.engine import register_engine  # noqa: E402
 from flwbc.evaluation import register_metric  # noqa: E402
 from flwbc.models import register_model  # noqa: E402
+from flwbc.plugins import load_builtins  # noqa: E402
 from flwbc.postagg import register_post_aggregator  # noqa: E402
 from flwbc.preagg import register_pre_aggregator  # noqa: E402
 from flwbc.schedules import register_schedule  # noqa: E402
 from flwbc.server import register_aggregator  # noqa: E402
+
+load_builtins()  # every built-in registered before any plug-in (the Flower engine among them)
 
 __all__ = [
     "ExperimentConfig",

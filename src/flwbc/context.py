@@ -38,8 +38,11 @@ class ExperimentContext(Protocol):
     y_mal: Tensor | None
     attack: Any
     """The experiment's attack (an `flwbc.attacks.Attack`), None without one."""
-    defenses: Sequence[Any]
-    """The benign clients' chain of client defenses (`flwbc.defenses.ClientDefense`)."""
+
+    @property
+    def defenses(self) -> Sequence[Any]:
+        """The benign clients' chain of client defenses (`flwbc.defenses.ClientDefense`)."""
+        ...
 
     @property
     def dtype(self) -> torch.dtype: ...

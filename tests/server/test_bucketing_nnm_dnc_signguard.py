@@ -301,3 +301,27 @@ def test_bucketing_nnm_median_chain_runs_on_both_engines(real_data_dir: Path, tm
         assert len(buckets) == 3 and sorted(sum(buckets, [])) == sorted(rec["clients"])
     assert [r["pre"] for r in seq.records] == [r["pre"] for r in bat.records]
     assert torch.allclose(seq.weights, bat.weights, atol=1e-5)
+
+
+def test_dnc_leaves_out_rows_that_are_not_finite() -> None:
+    """A client whose model diverged sends NaN or inf, which no SVD projects: DnC runs on the
+    finite rows (the numpy reference on those rows, the same coordinate stream) and flags the
+    others; with no more than ⌈c·f⌉ finite rows nothing is trusted."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(10, 40))
+    x[3, 5], x[7] = np.nan, np.inf
+    good_rows = [i for i in range(10) if i not in (3, 7)]
+    got = build_aggregator("dnc", {"b": 20, "niters": 3, "f": 2}).aggregate(
+        _t(x), _t(np.ones(10)), _ctx(10, seed=4)
+    )
+    gen, good = torch.Generator().manual_seed(4), set(range(8))
+    for _ in range(3):
+        coords = torch.randperm(40, generator=gen)[:20].numpy()
+        good &= _dnc_keep_ref(x[good_rows][:, coords], 8 - 2)
+    kept = sorted(good_rows[i] for i in good)
+    np.testing.assert_allclose(got.update.numpy(), x[kept].mean(axis=0), rtol=1e-12)
+    assert got.flagged == [i for i in range(10) if i not in kept] and {3, 7} <= set(got.flagged)
+    x[:9] = np.nan  # one finite row left, f = 2: nothing to trust
+    none = build_aggregator("dnc", {"f": 2}).aggregate(_t(x), _t(np.ones(10)), _ctx(10))
+    assert torch.equal(none.update, torch.zeros(40, dtype=torch.float64))
+    assert none.flagged == list(range(10)) and none.info == {"selected": []}

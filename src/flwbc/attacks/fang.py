@@ -75,8 +75,6 @@ from flwbc.server.base import build_aggregator
 from flwbc.server.krum import krum_scores, pairwise_sq_dists
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from flwbc.config import ExperimentConfig
     from flwbc.context import ExperimentContext
 
@@ -142,7 +140,7 @@ class FangKrum(CraftedAttack[FangKrumOptions]):
 
     Options = FangKrumOptions
 
-    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
+    def __init__(self, cfg: ExperimentConfig, options: FangKrumOptions | None = None) -> None:
         super().__init__(cfg, options)
         srv = cfg.server
         self.deployed_krum_f = build_aggregator(srv.aggregator, srv.options).krum_f

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import Tensor
 
 from flwbc.attacks.backdoor import BackdoorAttack, BackdoorOptions
@@ -122,16 +122,16 @@ class Neurotoxin(BackdoorAttack[NeurotoxinOptions]):
 
     Options = NeurotoxinOptions
 
-    def __init__(self, cfg: ExperimentConfig, options: BaseModel | None) -> None:
+    def __init__(self, cfg: ExperimentConfig, options: NeurotoxinOptions | None = None) -> None:
         super().__init__(cfg, options)
         engines = registered("engine")
         why = engines[cfg.engine].no_past_models
         if why is not None and self.nt.mask == "global_update":
             able = sorted(n for n, e in engines.items() if e.no_past_models is None)
             raise FlwbcError(
-                "attack 'neurotoxin' with mask=global_update needs the past global models: "
-                f"{why} (engine {cfg.engine}); use engine {' or '.join(able)}, or "
-                "mask=clean_gradient"
+                "attack 'neurotoxin' with mask=global_update needs the past global models, "
+                f"which engine {cfg.engine} does not give its clients ({why}); use engine "
+                f"{' or '.join(able)}, or mask=clean_gradient"
             )
         self.prev: Tensor | None = None
         """The last global model observed (θ_{t−1} once round t−1 is done)."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from flwbc.config import ExperimentConfig, load_config_file, make_config, set_dotted
 from flwbc.errors import FlwbcError
 from flwbc.experiments import BACKENDS
+from flwbc.plugins import registered
 from flwbc.textvalues import parse_mapping, parse_scalar
 
 if typing.TYPE_CHECKING:
@@ -102,14 +103,9 @@ def _choices(dotted: str, ann: Any) -> tuple[Any, ...]:
     """The allowed values of a field: a Literal's, or the registered aggregators."""
     if typing.get_origin(ann) is typing.Literal:
         return typing.get_args(ann)
-    if dotted == "server.aggregator":
-        from flwbc.server import AGGREGATORS
-
-        return tuple(sorted(AGGREGATORS))
-    if dotted == "engine":
-        from flwbc.engine import ENGINES
-
-        return tuple(sorted(ENGINES))
+    kinds = {"server.aggregator": "aggregator", "engine": "engine"}
+    if dotted in kinds:
+        return tuple(sorted(registered(kinds[dotted])))
     return ()
 
 

@@ -31,9 +31,14 @@ CLIENT_DEFENSES: Registry[type[ClientDefense]] = Registry("client defense", "non
 class ClientRow(Protocol):
     """One client's local training in one round, as a defense sees it."""
 
-    exp: ExperimentContext
-    round: int
-    client: int
+    @property
+    def exp(self) -> ExperimentContext: ...
+
+    @property
+    def round(self) -> int: ...
+
+    @property
+    def client(self) -> int: ...
 
 
 class ClientDefense(ConfiguredPlugin[O], ABC):  # noqa: B024 (every hook has a default: a defense overrides some)

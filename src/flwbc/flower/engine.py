@@ -29,6 +29,6 @@ ENGINE = register_engine(
         "Flower's simulation engine (Ray), each client a ClientApp; needs the [flower] extra",
         drive=_drive,
         replay="sequential",
-        no_past_models="Flower's ClientApps do not see them (each builds its own experiment)",
+        no_past_models="Flower's ClientApps do not see them: each builds its own experiment",
     )
 )

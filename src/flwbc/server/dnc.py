@@ -16,7 +16,9 @@ holds the attacks' notebooks but no DnC; this follows the paper's Algorithm 2. T
 exist keep `int(n − c·f)`, i.e. remove ⌈c·f⌉ (SignGuard's authors, JianXu95/SignGuard
 `aggregators/DnC.py`; FLPoison), and so does this rule (until December 2026 it removed ⌊c·f⌋:
 n = 12, f = 3, c = 1.5 now keeps 7, before 8). If the kept sets have no update in common the
-aggregate is zero (the paper leaves that case open).
+aggregate is zero (the paper leaves that case open). An update with a non-finite entry (a client
+whose model diverged) cannot be projected: it is flagged and left out, and DnC runs on the
+others (zero when no more than ⌈c·f⌉ remain); the paper assumes finite updates.
 
 `Aggregate.flagged` lists the rows outside the good set; `info["selected"]` the averaged ones
 (client ids, or row positions when a pre-aggregation step merged rows).
@@ -86,12 +88,19 @@ class DivideAndConquer(Aggregator):
     def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
         n, p = updates.shape
         self.check(n)
-        good = set(range(n))
-        for _ in range(self.niters):
+        # a row with a non-finite entry (a client whose model diverged) cannot be projected:
+        # it is left out, and DnC runs on the others (the paper assumes finite updates)
+        finite = torch.isfinite(updates).all(dim=1).tolist()
+        rows_ok = [i for i in range(n) if finite[i]]
+        ok = updates if len(rows_ok) == n else updates[rows_ok]
+        keep = len(rows_ok) - self.removed()
+        good = set(range(len(rows_ok))) if keep > 0 else set()
+        for _ in range(self.niters if keep > 0 else 0):
             coords = self.coordinates(p, ctx.generator)
-            sub = updates if coords is None else updates[:, coords.to(updates.device)]
-            good &= set(dnc_keep(sub, n - self.removed()).tolist())
-        kept = sorted(good)
+            sub = ok if coords is None else ok[:, coords.to(ok.device)]
+            good &= set(dnc_keep(sub, keep).tolist())
+        kept = sorted(rows_ok[i] for i in good)
+        good = set(kept)
         flagged = [i for i in range(n) if i not in good]
         rows = ctx.client_ids if ctx.rows_are_clients else list(range(n))
         info = {"selected": [int(rows[i]) for i in kept]}
