@@ -47,10 +47,17 @@ LOADED: list[str] = []
 """Modules loaded as plug-ins in this process, in order."""
 
 
+_builtins_loaded = False
+
+
 def load_builtins() -> None:
-    """Import the built-in plug-in packages (each once)."""
+    """Import the built-in plug-in packages (once: every config validation asks)."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
     for name in BUILTINS:
         importlib.import_module(name)
+    _builtins_loaded = True
 
 
 def registered(kind: str) -> Mapping[str, Any]:

@@ -11,6 +11,8 @@ import math
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,25 @@ class JsonlLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def partial_jsonl(path: Path) -> Iterator[JsonlLog]:
+    """A `JsonlLog` at `<path>.partial` for the block's records, moved to `path` when the block
+    ends; when it fails (or is interrupted) an earlier `path` stays as it was, and the partial
+    file too unless it is empty."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    log = JsonlLog(partial)
+    try:
+        yield log
+    except BaseException:
+        log.close()
+        if partial.stat().st_size == 0:
+            partial.unlink()
+        raise
+    log.close()
+    os.replace(partial, path)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from flwbc.engine import replay_engine
 from flwbc.errors import FlwbcError
 from flwbc.rng import torch_generator
 from flwbc.round import aggregate_round
-from flwbc.runio import JsonlLog, atomic_write_bytes
+from flwbc.runio import JsonlLog, atomic_write_bytes, partial_jsonl
 from flwbc.server.median import coordinate_median
 
 BINS = 10
@@ -163,25 +162,16 @@ def order_statistics_run(
 ) -> tuple[Path, dict[str, Any]]:
     """Write `order_stats.jsonl` (a record per round; `.partial` while it runs) and
     `order_stats.json` (the summary) into the run directory; a failed or interrupted call leaves
-    earlier results in place."""
+    earlier results in place (`runio.partial_jsonl`)."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     if not cfg.attack.enabled:
         raise FlwbcError(f"{run_dir}: the run has no attack (attack.enabled is false)")
     path = run_dir / "order_stats.jsonl"
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    log = JsonlLog(partial)
-    try:
+    with partial_jsonl(path) as log:
         records = order_statistics_replay(
             cfg, rounds=rounds, coords=coords, log=log, progress=progress
         )
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    finally:
-        log.close()
-    os.replace(partial, path)
     summary = summarize(records) | {"coords": coords, "rounds": len(records)}
     atomic_write_bytes(run_dir / "order_stats.json", json.dumps(summary, indent=1).encode())
     return path, summary

@@ -18,7 +18,6 @@ engine, which computes the same rounds up to float32 rounding.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from flwbc.errors import FlwbcError
 from flwbc.experiment import check_aggregator
 from flwbc.metrics import evaluate, target_metrics
 from flwbc.round import aggregate_round
-from flwbc.runio import JsonlLog, atomic_write_bytes
+from flwbc.runio import JsonlLog, atomic_write_bytes, partial_jsonl
 from flwbc.server import build_aggregator
 
 RUN = "run"
@@ -164,18 +163,8 @@ def compare_rules_run(
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     path = run_dir / "rules.jsonl"
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    log = JsonlLog(partial)
-    try:
+    with partial_jsonl(path) as log:
         records = compare_rules(cfg, rules, rounds=rounds, test=test, log=log, progress=progress)
-    except BaseException:
-        if partial.stat().st_size == 0:
-            partial.unlink()
-        raise
-    finally:
-        log.close()
-    os.replace(partial, path)
     caption = (
         f"Misclassification confidence on D_M of the model each rule makes from the same client "
         f"updates, along the run's own trajectory ('{RUN}': {cfg.server.aggregator}); test "

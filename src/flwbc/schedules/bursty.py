@@ -90,7 +90,6 @@ class Bursty(Schedule[BurstyOptions]):
     def __init__(self, cfg: ExperimentConfig, options: BurstyOptions | None = None) -> None:
         super().__init__(cfg, options)
         opts = self.options
-        self.opts = opts
         n_mal, total = cfg.attack.num_malicious, cfg.federation.rounds
         self.max = opts.max if opts.max is not None else n_mal
         self.forced = opts.forced_attackers if opts.forced_attackers is not None else n_mal
@@ -121,7 +120,7 @@ class Bursty(Schedule[BurstyOptions]):
             _fail(f"start ({opts.start}) must be at most end ({self.end})")
 
     def attackers(self, t: int) -> int:
-        o = self.opts
+        o = self.options
         if t in o.forced_rounds:
             return self.forced
         if not o.start <= t <= self.end:
