@@ -20,11 +20,13 @@ from flwbc.cli import main
 from flwbc.config import make_config
 from flwbc.experiments.bench import (
     CLEAN,
+    BenchSpec,
     Summary,
     confirm_cells,
     expand_bench,
     load_bench,
     ranking,
+    summarize,
     t_interval,
     worst_cases,
 )
@@ -435,3 +437,62 @@ def test_the_static_page_renders_and_sorts_in_a_headless_browser(tmp_path: Path)
         assert errors == []
     finally:
         driver.quit()
+
+
+def _finished(store: Path, run, recs: list[dict]) -> None:  # noqa: ANN001
+    from flwbc.experiments.store import run_dir
+
+    path = run_dir(store, run)
+    path.mkdir(parents=True)
+    (path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (path / "summary.json").write_text(json.dumps({"complete": True}))
+    (path / "model.safetensors").write_bytes(b"")
+
+
+def test_a_clean_cell_that_diverged_leaves_its_drops_and_baselines_unmeasured(
+    tmp_path: Path,
+) -> None:
+    """A defense whose clean run diverges has no baseline: the attacked cells keep their own
+    accuracy and success but get no drop and no effect, and the board lists the divergence."""
+    from flwbc.experiments.bench import collect_bench
+    from flwbc.experiments.bench_report import leaderboard_markdown
+
+    defenses = {"FedAvg": {}, "A": {"server": {"aggregator": "median"}}}
+    spec = BenchSpec.model_validate({**TINY, "defenses": defenses})
+    runs = [r for r in expand_bench(spec) if r.role == "branch"]
+    nan = {"train_loss": None, "nonfinite": ["train_loss"]}
+    for run in runs:
+        c = run.coords
+        rounds = range(1, spec.regimes[c["regime"]].rounds + 1)
+        broken = c["defense"] == "A" and c["attack"] == CLEAN
+        recs = [
+            {
+                "round": t,
+                "adversarial": c["attack"] != CLEAN and t <= 2,
+                "train_loss": 0.5,
+                "test_acc": 0.1 if broken else 0.8 - 0.1 * (c["attack"] != CLEAN),
+                "backdoor_acc": 0.6,
+                "backdoor_acc.badnets": 0.1,
+                **(nan if broken and t == 2 else {}),
+            }
+            for t in rounds
+        ]
+        if c["defense"] == "FedAvg" and c["attack"] == "sign_flip":
+            recs[0]["train_loss"] = 1e7  # exploding, not non-finite
+        _finished(tmp_path, run, recs)
+    cells = {(c.regime, c.attack, c.defense): c for c in collect_bench(spec, runs, tmp_path)}
+    ok, bad = cells[("untargeted", "sign_flip", "FedAvg")], cells[("untargeted", "sign_flip", "A")]
+    assert ok.diverged and not ok.clean_diverged and ok.acc_drop == pytest.approx(0.1)
+    assert not bad.diverged and bad.clean_diverged and bad.acc_drop is None
+    assert bad.acc == pytest.approx(0.7)
+    assert cells[("untargeted", CLEAN, "A")].diverged
+    t_ok, t_bad = cells[("targeted", "badnets", "FedAvg")], cells[("targeted", "badnets", "A")]
+    assert t_ok.effect == pytest.approx(0.5) and t_bad.success == pytest.approx(0.6)
+    assert t_bad.baseline is None and t_bad.effect is None
+    summaries = summarize(list(cells.values()))
+    worst = worst_cases(summaries, spec.regimes)
+    md = leaderboard_markdown(
+        spec, list(cells.values()), summaries, worst, ranking(worst, spec.regimes), command="x"
+    )
+    assert "## Runs that diverged" in md and "3 of 8 finished runs" in md
+    assert "2 of them are clean cells" in md and "clean 10.0 (1 of 1 seeds diverged)" in md

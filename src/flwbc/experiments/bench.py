@@ -63,6 +63,8 @@ CLEAN = "none"
 """The clean cell of every regime: the attackers take part but send honest updates."""
 PERSIST_BELOW = 0.5
 CONFIDENCE = 0.95
+DIVERGED_LOSS = 1e6
+"""A training loss above this (or a non-finite one) marks a run as diverged."""
 
 
 class _Strict(BaseModel):
@@ -349,6 +351,12 @@ class BenchCell:
     """Targeted: success minus baseline."""
     persists: int | None = None
     persists_censored: bool = False
+    diverged: bool = False
+    """The run's training loss became non-finite or exceeded `DIVERGED_LOSS` in some round.
+    Under attack that is the attack's doing (the accuracy it leaves is measured as any other)."""
+    clean_diverged: bool = False
+    """The clean cell of the same defense, setting and seed diverged: the defense is unstable
+    without any attack there, so `acc_drop`, `baseline` and `effect` are not measured (None)."""
     seconds: float | None = None
     """The run's own compute: its rounds' training and evaluation (timings.jsonl)."""
     wall: float | None = None
@@ -369,6 +377,16 @@ def _success_field(attack_cfg: dict[str, Any]) -> tuple[str, str]:
     if is_backdoor(name):
         return "backdoor_acc", trigger_field(name)
     return "target_conf", "target_conf"
+
+
+def diverged(records: list[dict[str, Any]]) -> bool:
+    """Whether a run's training loss became non-finite (logged as None and named in the
+    round's `nonfinite`) or exceeded `DIVERGED_LOSS` in any of `records`."""
+    return any(
+        "train_loss" in (r.get("nonfinite") or ())
+        or (r.get("train_loss") is not None and r["train_loss"] > DIVERGED_LOSS)
+        for r in records
+    )
 
 
 def collect_bench(spec: BenchSpec, runs: list[RunSpec], store: Path) -> list[BenchCell]:
@@ -396,6 +414,7 @@ def collect_bench(spec: BenchSpec, runs: list[RunSpec], store: Path) -> list[Ben
             continue
         cell.seconds, cell.run = timing_seconds(path), path.name
         cell.wall = wall_seconds(path)
+        cell.diverged = diverged(recs)
         start, end = regime.window or (1, regime.rounds)
         at = end if regime.kind == "targeted" else recs[-1]["round"]
         evaluated = [r for r in recs if r["round"] <= at and r.get("test_acc") is not None]
@@ -404,6 +423,8 @@ def collect_bench(spec: BenchSpec, runs: list[RunSpec], store: Path) -> list[Ben
             cell.acc = evaluated[-1]["test_acc"]
         clean = records.get((key[0], key[1], CLEAN, key[3], key[4]))
         clean_recs = {r["round"]: r for r in clean[1]} if clean else {}
+        if kind != "clean" and clean_recs and diverged(list(clean_recs.values())):
+            cell.clean_diverged, clean_recs = True, {}
         if kind != "clean" and cell.acc is not None and at in clean_recs:
             ref = clean_recs[at].get("test_acc")
             cell.acc_drop = None if ref is None else ref - cell.acc
@@ -495,6 +516,10 @@ class Summary:
     pooled: bool = False
     """half_width is not the cell's own (it has one seed) but the pooled one of its regime and
     defense (`pooled_spread`)."""
+    diverged: int = 0
+    """Seeds whose run diverged (`BenchCell.diverged`)."""
+    clean_diverged: int = 0
+    """Seeds whose clean cell diverged: their targeted effect is not measured."""
 
 
 def pooled_spread(groups: list[list[float]]) -> tuple[float, int] | None:
@@ -553,6 +578,8 @@ def summarize(cells: list[BenchCell], confidence: float = CONFIDENCE) -> list[Su
                 baseline=_mean([c.baseline for c in group]),
                 persists=_mean([c.persists for c in group]),  # type: ignore[misc]
                 pooled=use_pool,
+                diverged=sum(c.diverged for c in group),
+                clean_diverged=sum(c.clean_diverged for c in group),
             )
         )
     return out
@@ -672,7 +699,7 @@ def read_cells(path: Path) -> list[BenchCell]:
                 kw[k] = int(v)
             elif k in ("persists",):
                 kw[k] = int(v) if v else None
-            elif k == "persists_censored":
+            elif k in ("persists_censored", "diverged", "clean_diverged"):
                 kw[k] = v == "True"
             elif k == "run":
                 kw[k] = v or None

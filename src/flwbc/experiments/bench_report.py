@@ -11,6 +11,7 @@ from pathlib import Path
 from flwbc.experiments.bench import (
     CLEAN,
     CONFIDENCE,
+    DIVERGED_LOSS,
     BenchCell,
     BenchSpec,
     Rank,
@@ -130,7 +131,7 @@ def leaderboard_markdown(
                         *(
                             (
                                 f"{wby[(s, d)].attack}: {_value(wby[(s, d)])}; clean "
-                                f"{_pct(_clean_acc(by_summary, rname, s, d))}"
+                                f"{_clean(by_summary, rname, s, d)}"
                             )
                             if (s, d) in wby
                             else "–"
@@ -142,14 +143,51 @@ def leaderboard_markdown(
             ),
             "",
         ]
-    return "\n".join(lines)
+    return "\n".join(lines + _divergence_lines(spec, done))
 
 
-def _clean_acc(
-    by: dict[tuple[str, str, str, str], Summary], r: str, s: str, d: str
-) -> float | None:
+def _divergence_lines(spec: BenchSpec, done: list[BenchCell]) -> list[str]:
+    """The runs whose training diverged, clean cells first: a clean cell that diverged is the
+    defense failing without attack, which no accuracy drop or baseline can be measured from."""
+    bad = [c for c in done if c.diverged]
+    if not bad:
+        return []
+    bad.sort(key=lambda c: (c.kind != "clean", c.regime, c.defense, c.setting, c.attack, c.seed))
+    clean = sum(c.kind == "clean" for c in bad)
+    return [
+        "## Runs that diverged",
+        "",
+        f"{len(bad)} of {len(done)} finished runs had a non-finite training loss or one above "
+        f"{DIVERGED_LOSS:.0e} in some round; {clean} of them are clean cells (no attack). Under "
+        "attack, divergence is the attack's success and the accuracy it leaves is measured as "
+        "any other. A clean cell that diverged is the defense itself failing in that setting "
+        "and seed: the accuracy drops and targeted baselines against it are left unmeasured "
+        "(–), and the worst-case table gives the number of such seeds beside the clean accuracy.",
+        "",
+        *_table(
+            ["regime", "defense", "setting", "attack", "seed", "accuracy at the end"],
+            [
+                [
+                    spec.regimes[c.regime].title or c.regime,
+                    c.defense,
+                    c.setting,
+                    "none (clean)" if c.kind == "clean" else c.attack,
+                    str(c.seed),
+                    _pct(c.acc),
+                ]
+                for c in bad
+            ],
+        ),
+        "",
+    ]
+
+
+def _clean(by: dict[tuple[str, str, str, str], Summary], r: str, s: str, d: str) -> str:
+    """The clean cell's accuracy, and how many of its seeds diverged."""
     c = by.get((r, s, CLEAN, d))
-    return None if c is None else c.mean
+    if c is None:
+        return _pct(None)
+    return _pct(c.mean) + (f" ({c.diverged} of {c.seeds} seeds diverged)" if c.diverged else "")
 
 
 def plot_regime(spec: BenchSpec, regime: str, summaries: list[Summary], prefix: Path) -> list[Path]:
@@ -283,7 +321,8 @@ def report_card(spec: BenchSpec, name: str, cells: list[BenchCell], *, command: 
             ),
             "",
         ]
-    return "\n".join(lines)
+    mine = [c for c in cells if c.defense == name and c.run is not None]
+    return "\n".join(lines + _divergence_lines(spec, mine))
 
 
 def card_inputs(stored: list[BenchCell], new: list[BenchCell], name: str) -> list[BenchCell]:
