@@ -23,6 +23,8 @@ order, as in the usual implementations of θ = n - 2f.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -30,7 +32,7 @@ from torch import Tensor
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
-from flwbc.server.krum import check_count, krum_scores, pairwise_sq_dists
+from flwbc.server.krum import krum_scores, pairwise_sq_dists
 from flwbc.server.median import coordinate_median
 
 
@@ -45,8 +47,9 @@ class Bulyan(Aggregator):
     rank_based = True
     Options = BulyanOptions
 
-    def __init__(self, f: int = 1) -> None:
-        self.f = check_count("f", f, 0)
+    def __init__(self, **options: Any) -> None:
+        o = BulyanOptions(**options)
+        self.f = o.f
 
     def check(self, num_updates: int) -> None:
         if num_updates < 4 * self.f + 3:

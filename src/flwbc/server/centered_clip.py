@@ -15,7 +15,7 @@ identically. `info["clipped"]` is how many x_i - v were clipped in the last iter
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 from pydantic import Field
 from torch import Tensor
@@ -37,13 +37,10 @@ class CenteredClipOptions(StrictOptions):
 class CenteredClip(Aggregator):
     Options = CenteredClipOptions
 
-    def __init__(self, tau: float = 1.0, iters: int = 1) -> None:
-        if isinstance(tau, bool) or not isinstance(tau, int | float) or math.isnan(tau) or tau <= 0:
-            raise ValueError(f"tau must be a number > 0 (got {tau!r})")
-        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-            raise ValueError(f"iters must be an integer >= 1 (got {iters!r})")
-        self.tau = float(tau)
-        self.iters = iters
+    def __init__(self, **options: Any) -> None:
+        o = CenteredClipOptions(**options)
+        self.tau = float(o.tau)
+        self.iters = o.iters
         self._v: Tensor | None = None
 
     def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:

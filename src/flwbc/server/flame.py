@@ -27,6 +27,8 @@ the majority cluster.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from pydantic import Field
@@ -89,21 +91,11 @@ class Flame(Aggregator):
     rank_based = True
     Options = FlameOptions
 
-    def __init__(
-        self, lam: float = 0.001, min_cluster_size: int | None = None, min_samples: int = 1
-    ) -> None:
-        if isinstance(lam, bool) or not isinstance(lam, int | float) or not lam >= 0:
-            raise ValueError(f"lam must be a number >= 0 (got {lam!r})")
-        for name, value in (("min_cluster_size", min_cluster_size), ("min_samples", min_samples)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{name} must be an integer (got {value!r})")
-        if min_cluster_size is not None and min_cluster_size < 2:
-            raise ValueError(f"min_cluster_size must be an integer >= 2 (got {min_cluster_size})")
-        if min_samples < 1:
-            raise ValueError(f"min_samples must be an integer >= 1 (got {min_samples})")
-        self.lam = float(lam)
-        self.min_cluster_size = min_cluster_size
-        self.min_samples = min_samples
+    def __init__(self, **options: Any) -> None:
+        o = FlameOptions(**options)
+        self.lam = float(o.lam)
+        self.min_cluster_size = o.min_cluster_size
+        self.min_samples = o.min_samples
 
     def cluster_size(self, n: int) -> int:
         return n // 2 + 1 if self.min_cluster_size is None else self.min_cluster_size

@@ -177,11 +177,6 @@ def malicious_cluster(scores: np.ndarray, seed: int, n_init: int = 10) -> np.nda
     return labels == int(np.argmax(means))
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low} (got {value!r})")
-
-
 class FLDetectorOptions(StrictOptions):
     window: int = Field(10, ge=1, description="L-BFGS pairs kept and scores averaged (N)")
     start_round: int | None = Field(
@@ -202,34 +197,19 @@ class FLDetector(Aggregator):
     per_client = True
     Options = FLDetectorOptions
 
-    def __init__(
-        self,
-        window: int = 10,
-        start_round: int | None = None,
-        rule: str = "median",
-        rule_options: dict[str, Any] | None = None,
-        gap_refs: int = 10,
-        max_k: int = 7,
-        gap: Literal["paper", "authors"] = "paper",
-    ) -> None:
-        _check_int("window", window, 1)
-        if start_round is not None:
-            _check_int("start_round", start_round, 1)
-        _check_int("gap_refs", gap_refs, 1)
-        _check_int("max_k", max_k, 2)
-        if gap not in ("paper", "authors"):
-            raise ValueError(f"gap must be 'paper' or 'authors' (got {gap!r})")
-        if not isinstance(rule, str) or rule == "fldetector":
-            raise ValueError(f"rule must name another aggregation rule (got {rule!r})")
+    def __init__(self, **options: Any) -> None:
+        o = FLDetectorOptions(**options)
+        if o.rule == "fldetector":
+            raise ValueError(f"rule must name another aggregation rule (got {o.rule!r})")
         try:
-            self.inner = build_aggregator(rule, dict(rule_options or {}))
+            self.inner = build_aggregator(o.rule, dict(o.rule_options or {}))
         except FlwbcError as err:
             raise ValueError(f"rule: {err}") from None
-        self.window = window
-        self.start_round = window + 1 if start_round is None else start_round
-        self.gap_refs = gap_refs
-        self.max_k = max_k
-        self.gap = gap
+        self.window = o.window
+        self.start_round = o.window + 1 if o.start_round is None else o.start_round
+        self.gap_refs = o.gap_refs
+        self.max_k = o.max_k
+        self.gap = o.gap
         self.rank_based = self.inner.rank_based  # type: ignore[misc]
         self.root_size = self.inner.root_size
         self._state: dict[str, Tensor] = {}

@@ -9,6 +9,8 @@ with trust 0 are weighted out and flagged (the round's detection record).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -29,10 +31,9 @@ class FLTrustOptions(StrictOptions):
 class FLTrust(Aggregator):
     Options = FLTrustOptions
 
-    def __init__(self, root_size: int = 100):
-        if root_size < 1:
-            raise ValueError(f"root_size must be ≥ 1, got {root_size}")
-        self.root_size = root_size
+    def __init__(self, **options: Any) -> None:
+        o = FLTrustOptions(**options)
+        self.root_size = o.root_size
 
     def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
         if ctx.reference_update is None:

@@ -53,7 +53,7 @@ by Σ α_i (a weighted average, so excluding sybils does not shrink the step).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -123,27 +123,12 @@ class FoolsGold(Aggregator):
     per_client = True
     Options = FoolsGoldOptions
 
-    def __init__(
-        self,
-        kappa: float = 1.0,
-        history_entries: int | None = None,
-        scope: Literal["round", "seen"] = "round",
-        self_in_max: bool = True,
-    ) -> None:
-        if isinstance(kappa, bool) or not isinstance(kappa, int | float) or not kappa > 0:
-            raise ValueError(f"kappa must be a number > 0 (got {kappa!r})")
-        if history_entries is not None and (
-            isinstance(history_entries, bool)
-            or not isinstance(history_entries, int)
-            or history_entries < 1
-        ):
-            raise ValueError(f"history_entries must be an integer >= 1 (got {history_entries!r})")
-        if scope not in ("round", "seen"):
-            raise ValueError(f"scope must be 'round' or 'seen' (got {scope!r})")
-        self.kappa = float(kappa)
-        self.history_entries = history_entries
-        self.scope = scope
-        self.self_in_max = self_in_max
+    def __init__(self, **options: Any) -> None:
+        o = FoolsGoldOptions(**options)
+        self.kappa = float(o.kappa)
+        self.history_entries = o.history_entries
+        self.scope = o.scope
+        self.self_in_max = o.self_in_max
         self._ids: Tensor | None = None
         self._history: Tensor | None = None
 

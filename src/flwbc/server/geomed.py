@@ -12,27 +12,13 @@ relative to its new value, |g(z_old) - g(z_new)| < tol · g(z_new) (so `tol = 0`
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 from pydantic import Field
 from torch import Tensor
 
 from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
-
-
-def _positive(name: str, value: object, allow_zero: bool = False) -> float:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and (value >= 0 if allow_zero else value > 0)
-    )
-    if not ok:
-        raise ValueError(
-            f"{name} must be a finite number {'>=' if allow_zero else '>'} 0 (got {value!r})"
-        )
-    return float(value)
 
 
 class GeometricMedianOptions(StrictOptions):
@@ -56,12 +42,10 @@ class GeometricMedianOptions(StrictOptions):
 class GeometricMedian(Aggregator):
     Options = GeometricMedianOptions
 
-    def __init__(self, max_iter: int = 100, eps: float = 1e-6, tol: float = 1e-7) -> None:
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"max_iter must be an integer >= 1 (got {max_iter!r})")
-        self.max_iter = max_iter
-        self.eps = _positive("eps", eps)
-        self.tol = _positive("tol", tol, allow_zero=True)
+    def __init__(self, **options: Any) -> None:
+        o = GeometricMedianOptions(**options)
+        self.max_iter = o.max_iter
+        self.eps, self.tol = float(o.eps), float(o.tol)
 
     def aggregate(self, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
         self.check(updates.shape[0])

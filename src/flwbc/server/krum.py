@@ -15,6 +15,8 @@ left out are flagged (the round's detection record).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -22,13 +24,6 @@ from torch import Tensor
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import StrictOptions
 from flwbc.server.base import Aggregate, Aggregator, RoundContext, register_aggregator
-
-
-def check_count(name: str, value: object, minimum: int) -> int:
-    """Validate an integer option (bools refused) that must be >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum} (got {value!r})")
-    return value
 
 
 def pairwise_sq_dists(updates: Tensor) -> Tensor:
@@ -92,8 +87,9 @@ class Krum(Aggregator):
     rank_based = True
     Options = KrumOptions
 
-    def __init__(self, f: int = 1) -> None:
-        self.f = check_count("f", f, 0)
+    def __init__(self, **options: Any) -> None:
+        o = KrumOptions(**options)
+        self.f = o.f
 
     @property
     def krum_f(self) -> int:
@@ -118,9 +114,9 @@ class MultiKrum(Aggregator):
     rank_based = True
     Options = MultiKrumOptions
 
-    def __init__(self, f: int = 1, m: int | None = None) -> None:
-        self.f = check_count("f", f, 0)
-        self.m = None if m is None else check_count("m", m, 1)
+    def __init__(self, **options: Any) -> None:
+        o = MultiKrumOptions(**options)
+        self.f, self.m = o.f, o.m
 
     @property
     def krum_f(self) -> int:

@@ -9,6 +9,8 @@ the FedAvg weights are ignored.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from torch import Tensor
 
@@ -32,10 +34,9 @@ class TrimmedMean(Aggregator):
     rank_based = True
     Options = TrimmedMeanOptions
 
-    def __init__(self, beta: float = 0.1) -> None:
-        if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 <= beta < 0.5:
-            raise ValueError(f"beta must be a number in [0, 0.5) (got {beta!r})")
-        self.beta = float(beta)
+    def __init__(self, **options: Any) -> None:
+        o = TrimmedMeanOptions(**options)
+        self.beta = float(o.beta)
 
     def trimmed(self, num_updates: int) -> int:
         """k: how many values are removed at each end of every coordinate."""
