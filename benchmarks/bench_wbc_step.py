@@ -26,8 +26,7 @@ import torch
 from _common import parse_with_allocator_flag
 
 from flwbc.client.local import sgd_step
-from flwbc.client.wbc import WBCStep, laplace_scale
-from flwbc.config import WBCConfig
+from flwbc.client.wbc import WBCOptions, WBCStep, laplace_scale
 from flwbc.models import FlatModel, build_model
 
 STEPS = {"fmnist_cnn": 600, "cifar_cnn": 500}
@@ -66,7 +65,7 @@ def bench_model(name: str, ch: int, size: int, args: argparse.Namespace) -> None
     v = torch.zeros(g_, p)
     grad = torch.randn(g_, p) * 0.1
     gens = [torch.Generator().manual_seed(i) for i in range(g_)]
-    wbc = WBCStep(WBCConfig(s=0.4), lr, model.weight_mask, gens)
+    wbc = WBCStep(WBCOptions(s=0.4), lr, model.weight_mask, gens)
 
     def sgd() -> None:
         sgd_step(w, v.clone(), grad, lr, mom)

@@ -19,7 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from flwbc.client.wbc import WBCOptions  # noqa: E402
 from flwbc.config import load_run_config  # noqa: E402
+from flwbc.defenses.ldp import LDPOptions  # noqa: E402
 from flwbc.runio import read_jsonl  # noqa: E402
 
 RULES = {
@@ -41,11 +43,11 @@ def label(run_dir: Path) -> str:
         server += f" β = {cfg.server.options['beta']}"
     client = ""
     if cfg.defense.client == "wbc":
-        wbc = cfg.defense.wbc
+        wbc = WBCOptions(**cfg.defense.options.get("wbc", {}))
         ref = any(getattr(wbc, k) != v for k, v in PAPER_WBC.items())
         client = f"FL-WBC{' (reference code)' if ref else ''} s = {wbc.s:g}"
     elif cfg.defense.client == "ldp":
-        client = f"local DP σ = {cfg.defense.ldp.sigma:g}"
+        client = f"local DP σ = {LDPOptions(**cfg.defense.options.get('ldp', {})).sigma:g}"
     return " + ".join(p for p in (server, client) if p) or "no defense"
 
 

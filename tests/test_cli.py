@@ -40,8 +40,8 @@ def test_flags_reach_nested_fields() -> None:
         "yes",
     )
     assert cfg.data.name == "cifar10" and cfg.local.epochs == 3
-    assert cfg.defense.client == "wbc" and cfg.defense.wbc.s == 0.7
-    assert cfg.defense.wbc.reset_each_epoch is True
+    assert cfg.defense.client == "wbc" and cfg.defense.options["wbc"]["s"] == 0.7
+    assert cfg.defense.options["wbc"]["reset_each_epoch"] is True
     assert cfg.attack.rounds == [4, 9] and cfg.attack.target is None
     assert cfg.server.options == {"beta": 0.2}
     assert cfg.output.name == "yes"
@@ -66,7 +66,7 @@ def test_config_file_then_flags(tmp_path: Path) -> None:
     [
         (["--local-lr", "-1"], "local.lr"),
         (["--attack-num-malicious", "11"], "attack.num_malicious"),
-        (["--wbc-noise", "gauss"], "defense.wbc.noise"),
+        (["--client-defense", "wbc", "--wbc-noise", "gauss"], "option noise = 'gauss'"),
         (["--set", "local.nope=1"], "local.nope"),
         (["--aggregator", "krumm"], "krumm"),
         (["--config", "/nonexistent.yaml"], "not found"),

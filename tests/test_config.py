@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from flwbc.client.wbc import WBCOptions
 from flwbc.config import ExperimentConfig, load_config_file, make_config
 from flwbc.errors import FlwbcError
+from flwbc.experiment import check_plugin_options
 
 
 def test_defaults_are_paper_values():
@@ -23,7 +25,7 @@ def test_defaults_are_paper_values():
     assert cfg.attack.epochs == 10
     assert cfg.attack.alpha == 0.0
     assert cfg.attack.num_images == 1
-    assert cfg.defense.wbc.s == 0.4
+    assert cfg.defense.options == {} and WBCOptions().s == 0.4
     assert cfg.data.name == "fmnist" and cfg.model_name == "fmnist_cnn"
     assert make_config({"data": {"name": "cifar10"}}).model_name == "cifar_cnn"
 
@@ -50,14 +52,30 @@ def _error(data=None, **overrides) -> str:
         ({"local.foo": 1}, "local.foo"),
         ({"data.name": "svhn"}, "data.name"),
         ({"defense.client": "krum"}, "defense.client"),
-        ({"defense.wbc.noise": "gauss"}, "defense.wbc.noise"),
-        ({"defense.wbc.s": -1}, "defense.wbc.s"),
         ({"attack.prob": 1.5}, "attack.prob"),
         ({"federation.clients_per_round": 101}, "federation.clients_per_round"),
     ],
 )
 def test_invalid_values_name_the_field(overrides, field):
     assert field in _error(**overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        ({"defense.wbc.noise": "gauss"}, "client defense 'wbc': option noise = 'gauss'"),
+        ({"defense.wbc.s": -1}, "client defense 'wbc': option s = -1"),
+        ({"defense.wbc.ss": 0.4}, "client defense 'wbc' has no option ss"),
+    ],
+)
+def test_invalid_client_defense_options_name_the_option(overrides, needle):
+    """A client defense's options are checked where the experiment is built (the config knows
+    no plug-in), in one line naming the defense and the option, with a guess for a typo."""
+    with pytest.raises(FlwbcError) as ei:
+        check_plugin_options(make_config(**overrides))
+    assert needle in str(ei.value) and "\n" not in str(ei.value)
+    if "defense.wbc.ss" in overrides:
+        assert "(did you mean 's'?)" in str(ei.value)
 
 
 def test_valid_edge_values():
@@ -156,7 +174,6 @@ def test_unparsable_config_file_names_line_and_column(tmp_path, name, text, wher
     [
         ({"federation": {"round": 3}}, "'federation.round' (did you mean 'federation.rounds'?)"),
         ({"federaton": {"rounds": 3}}, "'federaton' (did you mean 'federation'?)"),
-        ({"defense": {"wbc": {"ss": 0.4}}}, "'defense.wbc.ss' (did you mean 'defense.wbc.s'?)"),
         (
             {"server": {"pre": [{"name": "clip", "option": {}}]}},
             "'server.pre.0.option' (did you mean 'server.pre.0.options'?)",

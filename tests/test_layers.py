@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # what every layer may use: errors, seeds, small helpers, how plug-ins are loaded
     ("_version", "errors", "rng", "runtime", "transforms", "textvalues", "provenance"),
     ("plugin_options", "plugins"),
+    ("legacy",),  # the old config layout mapped to the new (one shim)
     ("config",),  # what a config says; it names plug-ins and knows none of them
     ("registry",),
     # what plug-ins are written against: models, data, local SGD, the contexts they are handed

@@ -93,14 +93,8 @@ def _attacks() -> list[Entry]:
 def _defenses() -> list[Entry]:
     from flwbc.defenses import CLIENT_DEFENSES
 
-    builtin = {"wbc": "defense.wbc", "ldp": "defense.ldp"}
     return [
-        Entry(
-            n,
-            first_line(cls),
-            model_options(cls.Options),
-            f"options: the {builtin[n]} section" if n in builtin else "",
-        )
+        Entry(n, first_line(cls), model_options(cls.Options), "")
         for n, cls in CLIENT_DEFENSES.items()
     ]
 

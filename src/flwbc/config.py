@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flwbc.errors import FlwbcError, did_you_mean, parse_error_text
+from flwbc.legacy import upgrade
 from flwbc.plugins import load_plugins, registered
 
 
@@ -226,57 +227,16 @@ class AttackConfig(_Section):
         return self
 
 
-class WBCConfig(_Section):
-    """FL-WBC (paper §5.1, eq. 8-10)."""
-
-    s: float = Field(0.4, ge=0, description="perturbation strength")
-    noise: Literal["std", "scale"] = Field(
-        "std",
-        description="std: Laplace noise with std s (paper); scale: Laplace scale s, i.e. "
-        "std √2·s (reference code)",
-    )
-    params: Literal["all", "weights"] = Field(
-        "all", description="perturb every parameter (paper) or only weights, not biases (reference)"
-    )
-    hessian: Literal["update", "gradient"] = Field(
-        "update",
-        description="Hessian-diagonal proxy: change of the SGD update / lr (paper eq. 10) or "
-        "change of the raw gradient (reference code); identical without momentum",
-    )
-    reset_each_epoch: bool = Field(
-        False,
-        description="forget the previous step at each local epoch, so the first step of every "
-        "epoch is not perturbed (reference code); default: only the round's first step",
-    )
-
-
-class LDPConfig(_Section):
-    """Local DP (paper §7.1, after Naseri et al. 2022): each benign client clips its update to
-    L2 norm `clip` and adds i.i.d. noise of std `sigma` to every coordinate before sending."""
-
-    clip: float = Field(
-        5.0, gt=0, description="C: 5 for Fashion-MNIST, 10 for CIFAR-10 in the paper"
-    )
-    sigma: float = Field(0.1, ge=0, description="σ_dp: noise std per coordinate")
-    noise: Literal["laplace", "gaussian"] = Field(
-        "laplace", description="laplace (paper; scale σ/√2) or gaussian"
-    )
-
-
 class DefenseConfig(_Section):
     """Client-side behaviour of benign clients (attackers never defend)."""
 
     client: str | list[str] = Field(
         "none",
-        description="none, wbc, ldp or a registered client defense (flwbc list defenses); a "
-        "list chains several, applied in order",
+        description="none or a registered client defense (flwbc list defenses: wbc, ldp, "
+        "leadfl, ...); a list chains several, applied in order",
     )
-    wbc: WBCConfig = Field(default_factory=WBCConfig)
-    ldp: LDPConfig = Field(default_factory=LDPConfig)
     options: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description="options of registered client defenses, by name (wbc and ldp use their "
-        "sections)",
+        default_factory=dict, description="options of the client defenses, by name"
     )
 
     @model_validator(mode="before")
@@ -430,7 +390,10 @@ class ExperimentConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _plugin_forms(cls, data: Any) -> Any:
-        """`model: {name, options}` is model and model_options."""
+        """`model: {name, options}` is model and model_options; an old layout's sections
+        move to their new places (`flwbc.legacy`)."""
+        if isinstance(data, dict):
+            data = upgrade(data)
         if isinstance(data, dict) and isinstance(data.get("model"), dict):
             ref = PluginRef.model_validate(data["model"])
             data = {**data, "model": ref.name, "model_options": ref.options}

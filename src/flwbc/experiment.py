@@ -19,7 +19,7 @@ from flwbc.client.attack import MaliciousSet, choose_malicious_set
 from flwbc.client.local import benign_plan, local_sgd
 from flwbc.config import ExperimentConfig
 from flwbc.data import Dataset, get_dataset, partition
-from flwbc.defenses import ClientDefense, build_client_defenses
+from flwbc.defenses import CLIENT_DEFENSES, ClientDefense, build_client_defenses
 from flwbc.errors import FlwbcError
 from flwbc.evaluation import Metric, build_metrics
 from flwbc.metrics import evaluated_test_indices
@@ -348,6 +348,8 @@ def check_plugin_options(cfg: ExperimentConfig) -> None:
     build_post_aggregators(cfg.server.post)
     attack = build_attack(cfg)
     build_client_defenses(cfg)
+    for name, options in cfg.defense.options.items():  # also those of defenses left out
+        CLIENT_DEFENSES.options(name, options)
     build_schedule(cfg)
     build_metrics(cfg.eval.metrics, attack)
 

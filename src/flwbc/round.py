@@ -150,15 +150,15 @@ def job_extra_grad(job: ClientJob) -> Callable[[Tensor], Tensor] | None:
     return total
 
 
-def finish(job: ClientJob, update: Tensor, *, skip: Sequence[str] = ()) -> Tensor:
+def finish(job: ClientJob, update: Tensor, *, skip: tuple[type, ...] = ()) -> Tensor:
     """What the job's client sends: an attacker's update post-processed by its attack, a benign
-    one by its defenses in order (those named in `skip` are left to the caller)."""
+    one by its defenses in order (those of the types in `skip` are left to the caller)."""
     exp = job.exp
     if job.malicious:
         assert exp.attack is not None
         return exp.attack.finish(exp, job.round, job.client, update)
     for d in exp.defenses:
-        if d.name not in skip:
+        if not isinstance(d, skip):
             update = d.finish(exp, job.round, job.client, update)
     return update
 
@@ -168,7 +168,7 @@ def train_jobs(
     plans: Sequence[Iterator[Epoch]],
     loss_fn: GroupLoss = single_loss,
     *,
-    skip: Sequence[str] = (),
+    skip: tuple[type, ...] = (),
 ) -> list[tuple[Tensor, float, ClientStats]]:
     """Train jobs of one key together (G = len(jobs)); (update, mean loss, stats) for each."""
     first = jobs[0].exp
@@ -193,10 +193,11 @@ def train_jobs(
 
 
 def client_update(
-    exp: Experiment, t: int, c: int, malicious: bool, w: Tensor, *, skip: Sequence[str] = ()
+    exp: Experiment, t: int, c: int, malicious: bool, w: Tensor, *, skip: tuple[type, ...] = ()
 ) -> tuple[Tensor, float, ClientStats]:
     """Client c's round-t update from global weights w, alone (G = 1): (update, mean loss,
-    stats). Defenses named in `skip` leave their post-processing to the caller (a Flower mod)."""
+    stats). Defenses of the types in `skip` leave their post-processing to the caller (a
+    Flower mod)."""
     job = ClientJob(exp, t, c, malicious, w)
     _, plan = job_plan(job)
     return train_jobs([job], [plan], skip=skip)[0]

@@ -13,8 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flwbc.client.wbc import WBCStep, laplace_scale
-from flwbc.config import WBCConfig
+from flwbc.client.wbc import WBCOptions, WBCStep, laplace_scale
 from flwbc.transforms import laplace_noise
 
 
@@ -84,10 +83,10 @@ def _gen(seed: int = SEED) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _cfg(**kw) -> WBCConfig:
+def _cfg(**kw) -> WBCOptions:
     base = {"s": 0.4, "noise": "std", "params": "all", "hessian": "gradient"}
     base.update(kw)
-    return WBCConfig(**base)
+    return WBCOptions(**base)
 
 
 # factor = h / |noise| for each entry: < 1 must be perturbed, > 1 must not
@@ -95,7 +94,7 @@ FACTORS = torch.tensor([0.0, 0.25, 0.5, 0.9, 1.1, 2.0, 10.0, 0.1])
 EXPECTED_MASK = [True, True, True, True, False, False, False, True]
 
 
-def _noise_stream(cfg: WBCConfig, n: int, seed: int = SEED) -> list[torch.Tensor]:
+def _noise_stream(cfg: WBCOptions, n: int, seed: int = SEED) -> list[torch.Tensor]:
     """The first n noise draws WBCStep makes, from a fresh generator with the same seed."""
     g = _gen(seed)
     scale = laplace_scale(cfg.s, cfg.noise)

@@ -306,7 +306,7 @@ def test_dp_clip_follows_the_dataset(expanded):
                 clip = cfg.server.options["clip"]
             elif point.startswith("LDP"):
                 assert cfg.defense.client == "ldp"
-                clip = cfg.defense.ldp.clip
+                clip = cfg.defense.options["ldp"]["clip"]
             else:
                 assert "clip" not in cfg.server.options
                 continue

@@ -1,7 +1,8 @@
 """What several `flwbc` subcommands share: one flag per config field (generated from the
-config schema: `--local-epochs` sets `local.epochs`, `--wbc-s` sets `defense.wbc.s`, ...,
-with a few short aliases, and `--set a.b=value` for any field), and the flags, places and exit
-status of the commands that run sweeps (`reproduce`, `matrix`, `bench`)."""
+config schema: `--local-epochs` sets `local.epochs`, ..., with a few short aliases), one per
+option of each registered client defense (`--wbc-s` sets `defense.options.wbc.s`), and
+`--set a.b=value` for any field; and the flags, places and exit status of the commands that
+run sweeps (`reproduce`, `matrix`, `bench`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from flwbc.config import ExperimentConfig, load_config_file, make_config, set_dotted
+from flwbc.defenses import CLIENT_DEFENSES
 from flwbc.errors import FlwbcError
 from flwbc.experiments import BACKENDS
 from flwbc.plugins import registered
@@ -34,7 +36,22 @@ ALIASES = {
     "name": "output.name",
 }
 
-SECTION_PREFIX = {"defense.wbc": "wbc", "defense.ldp": "ldp"}
+
+def _config_fields() -> list[tuple[str, Any, str, str]]:
+    """(dotted path, annotation, help, flag) of every config field and of every option of each
+    registered client defense (`--<defense>-<option>`, e.g. `--wbc-s`), which is not named
+    like a config field."""
+    out = [(d, a, h, _flag_for(d)) for d, a, h in _fields(ExperimentConfig)]
+    taken = {flag for *_, flag in out}
+    for name, cls in CLIENT_DEFENSES.items():
+        if getattr(cls, "Options", None) is None:
+            continue
+        for dotted, ann, help_text in _fields(cls.Options, f"defense.options.{name}."):
+            flag = f"{name}-{dotted.rpartition('.')[2]}".replace("_", "-")
+            if flag not in taken:
+                taken.add(flag)
+                out.append((dotted, ann, help_text, flag))
+    return out
 
 
 def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
@@ -60,9 +77,7 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, st
 
 
 def _flag_for(dotted: str) -> str:
-    section, _, leaf = dotted.rpartition(".")
-    head = SECTION_PREFIX.get(section, section.replace(".", "-"))
-    return (f"{head}-{leaf}" if head else leaf).replace("_", "-")
+    return dotted.replace(".", "-").replace("_", "-")
 
 
 def _is_textual(ann: Any) -> bool:
@@ -123,8 +138,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         "config fields (docs/configuration.md explains each; a config file sets them too)"
     )
     aliases_by_path = {v: k for k, v in ALIASES.items()}
-    for dotted, _ann, help_text in _fields(ExperimentConfig):
-        names = [f"--{_flag_for(dotted)}"]
+    for dotted, _ann, help_text, flag in _config_fields():
+        names = [f"--{flag}"]
         alias = aliases_by_path.get(dotted)
         if alias is not None and f"--{alias}" not in names:
             names.insert(0, f"--{alias}")
@@ -134,7 +149,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     data = load_config_file(args.config) if args.config else {}
     data.pop("_meta", None)
-    types_by_path = {d: a for d, a, _ in _fields(ExperimentConfig)}
+    types_by_path = {d: a for d, a, _, _ in _config_fields()}
     for key, raw in vars(args).items():
         if key.startswith("cfg:") and raw is not None:
             dotted = key[4:]

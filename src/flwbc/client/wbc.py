@@ -9,19 +9,47 @@ is flat (the Hessian's kernel), which is where the attack effect on parameters p
 ΔW_i is the previous step's SGD update (without its perturbation), so h is the finite-difference
 Hessian-diagonal proxy the paper derives. The reference code instead uses |g_i − g_{i−1}|, the
 change of the raw gradient, forgets it at every local epoch, and perturbs only "weight"
-parameters; each is an option in `WBCConfig`.
+parameters; each is an option in `WBCOptions`.
 """
 
 from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from flwbc.config import WBCConfig
+from flwbc.plugin_options import PluginOptions
 from flwbc.transforms import to_symmetric_
+
+
+class WBCOptions(PluginOptions):
+    """FL-WBC's options (`defense.options.wbc`; paper §5.1, eq. 8-10)."""
+
+    s: float = Field(
+        0.4, ge=0, json_schema_extra={"label": True}, description="perturbation strength"
+    )
+    noise: Literal["std", "scale"] = Field(
+        "std",
+        description="std: Laplace noise with std s (paper); scale: Laplace scale s, i.e. "
+        "std √2·s (reference code)",
+    )
+    params: Literal["all", "weights"] = Field(
+        "all", description="perturb every parameter (paper) or only weights, not biases (reference)"
+    )
+    hessian: Literal["update", "gradient"] = Field(
+        "update",
+        description="Hessian-diagonal proxy: change of the SGD update / lr (paper eq. 10) or "
+        "change of the raw gradient (reference code); identical without momentum",
+    )
+    reset_each_epoch: bool = Field(
+        False,
+        description="forget the previous step at each local epoch, so the first step of every "
+        "epoch is not perturbed (reference code); default: only the round's first step",
+    )
 
 
 def laplace_scale(s: float, noise: str) -> float:
@@ -53,7 +81,7 @@ class WBCStep:
 
     def __init__(
         self,
-        cfg: WBCConfig,
+        cfg: WBCOptions,
         lr: float,
         weight_mask: Tensor,
         generator: torch.Generator | list[torch.Generator],

@@ -4,8 +4,8 @@ A client defense acts in benign clients' local training: a step hook after every
 (FL-WBC), and post-processing of the finished update (local DP). Defenses chain: a config's
 `defense.client` names one or a list, applied in order. Each is one module that subclasses
 `ClientDefense` and registers with `@register_client_defense("name")`; options come from
-`defense.options.<name>`, validated against the class's `Options` (the built-in `wbc` and `ldp`
-read their own sections, `defense.wbc` and `defense.ldp`).
+`defense.options.<name>`, validated against the class's `Options`. The built-ins are written
+exactly so (`wbc.py`, `ldp.py`, `leadfl.py`).
 
 The engines call these hooks and know nothing else of the defense. Attackers never defend.
 """

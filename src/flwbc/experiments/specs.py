@@ -29,8 +29,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flwbc.config import make_config, unknown_field_message
+from flwbc.config import defense_names, make_config, unknown_field_message
+from flwbc.defenses import CLIENT_DEFENSES
 from flwbc.errors import FlwbcError, parse_error_text
+from flwbc.legacy import key_view
 
 SPEC_DIR = resources.files("flwbc.experiments") / "specs"
 RESULTS = ("fig2", "fig3", "fig4", "fig5", "table1", "fig6")
@@ -171,16 +173,32 @@ def run_label(config: dict[str, Any], role: str) -> str:
     head = [c.data.name, c.data.partition, f"E{c.local.epochs}B{c.local.batch_size}"]
     if role == "warmup":
         return "-".join(["warmup", *head, f"n{c.attack.num_images}", f"s{c.seed}"])
-    defense = c.defense.label
-    if defense == "wbc":
-        defense += f"{c.defense.wbc.s:g}"
-    elif defense == "ldp":
-        defense += f"{c.defense.ldp.sigma:g}"
+    defense = (
+        "+".join(
+            n + _labelled_options(n, c.defense.options.get(n, {}))
+            for n in defense_names(c.defense.client)
+        )
+        or "none"
+    )
     agg = c.server.aggregator + "".join(f"-{v}" for v in c.server.options.values())
     attack = [c.attack.name] if c.attack.enabled else []
     sizes = f"m{c.attack.num_malicious}n{c.attack.num_images}"
     parts = [*head, *attack, defense, agg, sizes, f"s{c.seed}"]
     return _safe_label("-".join(parts))
+
+
+def _labelled_options(name: str, given: dict[str, Any]) -> str:
+    """The values of a client defense's options that its `Options` marks for run labels
+    (`json_schema_extra={"label": True}`, e.g. FL-WBC's s), each formatted with `:g`."""
+    model = CLIENT_DEFENSES.options(name, given)
+    if model is None:
+        return ""
+    marked = [
+        f
+        for f, info in type(model).model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("label")
+    ]
+    return "".join(f"{getattr(model, f):g}" for f in marked)
 
 
 def deep_merge(*trees: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +242,7 @@ def run_key(config: dict[str, Any], parent: str | None, *, legacy: bool = False)
     empty `data` section stayed behind, so a run had another key with `--data-dir` than
     without); `expand` gives runs those keys as aliases, so stores written then stay usable.
     """
-    cfg = make_config(config).model_dump(mode="json", exclude_defaults=True)
+    cfg = key_view(make_config(config).model_dump(mode="json", exclude_defaults=True), _non_default)
     for k in IDENTITY_EXCLUDED:
         cfg.pop(k, None)
     cfg.get("data", {}).pop("dir", None)
@@ -233,6 +251,12 @@ def run_key(config: dict[str, Any], parent: str | None, *, legacy: bool = False)
     cfg.pop("init_model", None)
     blob = json.dumps({"config": cfg, "parent": parent}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _non_default(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """A client defense's options that differ from their defaults, validated, as JSON."""
+    model = CLIENT_DEFENSES.options(name, given)
+    return {} if model is None else model.model_dump(mode="json", exclude_defaults=True)
 
 
 def _with_data_dir(config: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from flwbc.defenses.ldp import LocalDP
 from flwbc.errors import FlwbcError
 from flwbc.flower.common import (
     ARRAYS,
@@ -55,7 +56,7 @@ def train(msg: Message, context: Context) -> Message:
     exp = node_experiment(cfg_json, dict(context.node_config))
     w = unpack(msg.content[ARRAYS], exp.device, exp.dtype)
     n = len(exp.client_indices[c])
-    skip = ("ldp",) if exp.cfg.flower.ldp == "mod" else ()
+    skip = (LocalDP,) if exp.cfg.flower.ldp == "mod" else ()
     update, loss, stats = client_update(exp, t, c, c in exp.malicious_ids, w, skip=skip)
     metrics: dict[str, float | int] = {"num-examples": n, "train-loss": loss}
     metrics.update({STAT + k: v for k, v in stats.items()})

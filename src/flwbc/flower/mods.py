@@ -9,6 +9,7 @@ from __future__ import annotations
 from flwr.app import Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
+from flwbc.defenses.ldp import LocalDP
 from flwbc.flower.common import ARRAYS, node_experiment, pack, read_train_config, unpack
 
 
@@ -22,7 +23,7 @@ def ldp_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Mes
     t, c, cfg_json = read_train_config(msg)
     exp = node_experiment(cfg_json, dict(context.node_config))
     cfg = exp.cfg
-    ldp = [d for d in exp.defenses if d.name == "ldp"]
+    ldp = [d for d in exp.defenses if isinstance(d, LocalDP)]
     if not ldp or cfg.flower.ldp != "mod" or c in exp.malicious_ids:
         return reply
     update = unpack(reply.content[ARRAYS], exp.device, exp.dtype)
