@@ -15,6 +15,7 @@ from scipy.optimize import brentq
 
 import flwbc
 from flwbc.attacks import ATTACKS
+from flwbc.attacks.mimic import mimic_choice
 from flwbc.errors import FlwbcError
 from flwbc.rng import torch_generator
 from flwbc.server.base import RoundContext
@@ -348,6 +349,19 @@ def test_mimic_by_hand() -> None:
     updates = torch.cat([x, torch.zeros(2, 3, dtype=torch.float64)])
     out = craft(attack("mimic"), updates, [False] * 5 + [True] * 2)
     assert torch.equal(out[5], x[3]) and torch.equal(out[6], x[3])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_mimic_never_copies_a_diverged_update(bad: float) -> None:
+    """A seen update with a non-finite entry is left out; the others decide as without it."""
+    gen = torch.Generator().manual_seed(3)
+    scale = torch.tensor([3.0, 1.0, 0.5, 0.2], dtype=torch.float64)
+    x = torch.randn(6, 4, generator=gen, dtype=torch.float64) * scale
+    broken = x.clone()
+    broken[1, 2] = bad
+    rows = [0, 2, 3, 4, 5]
+    assert mimic_choice(broken) == rows[mimic_ref(x[rows].numpy())]
+    assert mimic_choice(torch.full((3, 4), bad, dtype=torch.float64)) == 0
 
 
 # ---------------------------------------------------------------- end to end

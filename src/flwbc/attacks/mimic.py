@@ -43,7 +43,13 @@ if TYPE_CHECKING:
 
 
 def mimic_choice(seen: Tensor) -> int:
-    """The row of `seen` [m, P] with the largest |projection| on the top principal direction."""
+    """The row of `seen` [m, P] with the largest |projection| on the top principal direction.
+    A row with a non-finite entry (a benign client whose model diverged) has no projection and
+    is never chosen: the choice is made among the finite rows (the first row if none is)."""
+    finite = torch.isfinite(seen).all(dim=1)
+    if not bool(finite.all()):
+        rows = finite.nonzero().flatten()
+        return int(rows[mimic_choice(seen[rows])]) if len(rows) else 0
     x = (seen - seen.mean(0)).double()
     if not bool(x.any()):  # one update, or all equal: no direction
         return 0
