@@ -18,12 +18,15 @@ from flwbc.data.partition import (
 )
 from flwbc.data.readers import read_cifar_batch, read_idx
 from flwbc.data.sources import (
-    DATASET_NAMES,
+    SPECS,
     ChecksumWarning,
     canonical_name,
     download_file,
     resolve_dataset_dir,
 )
+
+DATASET_NAMES: tuple[str, ...] = tuple(SPECS)
+"""The built-in datasets with official files (`flwbc fetch` gets them)."""
 
 __all__ = [
     "DATASETS",

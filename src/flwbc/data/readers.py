@@ -130,3 +130,32 @@ def read_cifar_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
         )
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32))
     return images, labels.astype(np.int64)
+
+
+def _read_idx_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(directory / f"{prefix}-images-idx3-ubyte.gz")
+    labels = read_idx(directory / f"{prefix}-labels-idx1-ubyte.gz")
+    if images.ndim != 3 or images.dtype != np.uint8 or labels.ndim != 1:
+        raise FlwbcError(
+            f"{directory}/{prefix}-*: got images {images.dtype} {images.shape} and labels "
+            f"{labels.shape}, expected uint8 [N,H,W] and [N]; replace these files"
+        )
+    return images[:, None], labels
+
+
+def read_idx_dataset(directory: Path) -> tuple[np.ndarray, ...]:
+    """(train images [N,1,H,W], train labels, test images, test labels) from MNIST's layout of
+    four gzipped IDX files."""
+    train_x, train_y = _read_idx_pair(directory, "train")
+    test_x, test_y = _read_idx_pair(directory, "t10k")
+    return train_x, train_y, test_x, test_y
+
+
+def read_cifar10(directory: Path) -> tuple[np.ndarray, ...]:
+    """(train images [N,3,32,32], train labels, test images, test labels) from CIFAR-10's five
+    training batches and its test batch."""
+    train = [read_cifar_batch(directory / f"data_batch_{i}") for i in range(1, 6)]
+    test_x, test_y = read_cifar_batch(directory / "test_batch")
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.concatenate([y for _, y in train])
+    return train_x, train_y, test_x, test_y

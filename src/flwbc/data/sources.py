@@ -14,11 +14,14 @@ import tarfile
 import tempfile
 import urllib.request
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from flwbc.data.readers import read_idx_dataset
 from flwbc.errors import FlwbcError
 
 _CHUNK = 1 << 20
@@ -57,6 +60,8 @@ class DatasetSpec:
     image_shape: tuple[int, int, int]
     train_size: int
     test_size: int
+    read: Callable[[Path], tuple[np.ndarray, ...]]
+    """directory -> (train images [N,C,H,W] uint8, train labels, test images, test labels)."""
 
     def url_for(self, filename: str, mirror: str | None = None) -> str:
         """The URL a file (or the archive) is fetched from: ``<mirror>/<filename>`` if given."""
@@ -77,7 +82,7 @@ _IDX_FILES = (
 )
 
 
-def _idx_spec(name: str, subdir: str, md5s: tuple[str, ...], base_url: str) -> DatasetSpec:
+def idx_spec(name: str, subdir: str, md5s: tuple[str, ...], base_url: str) -> DatasetSpec:
     """A 28x28 grey-scale, ten-class dataset in the four gzipped IDX files of MNIST's layout.
 
     Both MNIST and Fashion-MNIST are normalised with MNIST's (0.1307, 0.3081), as the paper's
@@ -95,68 +100,22 @@ def _idx_spec(name: str, subdir: str, md5s: tuple[str, ...], base_url: str) -> D
         image_shape=(1, 28, 28),
         train_size=60000,
         test_size=10000,
+        read=read_idx_dataset,
     )
 
 
-SPECS: dict[str, DatasetSpec] = {
-    "fmnist": _idx_spec(
-        "fmnist",
-        "fashion-mnist",
-        (
-            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            "25c81989df183df01b3e8a0aad5dffbe",
-            "bef4ecab320f06d8554ea6380940ec79",
-            "bb300cfdad3c16e7a12a480ee83cd310",
-        ),
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-    ),
-    "mnist": _idx_spec(
-        "mnist",
-        "mnist",
-        (
-            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-            "d53e105ee54ea40749a09fcbcd1e9432",
-            "9fb629c4189551a2d022fa330f9573f3",
-            "ec29112dd5afa0611ce80d1b7f02629c",
-        ),
-        "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    ),
-    "cifar10": DatasetSpec(
-        name="cifar10",
-        subdir="cifar-10/cifar-10-batches-py",
-        files={
-            "data_batch_1": "c99cafc152244af753f735de768cd75f",
-            "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-            "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-            "data_batch_4": "634d18415352ddfa80567beed471001a",
-            "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-            "test_batch": "40351d587109b95175f43aff81a1287e",
-        },
-        base_url=None,
-        archive=Archive(
-            filename="cifar-10-python.tar.gz",
-            url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-            md5="c58f30108f718f92721af3b95e74349a",
-        ),
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        num_classes=10,
-        image_shape=(3, 32, 32),
-        train_size=50000,
-        test_size=10000,
-    ),
-}
+SPECS: dict[str, DatasetSpec] = {}
+"""The datasets with official files, by canonical name (each added by its module in
+`flwbc.data.datasets` with `add_source`)."""
+_ALIASES: dict[str, str] = {}
 
-_ALIASES = {
-    "fmnist": "fmnist",
-    "fashion-mnist": "fmnist",
-    "fashion_mnist": "fmnist",
-    "mnist": "mnist",
-    "cifar10": "cifar10",
-    "cifar-10": "cifar10",
-}
 
-DATASET_NAMES: tuple[str, ...] = tuple(SPECS)
+def add_source(spec: DatasetSpec, aliases: tuple[str, ...] = ()) -> DatasetSpec:
+    """Make `spec`'s official files known under its name and `aliases` (any case)."""
+    SPECS[spec.name] = spec
+    for alias in (spec.name, *aliases):
+        _ALIASES[alias.lower()] = spec.name
+    return spec
 
 
 def canonical_name(name: str) -> str:
@@ -164,7 +123,7 @@ def canonical_name(name: str) -> str:
     key = str(name).strip().lower()
     if key not in _ALIASES:
         raise FlwbcError(
-            f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)} "
+            f"unknown dataset {name!r}: use one of {', '.join(SPECS)} "
             f"(aliases: {', '.join(a for a in _ALIASES if a not in SPECS)})"
         )
     return _ALIASES[key]

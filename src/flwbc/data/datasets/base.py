@@ -1,4 +1,6 @@
-"""In-memory datasets: uint8 image tensors plus the normalisation the models expect."""
+"""In-memory datasets: uint8 image tensors plus the normalisation the models expect, and the
+dataset registry (each built-in dataset is one module of this package, registering itself as
+a plug-in's would)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flwbc.data.readers import read_cifar_batch, read_idx
 from flwbc.data.sources import DatasetSpec, get_spec, resolve_dataset_dir
 from flwbc.errors import FlwbcError
 from flwbc.registry import Registry
@@ -55,29 +56,6 @@ class Dataset:
         return (x.to(torch.float32) / 255.0).sub_(mean).div_(std)
 
 
-def _read_idx_pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    images = read_idx(directory / f"{prefix}-images-idx3-ubyte.gz")
-    labels = read_idx(directory / f"{prefix}-labels-idx1-ubyte.gz")
-    if images.ndim != 3 or images.dtype != np.uint8 or labels.ndim != 1:
-        raise FlwbcError(
-            f"{directory}/{prefix}-*: got images {images.dtype} {images.shape} and labels "
-            f"{labels.shape}, expected uint8 [N,H,W] and [N]; replace these files"
-        )
-    return images[:, None], labels
-
-
-def _read_arrays(spec: DatasetSpec, directory: Path) -> tuple[np.ndarray, ...]:
-    if spec.archive is None:
-        train_x, train_y = _read_idx_pair(directory, "train")
-        test_x, test_y = _read_idx_pair(directory, "t10k")
-        return train_x, train_y, test_x, test_y
-    train = [read_cifar_batch(directory / f"data_batch_{i}") for i in range(1, 6)]
-    test_x, test_y = read_cifar_batch(directory / "test_batch")
-    train_x = np.concatenate([x for x, _ in train])
-    train_y = np.concatenate([y for _, y in train])
-    return train_x, train_y, test_x, test_y
-
-
 def _validate(spec: DatasetSpec, directory: Path, arrays: tuple[np.ndarray, ...]) -> None:
     train_x, train_y, test_x, test_y = arrays
     for split, x, y, n in (
@@ -100,7 +78,7 @@ def _validate(spec: DatasetSpec, directory: Path, arrays: tuple[np.ndarray, ...]
 @lru_cache(maxsize=8)
 def _load(name: str, directory: Path) -> Dataset:
     spec = get_spec(name)
-    arrays = _read_arrays(spec, directory)
+    arrays = spec.read(directory)
     _validate(spec, directory, arrays)
     train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
     return Dataset(
@@ -176,17 +154,3 @@ def dataset_image_shape(name: str, data_dir: str | None) -> tuple[int, int, int]
 def get_dataset(name: str) -> DatasetEntry:
     """The dataset registered as `name`; an unknown name lists the registered ones."""
     return DATASETS.lookup(name)
-
-
-for _name, _model, _text in (
-    ("fmnist", "fmnist_cnn", "Fashion-MNIST (Xiao et al. 2017): 28x28 grey, 60k train, 10k test"),
-    ("mnist", "fmnist_cnn", "MNIST (LeCun et al. 1998): 28x28 grey, 60k train, 10k test"),
-    ("cifar10", "cifar_cnn", "CIFAR-10 (Krizhevsky 2009): 32x32 colour, 50k train, 10k test"),
-):
-    register_dataset(
-        _name,
-        num_classes=get_spec(_name).num_classes,
-        default_model=_model,
-        description=_text,
-        image_shape=get_spec(_name).image_shape,
-    )(partial(load_dataset, _name))
