@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from flwbc.attacks.targeted import TargetedOptions
 from flwbc.client.wbc import WBCOptions
 from flwbc.config import ExperimentConfig, load_config_file, make_config
 from flwbc.errors import FlwbcError
@@ -22,8 +23,8 @@ def test_defaults_are_paper_values():
     assert (cfg.local.epochs, cfg.local.batch_size) == (10, 10)  # reproduction default
     assert cfg.attack.prob == 0.1
     assert cfg.attack.num_malicious == 5
-    assert cfg.attack.epochs == 10
-    assert cfg.attack.alpha == 0.0
+    assert cfg.attack.options == {}
+    assert TargetedOptions().epochs == 10 and TargetedOptions().alpha == 0.0
     assert cfg.attack.num_images == 1
     assert cfg.defense.options == {} and WBCOptions().s == 0.4
     assert cfg.data.name == "fmnist" and cfg.model_name == "fmnist_cnn"
@@ -91,7 +92,7 @@ def test_override_and_nested_dict():
     cfg = make_config(**{"attack.num_images": 10})
     assert cfg.attack.num_images == 10
     cfg = make_config({"attack": {"num_images": 3, "alpha": 0.5}}, **{"attack.num_images": 10})
-    assert cfg.attack.num_images == 10 and cfg.attack.alpha == 0.5
+    assert cfg.attack.num_images == 10 and cfg.attack.options["alpha"] == 0.5
     data = {"local": {"lr": 0.1}}
     make_config(data, **{"local.lr": 0.2})
     assert data == {"local": {"lr": 0.1}}  # the caller's dict is not modified

@@ -1,5 +1,6 @@
 """The shim between the old config layout (FL-WBC's and local DP's own sections, `defense.wbc`
-and `defense.ldp`) and the new one (`defense.options.<name>`, as every client defense)."""
+and `defense.ldp`; the targeted attack's options as the `attack` section's fields) and the new
+one (every plug-in's `options`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,64 @@ OLD_KEYS = [
     ({"defense": {"client": "none", "wbc": {"s": 0.3}}}, "c34178f70050", "3fa946ce0aa7"),
     ({"defense": {"client": "wbc"}}, "95946e1fd6c3", "0f24b0123f5e"),
 ]
+
+
+# Keys of configs in the old attack layout, computed by flwbc before the move (commit 0f87844).
+OLD_ATTACK_KEYS = [
+    ({"attack": {"epochs": 3, "mode": "boost", "boost": 2}}, "1903d5208f8c", "2ba54045a84d"),
+    (
+        {"attack": {"name": "badnets", "epochs": 1, "num_images": 1, "source": "test"}},
+        "4d1db7b45b00",
+        "66ba6133164d",
+    ),
+    (
+        {
+            "attack": {
+                "mode": "emulate",
+                "emulate_average": "reference",
+                "num_malicious": 2,
+                "kernel_reg": 0.01,
+            },
+            "federation": {"weighting": "uniform"},
+        },
+        "c00ae283fe1c",
+        "0e2e5a65bb4d",
+    ),
+    (
+        {"attack": {"name": "ipm", "alpha": 0.5, "options": {"epsilon": 0.5}}},
+        "f87642fffb96",
+        "43ac8355100f",
+    ),
+    ({"attack": {"epochs": 10, "alpha": 0}}, "2f7f49fcfdde", "650f23579364"),
+]
+
+
+@pytest.mark.parametrize(("old", "key", "child"), OLD_ATTACK_KEYS)
+def test_the_attack_layouts_keep_their_keys(old, key, child) -> None:
+    assert run_key(old, None) == key and run_key(old, "abc") == child
+    att = old["attack"]
+    if att.get("name", "targeted") == "targeted":
+        moved = {k: v for k, v in att.items() if k not in ("num_images", "num_malicious")}
+        new = {**old, "attack": {**{k: att[k] for k in att if k not in moved}, "options": moved}}
+        assert run_key(new, None) == key and make_config(new) == make_config(old)
+        assert run_label(new, "branch") == run_label(old, "branch")
+
+
+def test_the_targeted_attacks_fields_move_into_its_options() -> None:
+    cfg = make_config({"attack": {"epochs": 3, "mode": "boost", "options": {"epochs": 4}}})
+    assert cfg.attack.options == {"epochs": 4, "mode": "boost"}  # the new place wins
+    # another attack never read them: they are dropped, its own options untouched
+    cfg = make_config({"attack": {"name": "ipm", "alpha": 0.5, "options": {"epsilon": 0.5}}})
+    assert cfg.attack.options == {"epsilon": 0.5}
+    args = build_parser().parse_args(["run", "--attack-epochs", "2", "--attack-mode", "boost"])
+    assert config_from_args(args).attack.options == {"epochs": 2, "mode": "boost"}
+    args = build_parser().parse_args(["run", "--set", "attack.kernel_reg=0.1"])
+    assert config_from_args(args).attack.options == {"kernel_reg": 0.1}
+
+
+def test_a_bad_targeted_option_is_one_line_where_the_experiment_is_built() -> None:
+    with pytest.raises(FlwbcError, match=r"attack 'targeted': option mode = 'fake'"):
+        check_plugin_options(make_config(**{"attack.mode": "fake"}))
 
 
 def _new_layout(old: dict) -> dict:

@@ -79,15 +79,7 @@ def model_options(model: type[BaseModel] | None) -> tuple[Option, ...]:
 def _attacks() -> list[Entry]:
     from flwbc.attacks import ATTACKS
 
-    return [
-        Entry(
-            n,
-            first_line(cls),
-            model_options(cls.Options),
-            "options: the attack section's fields" if n == "targeted" else "",
-        )
-        for n, cls in ATTACKS.items()
-    ]
+    return [Entry(n, first_line(cls), model_options(cls.Options), "") for n, cls in ATTACKS.items()]
 
 
 def _defenses() -> list[Entry]:

@@ -136,14 +136,14 @@ class Experiment:
             y_mal = torch.from_numpy(mset.targets).to(device)
 
         aggregator = build_aggregator(cfg.server.aggregator, cfg.server.options)
-        check_aggregator(cfg, aggregator)
+        attack = build_attack(cfg)
+        check_aggregator(cfg, aggregator, attack)
         root = None
         root_size = aggregator.root_size
         if root_size is not None:
             # the server's clean root set (FLTrust): drawn from the training pool, D_M excluded;
             # it may overlap clients' data, so the client partition is the same with or without it
             root = np.sort(numpy_rng(cfg.seed, "root-set").choice(pool, root_size, replace=False))
-        attack = build_attack(cfg)
         exp = cls(
             cfg=cfg,
             dataset=ds,
@@ -203,7 +203,8 @@ class Experiment:
 
     def round_plan(self, t: int) -> RoundPlan:
         """Participants of round t: K benign clients, or in an adversarial round the N_m attackers
-        (one standing for all under `mode=emulate`) and K − N_m benign clients."""
+        (one standing for all when the attack is a `stand_in`, the targeted attack's
+        `mode: emulate`) and K − N_m benign clients."""
         cfg = self.cfg
         k = cfg.federation.clients_per_round
         rng = numpy_rng(cfg.seed, "participants", t)
@@ -211,12 +212,9 @@ class Experiment:
         adversarial = count > 0
         attackers: list[int] = []
         n_benign = k
+        stand_in = self.attack is not None and self.attack.stand_in()
         if adversarial:
-            attackers = (
-                self.malicious_ids[:1]
-                if cfg.attack.mode == "emulate"
-                else self.malicious_ids[:count]
-            )
+            attackers = self.malicious_ids[:1] if stand_in else self.malicious_ids[:count]
             n_benign = k - count
         benign = sorted(rng.choice(self.benign_ids, n_benign, replace=False).tolist())
         clients = sorted(attackers) + benign
@@ -225,10 +223,10 @@ class Experiment:
             w = [float(len(self.client_indices[c])) for c in clients]
         else:
             w = [1.0] * len(clients)
-        if adversarial and cfg.attack.mode == "emulate":
+        if adversarial and stand_in:
             w = [wi * count if m else wi for wi, m in zip(w, malicious, strict=True)]
         weights = torch.tensor(w, dtype=torch.float64)
-        if adversarial and count > 1 and cfg.attack.emulate_average == "reference":
+        if adversarial and count > 1 and stand_in and self.attack.reference_average():  # type: ignore[union-attr]
             return self._reference_average_plan(t, clients, malicious, weights)
         return RoundPlan(t, adversarial, clients, malicious, (weights / weights.sum()).float())
 
@@ -343,10 +341,10 @@ def check_plugin_options(cfg: ExperimentConfig) -> None:
     """Build every plug-in the config names that needs no data (rule, pre- and post-aggregation
     steps, attack, client defenses, schedule, metrics), so that a rejected option fails in one line
     before a sweep creates a run directory for it."""
-    check_aggregator(cfg, build_aggregator(cfg.server.aggregator, cfg.server.options))
+    attack = build_attack(cfg)
+    check_aggregator(cfg, build_aggregator(cfg.server.aggregator, cfg.server.options), attack)
     build_pre_aggregators(cfg.server.pre)
     build_post_aggregators(cfg.server.post)
-    attack = build_attack(cfg)
     build_client_defenses(cfg)
     for name, options in cfg.defense.options.items():  # also those of defenses left out
         CLIENT_DEFENSES.options(name, options)
@@ -354,11 +352,11 @@ def check_plugin_options(cfg: ExperimentConfig) -> None:
     build_metrics(cfg.eval.metrics, attack)
 
 
-def check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator) -> None:
+def check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator, attack: Attack | None) -> None:
     """Reject an aggregator whose combination with the config's attack would silently mean
     something else, or that cannot work with the round's number of updates."""
     att, k = cfg.attack, cfg.federation.clients_per_round
-    emulating = att.enabled and att.mode == "emulate"
+    emulating = attack is not None and attack.stand_in()
     if emulating and aggregator.rank_based:
         raise FlwbcError(
             f"attack.mode=emulate gives one attacker aggregation weight {att.num_malicious}, which "

@@ -1,11 +1,13 @@
 """The one shim between the config layout before plug-ins held their own options and now.
 
 Before, the built-in client defenses FL-WBC and local DP read config sections of their own,
-`defense.wbc` and `defense.ldp`; now every client defense reads `defense.options.<name>`, as a
-plug-in from outside always did. `upgrade` moves an old config's sections to their new places
-(configs, spec files, run directories' config.json and CLI flags all pass through it when they
-are validated); `key_view` maps a validated config back to the layout run keys were computed
-on, so every stored run keeps its key.
+`defense.wbc` and `defense.ldp`, and the paper's targeted attack read seven fields of the
+`attack` section (alpha, epochs, mode, emulate_average, boost, kernel_reg, kernel_batch); now
+every plug-in reads its `options`, as a plug-in from outside always did. `upgrade` moves an old
+config's values to their new places (configs, spec files, run directories' config.json and CLI
+flags all pass through it when they are validated); the targeted attack's fields given for
+another attack, which never read them, are dropped. `key_view` maps a validated config back to
+the layout run keys were computed on, so every stored run keeps its key.
 """
 
 from __future__ import annotations
@@ -20,12 +22,30 @@ MOVED_SECTIONS: dict[tuple[str, str], tuple[str, str, str]] = {
 }
 """Old section path -> its new place."""
 
+TARGETED = "targeted"
+"""The attack whose options were the `attack` section's fields (the section's default attack)."""
+MOVED_ATTACK_FIELDS = (
+    "alpha",
+    "epochs",
+    "mode",
+    "emulate_average",
+    "boost",
+    "kernel_reg",
+    "kernel_batch",
+)
+
+NonDefault = Callable[[str, str, dict[str, Any]], dict[str, Any]]
+"""(kind, name, options) -> the options that differ from the plug-in's defaults, as JSON."""
+
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
-    """`data` (a raw config mapping) with every moved section at its new place, merged under
-    what the new place already holds (the new place wins a field given in both). `data` itself
-    is left unchanged."""
-    if not any(old[1] in (data.get(old[0]) or {}) for old in MOVED_SECTIONS):
+    """`data` (a raw config mapping) with every moved value at its new place, merged under what
+    the new place already holds (the new place wins a field given in both). `data` itself is
+    left unchanged."""
+    attack = data.get("attack")
+    moved_fields = isinstance(attack, dict) and any(f in attack for f in MOVED_ATTACK_FIELDS)
+    moved_sections = any(old[1] in (data.get(old[0]) or {}) for old in MOVED_SECTIONS)
+    if not (moved_fields or moved_sections):
         return data
     out = copy.deepcopy(data)
     for (section, name), (s2, key, n2) in MOVED_SECTIONS.items():
@@ -41,26 +61,45 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(target, dict):
             continue  # the new place's own validation names the error
         target[n2] = {**old, **(target.get(n2) or {})}
+    if moved_fields:
+        att = out["attack"]
+        fields = {f: att.pop(f) for f in MOVED_ATTACK_FIELDS if f in att}
+        if att.get("name", TARGETED) == TARGETED and isinstance(att.get("options", {}), dict):
+            att["options"] = {**fields, **(att.get("options") or {})}
     return out
 
 
-def key_view(
-    dump: dict[str, Any], non_default: Callable[[str, dict[str, Any]], dict[str, Any]]
-) -> dict[str, Any]:
+def ignored_attack_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The targeted attack's old fields that `data` (a raw config) gives for another attack:
+    dropped by `upgrade`, but part of the key such a run was stored under."""
+    attack = data.get("attack")
+    if not isinstance(attack, dict) or attack.get("name", TARGETED) == TARGETED:
+        return {}
+    return {f: attack[f] for f in MOVED_ATTACK_FIELDS if f in attack}
+
+
+def key_view(raw: dict[str, Any], dump: dict[str, Any], non_default: NonDefault) -> dict[str, Any]:
     """A validated config's dump (`exclude_defaults`) in the layout run keys were computed on:
-    each moved section back at its old place holding only the options that differ from their
-    defaults, as the old sections' dump did. `non_default(name, options)` gives those, in
-    their validated (JSON) form."""
+    each moved value back at its old place when it differs from its default, as the old
+    layout's dump had it. `raw` is the config as given (for `ignored_attack_fields`)."""
     out = copy.deepcopy(dump)
     for (section, name), (s2, key, n2) in MOVED_SECTIONS.items():
         holder = out.get(s2, {}).get(key)
         if not isinstance(holder, dict) or n2 not in holder:
             continue
-        opts = non_default(n2, holder.pop(n2))
+        opts = non_default("client defense", n2, holder.pop(n2))
         if not holder:
             out[s2].pop(key)
         if opts:
             out.setdefault(section, {})[name] = opts
         if not out.get(s2, True):
             out.pop(s2)
+    attack = out.get("attack", {})
+    if attack.get("name", TARGETED) == TARGETED and "options" in attack:
+        attack.update(non_default("attack", TARGETED, attack.pop("options")))
+    ignored = ignored_attack_fields(raw)
+    if ignored:
+        out.setdefault("attack", {}).update(non_default("attack", TARGETED, ignored))
+    if out.get("attack") == {}:
+        out.pop("attack")
     return out

@@ -19,7 +19,7 @@ import torch
 import flwbc
 from flwbc.engine.sequential import round_updates
 from flwbc.errors import FlwbcError
-from flwbc.experiment import Experiment, RoundPlan
+from flwbc.experiment import Experiment, RoundPlan, check_plugin_options
 from flwbc.round import aggregate_round
 
 
@@ -37,8 +37,8 @@ def small(real_data_dir: Path | None, **attack: Any) -> dict[str, Any]:
 
 
 def one_line(data: dict[str, Any], *needles: str) -> None:
-    with pytest.raises(FlwbcError) as err:
-        flwbc.make_config(data)
+    with pytest.raises(FlwbcError) as err:  # the config, then its plug-ins' options
+        check_plugin_options(flwbc.make_config(data))
     msg = str(err.value)
     assert "\n" not in msg
     for n in needles:

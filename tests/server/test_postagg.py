@@ -16,6 +16,7 @@ from flwbc.api import run
 from flwbc.config import make_config
 from flwbc.context import RoundContext
 from flwbc.errors import FlwbcError
+from flwbc.experiment import check_plugin_options
 from flwbc.postagg import build_post_aggregators
 from flwbc.rng import torch_generator
 from flwbc.server import build_aggregator
@@ -119,8 +120,8 @@ def test_central_dp_behind_the_median_is_one_config_line(
     # the same updates were clipped in both; the noise step records nothing of its own
     assert dp.records[0]["pre"] == plain.records[0]["pre"] and "post" not in dp.records[0]
     with pytest.raises(FlwbcError, match="server.pre or server.post"):
-        make_config(
+        check_plugin_options(make_config(
             {**base, "server": {"post": noisy["post"]}, "attack": {
                 "num_malicious": 2, "mode": "emulate", "emulate_average": "reference",
             }, "federation": {**base["federation"], "num_clients": 10, "weighting": "uniform"}}
-        )  # fmt: skip
+        ))  # fmt: skip

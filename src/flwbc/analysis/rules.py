@@ -88,7 +88,7 @@ def compare_rules(
     aggregators = {r.label: build_aggregator(r.name, r.options) for r in rules}
     exp, w = replay_start(cfg)
     for label, agg in aggregators.items():
-        check_aggregator(cfg, agg)
+        check_aggregator(cfg, agg, exp.attack)
         root_size = agg.root_size
         if root_size is not None and (
             exp.root_indices is None or root_size != len(exp.root_indices)

@@ -85,6 +85,17 @@ class Attack(ConfiguredPlugin[O], ABC):
         Default: `craft`, which does not ask."""
         return self.craft(exp, t, updates, malicious)
 
+    def stand_in(self) -> bool:
+        """Whether one attacker row stands for all of an adversarial round's attackers, with
+        their summed aggregation weight (the FL-WBC reference code's emulated attack), instead
+        of one row per attacker. Default: False."""
+        return False
+
+    def reference_average(self) -> bool:
+        """With `stand_in`: whether the round is averaged as the FL-WBC reference code's
+        `average_weights_ns` runs (`Experiment._reference_average_plan`). Default: False."""
+        return False
+
     def check(self, exp: ExperimentContext) -> None:
         """Raise `FlwbcError` (one line) for options that do not fit the prepared experiment
         (its dataset, its clients), before any round runs. Default: nothing to check."""

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from flwbc.attacks import ATTACKS
 from flwbc.config import defense_names, make_config, unknown_field_message
 from flwbc.defenses import CLIENT_DEFENSES
 from flwbc.errors import FlwbcError, parse_error_text
@@ -242,7 +243,9 @@ def run_key(config: dict[str, Any], parent: str | None, *, legacy: bool = False)
     empty `data` section stayed behind, so a run had another key with `--data-dir` than
     without); `expand` gives runs those keys as aliases, so stores written then stay usable.
     """
-    cfg = key_view(make_config(config).model_dump(mode="json", exclude_defaults=True), _non_default)
+    cfg = key_view(
+        config, make_config(config).model_dump(mode="json", exclude_defaults=True), _non_default
+    )
     for k in IDENTITY_EXCLUDED:
         cfg.pop(k, None)
     cfg.get("data", {}).pop("dir", None)
@@ -253,9 +256,9 @@ def run_key(config: dict[str, Any], parent: str | None, *, legacy: bool = False)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _non_default(name: str, given: dict[str, Any]) -> dict[str, Any]:
-    """A client defense's options that differ from their defaults, validated, as JSON."""
-    model = CLIENT_DEFENSES.options(name, given)
+def _non_default(kind: str, name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """A plug-in's options that differ from their defaults, validated, as JSON."""
+    model = (ATTACKS if kind == "attack" else CLIENT_DEFENSES).options(name, given)
     return {} if model is None else model.model_dump(mode="json", exclude_defaults=True)
 
 
