@@ -47,6 +47,52 @@ class FMNISTCNN(nn.Module):
         return F.log_softmax(self.fc(x.flatten(1)), dim=1)
 
 
+@register_model("fmnist_cnn_bn")
+class FMNISTCNNBN(nn.Module):
+    """LeadFL's Fashion-MNIST CNN: `fmnist_cnn` with BatchNorm after each conv, normalising
+    with the batch's statistics always.
+
+    Zhu et al., ICML 2023; chaoyitud/LeadFL at 06ecc98, `fltk/nets/fashion_mnist_cnn.py:9-20`:
+    conv 5×5 (16, pad 2), BatchNorm, ReLU, max-pool 2; the same with 32 channels; linear
+    1568 → 10. The official code never puts its model in eval mode (no `.eval()` in
+    `fltk/core`), so its BatchNorm layers always normalise with the current batch's statistics,
+    in training and at test time (test batches of 1000). `track_running_stats=False` is exactly
+    that, in any mode, and leaves the module with no buffers, which `FlatModel` does not carry:
+    only the parameters (the BatchNorm scale and shift among them, named `weight` and `bias` as
+    officially, so "weight" masks pick the scale up as the official code's do) are trained and
+    aggregated. Predictions therefore depend on the batch: evaluate with LeadFL's
+    `eval.batch_size: 1000`. The modules are named as officially (`layer1.0` the first conv,
+    `layer1.1` its BatchNorm, ..., `fc`), so an official `state_dict` loads with
+    `strict=False` (its running statistics, which its forward never uses, are left out).
+
+    Departures: the output is log-softmax (NLL loss) where the official code returns logits
+    (cross-entropy), the same loss and predictions; the running statistics the official
+    `state_dict` carries are not kept, so they do not enter distance-based rules as they do in
+    its aggregation (`flwbc.server.leadfl_bulyan`). No batched forward is registered: the
+    batched engine runs it through `torch.func.vmap`.
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10):
+        super().__init__()
+        self.layer1 = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 5, padding=2),
+            nn.BatchNorm2d(16, track_running_stats=False),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.layer2 = nn.Sequential(
+            nn.Conv2d(16, 32, 5, padding=2),
+            nn.BatchNorm2d(32, track_running_stats=False),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.fc = nn.Linear(32 * (image_size // 4) ** 2, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.layer2(self.layer1(x))
+        return F.log_softmax(self.fc(h.flatten(1)), dim=1)
+
+
 @register_model("cifar_cnn")
 class CIFARCNN(nn.Module):
     """Reference code's CIFAR-10 CNN (LeNet-5 style): conv 6, conv 16, linear 120-84-10."""

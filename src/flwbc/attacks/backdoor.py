@@ -11,7 +11,9 @@ corner `location`):
   `value` (the top-left one) and 0;
 - `pixel`: one pixel of `value` (BadNets' single-pixel backdoor);
 - `bars`: DBA's global trigger, bars of 1×`size` pixels of `value`, two per row, `gap` pixels
-  apart across and `gap` rows apart down (DBA's code: 4 bars of 1×4, gap 2, at (0, 0)).
+  apart across and `gap` rows apart down (DBA's code: 4 bars of 1×4, gap 2, at (0, 0));
+- `nine_pixel`: LeadFL's "9-pixel" trigger (`NINE_PIXEL`), nine pixels in a 5×3 box: white
+  (`value`), black (0) and cells it does not write (`size` is ignored).
 
 `BackdoorAttack` is the data-poisoning base class of `badnets`, `dba`, `model_replacement`
 and `neurotoxin`: in an adversarial round an attacker trains as a benign client would (the
@@ -51,8 +53,35 @@ from flwbc.rng import torch_generator
 if TYPE_CHECKING:
     from flwbc.context import ExperimentContext
 
-Pattern = Literal["square", "checkerboard", "pixel", "bars"]
+Pattern = Literal["square", "checkerboard", "pixel", "bars", "nine_pixel"]
 Corner = Literal["bottom_right", "bottom_left", "top_left", "top_right"]
+
+NINE_PIXEL: tuple[tuple[int, ...], ...] = (
+    (1, 0, 1),
+    (-1, 1, -1),
+    (-1, -1, 0),
+    (-1, 1, -1),
+    (1, 0, 1),
+)
+"""The `nine_pixel` pattern, row by row: 1 white (`value`), 0 black, −1 not written.
+
+LeadFL's "9-pixel" backdoor (Zhu et al., ICML 2023; chaoyitud/LeadFL at 06ecc98: the template's
+`backdoor_type: 9-pixel` selects `PatternSynthesizer`, `fltk/core/federator.py:101-105`), the
+pattern of `backdoors/synthesizers/pattern_synthesizer.py:14-20` (its −10 cells are the ones
+not written: `mask_value`, :28, and the mask, :59, 62-66), at rows 3-7 and columns 23-25
+(`x_top = 3` is the row, `y_top = 23` the column, :23-26, :57): `pattern: nine_pixel, x: 23,
+y: 3` places it there. (The official code refuses a box that reaches the last row or column,
+:51-55, off by one; flwbc places it anywhere it fits.)
+
+Contrast: the official code writes the pattern after normalising it with MNIST's statistics
+(:60, `backdoors/tasks/mnist_task.py:10`), so white is (1 − 0.1307)/0.3081 = 2.8215 and black
+−0.4242, into Fashion-MNIST images that are not normalised (ToTensor only, pixels in [0, 1]):
+its white is 2.8× the brightest clean pixel and its black 0.42 below the darkest. flwbc writes
+255 and 0 into the raw images, which Fashion-MNIST's (0.1307, 0.3081) normalisation turns into
+the same 2.8215 and −0.4242, but the clean pixels are normalised too and span [−0.4242, 2.8215]:
+here the trigger's white and black are the clean range's ends, a contrast about 2.8× lower
+relative to the image. A uint8 trigger written before normalisation cannot reproduce that.
+"""
 
 
 @dataclass(frozen=True)
@@ -101,6 +130,15 @@ class Trigger:
         v, s = self.value, self.size
         if self.pattern == "pixel":
             return np.full((1, 1), v), [np.ones((1, 1), bool)]
+        if self.pattern == "nine_pixel":
+            cells = np.array(NINE_PIXEL)
+            box = np.where(cells == 1, v, np.where(cells == 0, 0, -1))
+            rows = []
+            for r in range(cells.shape[0]):
+                m = np.zeros(cells.shape, bool)
+                m[r] = cells[r] >= 0
+                rows.append(m)
+            return box, rows
         if self.pattern in ("square", "checkerboard"):
             box = np.full((s, s), v)
             if self.pattern == "checkerboard":
@@ -186,7 +224,8 @@ class BackdoorOptions(PluginOptions):
     pattern: Pattern = Field(
         "checkerboard",
         description="trigger: square (solid patch), checkerboard (BadNets-style), pixel "
-        "(one pixel) or bars (DBA's 1×size bars, two per row)",
+        "(one pixel), bars (DBA's 1×size bars, two per row) or nine_pixel (LeadFL's 5×3 "
+        "9-pixel pattern; at LeadFL's place with x 23, y 3)",
     )
     size: int = Field(4, ge=1, description="patch side, or bar length, in pixels")
     location: Corner = Field("bottom_right", description="the corner the trigger sits in")

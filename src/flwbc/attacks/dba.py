@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 class DBAOptions(BackdoorOptions):
     pattern: Pattern = Field(
-        "bars", description="global trigger: bars (the paper's), square, checkerboard or pixel"
+        "bars",
+        description="global trigger: bars (the paper's), square, checkerboard, pixel or nine_pixel",
     )
     location: Corner = Field("top_left", description="the corner the trigger sits in")
     margin: int = Field(0, ge=0, description="pixels between the trigger and the corner's edges")

@@ -6,7 +6,9 @@ some non-target images carrying the trigger are classified as the target anyway.
 that compares an attacked run with its clean run needs that rate on the clean run, at the same
 rounds and on the same test images. This metric builds each named backdoor attack (`{name,
 options}`, as under `attack`) only for its trigger and target, and measures the success rate of
-that trigger on the global model exactly as the attacked run's `backdoor_acc` is measured.
+that trigger on the global model exactly as the attacked run's `backdoor_acc` is measured;
+`include_target` as the `backdoor` metric's option of that name (default false: non-target
+test images only), for baselines of runs that score every test image as LeadFL's code does.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ class TriggerOptions(PluginOptions):
         min_length=1,
         description="the backdoor attacks whose triggers are measured, each a name or {name, "
         "options}; field backdoor_acc.<name> each (names must differ)",
+    )
+    include_target: bool = Field(
+        False,
+        description="also score the test images of the target class, as the backdoor "
+        "metric's option of that name (LeadFL's official code); false: non-target images only",
     )
 
     @field_validator("attacks")
@@ -123,5 +130,6 @@ class TriggerBaseline(Metric[TriggerOptions]):
                 attack.target,  # type: ignore[attr-defined]
                 exp.cfg.eval.batch_size,
                 t,
+                include_target=self.options.include_target,
             )
         return out
