@@ -21,6 +21,22 @@ if TYPE_CHECKING:
     from flwbc.models import FlatModel
 
 
+@dataclass(frozen=True)
+class RoundPlan:
+    """Who takes part in a round and with which aggregation weight (`Experiment.round_plan`)."""
+
+    round: int
+    adversarial: bool
+    clients: list[int]
+    malicious: list[bool]
+    weights: Tensor
+    model_scale: float | None = None
+    """None: the new global model is w + aggregate(updates). Otherwise (an attack's
+    `plan_round`, e.g. the targeted attack's `emulate_average: reference`) it is
+    model_scale·w + weights @ updates: the FL-WBC reference code's average of client models
+    with coefficients `weights` that sum to model_scale ≠ 1."""
+
+
 class ExperimentContext(Protocol):
     """The experiment as its plug-ins' hooks see it: `flwbc.experiment.Experiment` is one."""
 

@@ -18,6 +18,7 @@ from flwbc.attacks import Attack, build_attack
 from flwbc.client.attack import MaliciousSet, choose_malicious_set
 from flwbc.client.local import benign_plan, local_sgd
 from flwbc.config import ExperimentConfig
+from flwbc.context import RoundPlan  # noqa: F401 (re-exported: engines import it from here)
 from flwbc.data import Dataset, get_dataset, partition
 from flwbc.defenses import CLIENT_DEFENSES, ClientDefense, build_client_defenses
 from flwbc.errors import FlwbcError
@@ -30,20 +31,6 @@ from flwbc.registry import Stateful
 from flwbc.rng import numpy_rng, torch_generator
 from flwbc.schedules import Schedule, build_schedule
 from flwbc.server import Aggregator, build_aggregator
-
-
-@dataclass(frozen=True)
-class RoundPlan:
-    round: int
-    adversarial: bool
-    clients: list[int]
-    malicious: list[bool]
-    weights: Tensor
-    model_scale: float | None = None
-    """None: the new global model is w + aggregate(updates). Otherwise (only under
-    `attack.emulate_average: reference`) it is model_scale·w + weights @ updates: the reference
-    code's average of client models with coefficients `weights` that sum to model_scale ≠ 1."""
-
 
 AGG_PREFIX = "aggregator_state."
 """Where a checkpoint keeps the rule's state (`Experiment.stateful` lists every plug-in's)."""
@@ -226,42 +213,11 @@ class Experiment:
         if adversarial and stand_in:
             w = [wi * count if m else wi for wi, m in zip(w, malicious, strict=True)]
         weights = torch.tensor(w, dtype=torch.float64)
-        if adversarial and count > 1 and stand_in and self.attack.reference_average():  # type: ignore[union-attr]
-            return self._reference_average_plan(t, clients, malicious, weights)
+        if adversarial and self.attack is not None:
+            plan = self.attack.plan_round(self, t, clients, malicious, weights, count)
+            if plan is not None:
+                return plan
         return RoundPlan(t, adversarial, clients, malicious, (weights / weights.sum()).float())
-
-    def _reference_average_plan(
-        self, t: int, clients: list[int], malicious: list[bool], weights: Tensor
-    ) -> RoundPlan:
-        """An emulated adversarial round aggregated as the authors' `average_weights_ns`
-        (jeremy313/FL-WBC `src/utils.py`) runs: it starts from the first client's model and
-        never multiplies it by its weight, but divides by the sum of all weights, so the new
-        model is Σ_i a_i w_i with a_first = 1/Σn and a_i = n_i/Σn for the others. In client
-        updates u_i = w_i − w that is (Σ_i a_i)·w + Σ_i a_i u_i (`RoundPlan.model_scale`).
-
-        Which client is first follows `src/fedavg.py`: the round's K clients are trained and
-        averaged in the order `np.random.choice` sampled them, so the attacker is at a uniform
-        position among K, drawn here from the stream (seed, "reference-order", t). Attacker
-        first (probability 1/K): a_attacker = 1/Σn instead of N_m/Σn. Otherwise the first
-        client is benign and, the reference code giving weight 0 to the first N_m − 1 benign
-        clients in that order, it is one of those zeroed clients, which flwbc's emulated round
-        leaves out: it is drawn uniformly from the benign clients not in the round, trains
-        like them, and enters first with a = 1/Σn. With uniform weighting Σn = K, so Σ a_i is
-        (K − N_m + 1)/K or (K + 1)/K (0.6 or 1.1 for K = 10, N_m = 5). Only called for
-        N_m > 1: with one attacker nothing is zeroed and the quirk changes nothing."""
-        k = self.cfg.federation.clients_per_round
-        rng = numpy_rng(self.cfg.seed, "reference-order", t)
-        num = weights.clone()
-        if int(rng.integers(k)) == 0:
-            num[malicious.index(True)] = 1.0
-        else:
-            first = int(rng.choice(np.setdiff1d(self.benign_ids, clients)))
-            clients, malicious = [first, *clients], [False, *malicious]
-            num = torch.cat([torch.ones(1, dtype=num.dtype), num])
-        total = float(weights.sum())
-        return RoundPlan(
-            t, True, clients, malicious, (num / total).float(), float(num.sum()) / total
-        )
 
     def stateful(self) -> dict[str, Stateful]:
         """Every plug-in of the run by the prefix its state is saved under in a checkpoint:

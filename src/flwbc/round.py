@@ -353,6 +353,6 @@ def aggregate_round(
     if plan.model_scale is None:
         return RoundOutput(w + update, mean_loss, info)
     # the reference code's average of models, Σ a_i (w + u_i) = (Σ a_i)·w + Σ a_i u_i
-    # (`attack.emulate_average: reference`, `Experiment._reference_average_plan`)
+    # (`attack.emulate_average: reference`, `flwbc.attacks.targeted.reference_average_plan`)
     info["model_scale"] = plan.model_scale
     return RoundOutput(w * plan.model_scale + update, mean_loss, info)

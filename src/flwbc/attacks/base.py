@@ -23,7 +23,7 @@ from flwbc.registry import ConfiguredPlugin, O, Registry
 
 if TYPE_CHECKING:
     from flwbc.config import ExperimentConfig
-    from flwbc.context import ExperimentContext
+    from flwbc.context import ExperimentContext, RoundPlan
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
@@ -91,10 +91,20 @@ class Attack(ConfiguredPlugin[O], ABC):
         of one row per attacker. Default: False."""
         return False
 
-    def reference_average(self) -> bool:
-        """With `stand_in`: whether the round is averaged as the FL-WBC reference code's
-        `average_weights_ns` runs (`Experiment._reference_average_plan`). Default: False."""
-        return False
+    def plan_round(
+        self,
+        exp: ExperimentContext,
+        t: int,
+        clients: list[int],
+        malicious: list[bool],
+        weights: Tensor,
+        count: int,
+    ) -> RoundPlan | None:
+        """Replace adversarial round t's aggregation plan: its `clients` in order, which are
+        attackers, their unnormalised float64 `weights` (a stand-in's already times `count`,
+        the round's number of attackers). None (the default): the ordinary plan, the weights
+        normalised."""
+        return None
 
     def check(self, exp: ExperimentContext) -> None:
         """Raise `FlwbcError` (one line) for options that do not fit the prepared experiment

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -27,10 +28,11 @@ from flwbc.attacks.base import Attack, register_attack
 from flwbc.client.attack import kernel_penalty_grad, malicious_plan
 from flwbc.client.local import Epoch
 from flwbc.config import ExperimentConfig
+from flwbc.context import RoundPlan
 from flwbc.curvature import batch_loss
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import PluginOptions
-from flwbc.rng import torch_generator
+from flwbc.rng import numpy_rng, torch_generator
 
 if TYPE_CHECKING:
     from flwbc.context import ExperimentContext
@@ -97,6 +99,38 @@ def _check_reference_average(cfg: ExperimentConfig, att: TargetedOptions) -> Non
         )
 
 
+def reference_average_plan(
+    exp: ExperimentContext, t: int, clients: list[int], malicious: list[bool], weights: Tensor
+) -> RoundPlan:
+    """An emulated adversarial round aggregated as the authors' `average_weights_ns`
+    (jeremy313/FL-WBC `src/utils.py`) runs: it starts from the first client's model and
+    never multiplies it by its weight, but divides by the sum of all weights, so the new
+    model is Σ_i a_i w_i with a_first = 1/Σn and a_i = n_i/Σn for the others. In client
+    updates u_i = w_i − w that is (Σ_i a_i)·w + Σ_i a_i u_i (`RoundPlan.model_scale`).
+
+    Which client is first follows `src/fedavg.py`: the round's K clients are trained and
+    averaged in the order `np.random.choice` sampled them, so the attacker is at a uniform
+    position among K, drawn here from the stream (seed, "reference-order", t). Attacker
+    first (probability 1/K): a_attacker = 1/Σn instead of N_m/Σn. Otherwise the first
+    client is benign and, the reference code giving weight 0 to the first N_m − 1 benign
+    clients in that order, it is one of those zeroed clients, which flwbc's emulated round
+    leaves out: it is drawn uniformly from the benign clients not in the round, trains
+    like them, and enters first with a = 1/Σn. With uniform weighting Σn = K, so Σ a_i is
+    (K − N_m + 1)/K or (K + 1)/K (0.6 or 1.1 for K = 10, N_m = 5). Only called for
+    N_m > 1: with one attacker nothing is zeroed and the quirk changes nothing."""
+    k = exp.cfg.federation.clients_per_round
+    rng = numpy_rng(exp.cfg.seed, "reference-order", t)
+    num = weights.clone()
+    if int(rng.integers(k)) == 0:
+        num[malicious.index(True)] = 1.0
+    else:
+        first = int(rng.choice(np.setdiff1d(exp.benign_ids, clients)))
+        clients, malicious = [first, *clients], [False, *malicious]
+        num = torch.cat([torch.ones(1, dtype=num.dtype), num])
+    total = float(weights.sum())
+    return RoundPlan(t, True, clients, malicious, (num / total).float(), float(num.sum()) / total)
+
+
 @register_attack("targeted")
 class TargetedAttack(Attack[TargetedOptions]):
     """The paper's eq. 3: train on relabelled D_M (real, boost or emulate; kernel-regularised)."""
@@ -111,8 +145,18 @@ class TargetedAttack(Attack[TargetedOptions]):
     def stand_in(self) -> bool:
         return self.options.mode == "emulate"
 
-    def reference_average(self) -> bool:
-        return self.options.emulate_average == "reference"
+    def plan_round(
+        self,
+        exp: ExperimentContext,
+        t: int,
+        clients: list[int],
+        malicious: list[bool],
+        weights: Tensor,
+        count: int,
+    ) -> RoundPlan | None:
+        if self.stand_in() and self.options.emulate_average == "reference" and count > 1:
+            return reference_average_plan(exp, t, clients, malicious, weights)
+        return None
 
     def plan(
         self, exp: ExperimentContext, t: int, c: int, generator: torch.Generator
