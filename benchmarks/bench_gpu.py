@@ -186,7 +186,7 @@ def main() -> int:
                 args.data_dir,
                 args.rounds,
                 "fl-wbc",
-                **{"defense.client": "wbc", "defense.wbc.s": 0.4},
+                **{"defense.client": "wbc", "defense.options.wbc.s": 0.4},
             )  # fmt: skip
         )
         save()

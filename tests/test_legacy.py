@@ -10,11 +10,11 @@ import pytest
 
 from flwbc.cli import build_parser
 from flwbc.cli.common import config_from_args
-from flwbc.config import make_config
+from flwbc.config import AttackConfig, make_config
 from flwbc.errors import FlwbcError
 from flwbc.experiment import check_plugin_options
 from flwbc.experiments.specs import run_key, run_label
-from flwbc.legacy import upgrade
+from flwbc.legacy import TARGETED, upgrade
 
 # Keys computed by flwbc before the move (commit 0f87844), from the old layout.
 OLD_KEYS = [
@@ -75,16 +75,28 @@ def test_the_attack_layouts_keep_their_keys(old, key, child) -> None:
         assert run_label(new, "branch") == run_label(old, "branch")
 
 
-def test_the_targeted_attacks_fields_move_into_its_options() -> None:
-    cfg = make_config({"attack": {"epochs": 3, "mode": "boost", "options": {"epochs": 4}}})
-    assert cfg.attack.options == {"epochs": 4, "mode": "boost"}  # the new place wins
-    # another attack never read them: they are dropped, its own options untouched
+def test_the_targeted_attacks_fields_move_into_its_options(tmp_path) -> None:
+    cfg = make_config({"attack": {"epochs": 3, "mode": "boost", "options": {"alpha": 0.1}}})
+    assert cfg.attack.options == {"epochs": 3, "mode": "boost", "alpha": 0.1}
+    # another attack never read these: they are dropped, its own options untouched
     cfg = make_config({"attack": {"name": "ipm", "alpha": 0.5, "options": {"epsilon": 0.5}}})
     assert cfg.attack.options == {"epsilon": 0.5}
+    # but the round plan read mode and emulate_average for every attack: not silently dropped
+    for field, value in (("mode", "emulate"), ("emulate_average", "reference")):
+        with pytest.raises(FlwbcError, match=f"attack.{field} = '{value}' is an option of the"):
+            make_config({"attack": {"name": "badnets", field: value}})
+    assert make_config({"attack": {"name": "badnets", "mode": "real"}}).attack.options == {}
     args = build_parser().parse_args(["run", "--attack-epochs", "2", "--attack-mode", "boost"])
     assert config_from_args(args).attack.options == {"epochs": 2, "mode": "boost"}
     args = build_parser().parse_args(["run", "--set", "attack.kernel_reg=0.1"])
     assert config_from_args(args).attack.options == {"kernel_reg": 0.1}
+    # a flag overrides the config file's option
+    f = tmp_path / "c.yaml"
+    f.write_text("attack: {options: {epochs: 10, mode: real}}\n")
+    args = build_parser().parse_args(
+        ["run", "--config", str(f), "--attack-epochs", "3", "--attack-mode", "boost"]
+    )
+    assert config_from_args(args).attack.options == {"epochs": 3, "mode": "boost"}
 
 
 def test_a_bad_targeted_option_is_one_line_where_the_experiment_is_built() -> None:
@@ -108,27 +120,43 @@ def test_old_and_new_layouts_keep_the_keys_runs_were_stored_under(old, key, chil
     assert run_label(old, "branch") == run_label(new, "branch")
 
 
-def test_upgrade_moves_the_sections_and_the_new_place_wins() -> None:
+def test_upgrade_merges_both_places_and_a_clash_is_one_line() -> None:
+    wbc = {"s": 0.2, "noise": "scale"}
     old = {
-        "defense": {
-            "client": "wbc",
-            "wbc": {"s": 0.2, "noise": "scale"},
-            "options": {"wbc": {"s": 0.3}},
-        }
+        "defense": {"client": "wbc", "wbc": wbc, "options": {"wbc": {"s": 0.2, "params": "all"}}}
     }
     before = copy.deepcopy(old)
-    assert upgrade(old) == {
-        "defense": {"client": "wbc", "options": {"wbc": {"s": 0.3, "noise": "scale"}}}
-    }
+    merged = {"s": 0.2, "noise": "scale", "params": "all"}
+    assert upgrade(old) == {"defense": {"client": "wbc", "options": {"wbc": merged}}}
     assert old == before  # the input is left as it was
+    old["defense"]["options"]["wbc"]["s"] = 0.3
+    with pytest.raises(FlwbcError, match=r"defense\.wbc\.s and defense\.options\.wbc\.s are"):
+        make_config(old)
+    with pytest.raises(FlwbcError, match=r"attack\.epochs and attack\.options\.epochs"):
+        make_config({"attack": {"epochs": 3, "options": {"epochs": 4}}})
     plain = {"local": {"lr": 0.1}}
     assert upgrade(plain) is plain
     assert make_config({"defense": {"wbc": None}}).defense.options == {}
 
 
-def test_a_non_mapping_section_is_one_line() -> None:
-    with pytest.raises(FlwbcError, match=r"defense\.wbc must be a mapping of options"):
-        make_config({"defense": {"wbc": 0.4}})
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"defense": {"wbc": 0.4}}, "defense.wbc must be a mapping of options"),
+        ({"defense": {"wbc": {"s": 1}, "options": {"wbc": 3}}}, "defense.options.wbc must be"),
+        ({"defense": 5}, "defense"),
+        ({"defense": True, "attack": {"epochs": 2}}, "defense"),
+        ({"attack": {"epochs": 2, "options": 3}}, "attack.options must be a mapping"),
+    ],
+)
+def test_a_malformed_section_is_one_line(data: dict, needle: str) -> None:
+    with pytest.raises(FlwbcError) as ei:
+        make_config(data)
+    assert needle in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_the_default_attack_is_the_one_whose_fields_moved() -> None:
+    assert AttackConfig.model_fields["name"].default == TARGETED
 
 
 def test_old_dotted_overrides_and_flags_reach_the_options() -> None:

@@ -32,7 +32,7 @@ from flwbc.data.datasets import dataset_image_shape, get_dataset
 from flwbc.engine import Engine, get_engine
 from flwbc.errors import FlwbcError
 from flwbc.evaluation import measure_round
-from flwbc.experiment import AGG_PREFIX, ATTACK_PREFIX, Experiment, RoundPlan  # noqa: F401 (checkpoint prefixes, re-exported)
+from flwbc.experiment import AGG_PREFIX, ATTACK_PREFIX, Experiment, RoundPlan, check_plugin_options  # noqa: F401 (checkpoint prefixes, re-exported)
 from flwbc.metrics import mitigation_rounds, rounds_until
 from flwbc.models import FlatModel, build_model
 from flwbc.plugins import LOADED as PLUGINS_LOADED
@@ -195,6 +195,7 @@ class RunSession:
             self._lock = _lock_run_dir(run_dir)
         else:
             cfg = config if isinstance(config, ExperimentConfig) else make_config(config or {})
+            check_plugin_options(cfg)  # a rejected option leaves no run directory behind
             run_dir, self._lock = _new_run_dir(cfg)
         try:
             if resume is None:

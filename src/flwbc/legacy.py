@@ -38,13 +38,37 @@ NonDefault = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 """(kind, name, options) -> the options that differ from the plug-in's defaults, as JSON."""
 
 
+ONLY_TARGETED = {"mode": "real", "emulate_average": "intended"}
+"""Moved fields that the round plan read for every attack before they moved (so for another
+attack a value other than these defaults meant something) and that now only the targeted
+attack reads: for another attack they are errors, not dropped."""
+
+
+def _merge(old: dict[str, Any], new: Any, where: str, place: str) -> dict[str, Any]:
+    """`old` and `new` options merged; a field given in both with different values is an
+    error naming both places."""
+    if new is None:
+        return dict(old)
+    if not isinstance(new, dict):
+        raise ValueError(f"{place} must be a mapping of options, got {new!r}")
+    clash = sorted(k for k in old.keys() & new.keys() if old[k] != new[k])
+    if clash:
+        raise ValueError(
+            f"{', '.join(f'{where}.{k}' for k in clash)} and {place}.{clash[0]} are the same "
+            "option given twice with different values; give it once"
+        )
+    return {**old, **new}
+
+
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
-    """`data` (a raw config mapping) with every moved value at its new place, merged under what
-    the new place already holds (the new place wins a field given in both). `data` itself is
-    left unchanged."""
+    """`data` (a raw config mapping) with every moved value at its new place, merged with what
+    the new place already holds (a field given in both places with different values is an
+    error). `data` itself is left unchanged."""
     attack = data.get("attack")
     moved_fields = isinstance(attack, dict) and any(f in attack for f in MOVED_ATTACK_FIELDS)
-    moved_sections = any(old[1] in (data.get(old[0]) or {}) for old in MOVED_SECTIONS)
+    moved_sections = any(
+        isinstance(data.get(old[0]), dict) and old[1] in data[old[0]] for old in MOVED_SECTIONS
+    )
     if not (moved_fields or moved_sections):
         return data
     out = copy.deepcopy(data)
@@ -60,12 +84,20 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
         target = out.setdefault(s2, {}).setdefault(key, {})
         if not isinstance(target, dict):
             continue  # the new place's own validation names the error
-        target[n2] = {**old, **(target.get(n2) or {})}
+        target[n2] = _merge(old, target.get(n2), f"{section}.{name}", f"{s2}.{key}.{n2}")
     if moved_fields:
         att = out["attack"]
         fields = {f: att.pop(f) for f in MOVED_ATTACK_FIELDS if f in att}
-        if att.get("name", TARGETED) == TARGETED and isinstance(att.get("options", {}), dict):
-            att["options"] = {**fields, **(att.get("options") or {})}
+        name = att.get("name", TARGETED)
+        if name == TARGETED:
+            att["options"] = _merge(fields, att.get("options"), "attack", "attack.options")
+        else:
+            for f, default in ONLY_TARGETED.items():
+                if f in fields and fields[f] != default:
+                    raise ValueError(
+                        f"attack.{f} = {fields[f]!r} is an option of the targeted attack, not "
+                        f"of '{name}'"
+                    )
     return out
 
 

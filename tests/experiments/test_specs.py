@@ -26,6 +26,7 @@ from flwbc.experiments.specs import (
     run_key,
     substitute,
 )
+from flwbc.legacy import upgrade
 
 SPEC_FILES = Path(specs_mod.__file__).parent / "specs"
 
@@ -53,10 +54,12 @@ def leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str
 
 
 def overlay(*trees: dict[str, Any]) -> dict[tuple[str, ...], Any]:
-    """Leaf-wise "later wins" merge of several trees (a reference for deep_merge)."""
+    """Leaf-wise "later wins" merge of several trees (a reference for deep_merge), each read in
+    the config's current layout (`flwbc.legacy.upgrade`: the paper's attack fields that
+    settings.yaml gives as the attack section's are its options)."""
     out: dict[tuple[str, ...], Any] = {}
     for t in trees:
-        out.update(leaves(t))
+        out.update(leaves(upgrade(t)))
     return out
 
 
@@ -519,7 +522,7 @@ def test_quick_mode_is_a_small_version(name, expanded):
     for r in quick_b:
         cfg = make_config(r.config)
         assert cfg.attack.rounds == q.get("attack_rounds", [1])
-        for path, value in leaves(RAW_SETTINGS["quick"].get("config", {})).items():
+        for path, value in leaves(upgrade(RAW_SETTINGS["quick"].get("config", {}))).items():
             assert at(cfg.to_dict(), path) == value
     for r in full_b:
         assert make_config(r.config).attack.rounds == raw["branch"]["config"]["attack"]["rounds"]

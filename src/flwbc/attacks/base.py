@@ -100,10 +100,10 @@ class Attack(ConfiguredPlugin[O], ABC):
         weights: Tensor,
         count: int,
     ) -> RoundPlan | None:
-        """Replace adversarial round t's aggregation plan: its `clients` in order, which are
-        attackers, their unnormalised float64 `weights` (a stand-in's already times `count`,
-        the round's number of attackers). None (the default): the ordinary plan, the weights
-        normalised."""
+        """Replace adversarial round t's aggregation plan, given its `clients` in order,
+        `malicious` marking the attackers among them, and their unnormalised float64 `weights`
+        (a stand-in's already times `count`, the round's number of attackers). None (the
+        default): the ordinary plan, the weights normalised."""
         return None
 
     def check(self, exp: ExperimentContext) -> None:

@@ -16,10 +16,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from flwbc.attacks import ATTACKS
-from flwbc.config import AttackConfig, ExperimentConfig, load_config_file, make_config, set_dotted
+from flwbc.config import ExperimentConfig, load_config_file, make_config, set_dotted
 from flwbc.defenses import CLIENT_DEFENSES
 from flwbc.errors import FlwbcError
 from flwbc.experiments import BACKENDS
+from flwbc.legacy import MOVED_ATTACK_FIELDS, TARGETED
 from flwbc.plugins import registered
 from flwbc.textvalues import parse_mapping, parse_scalar
 
@@ -48,7 +49,7 @@ def _config_fields() -> list[tuple[str, Any, str, str]]:
     # the default attack's options keep the flags they had as the attack section's fields,
     # `--attack-epochs` ...; they set `attack.<option>`, which `flwbc.legacy` moves into the
     # targeted attack's options (and drops for another attack, which never read them)
-    default_attack = ATTACKS.lookup(AttackConfig.model_fields["name"].default)
+    default_attack = ATTACKS.lookup(TARGETED)
     if getattr(default_attack, "Options", None) is not None:
         for dotted, ann, help_text in _fields(default_attack.Options, "attack."):
             if _flag_for(dotted) not in taken:
@@ -161,16 +162,27 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     data = load_config_file(args.config) if args.config else {}
     data.pop("_meta", None)
     types_by_path = {d: a for d, a, _, _ in _config_fields()}
+    given: list[tuple[str, Any]] = []
     for key, raw in vars(args).items():
         if key.startswith("cfg:") and raw is not None:
             dotted = key[4:]
-            set_dotted(data, dotted, _parse_value(raw, types_by_path[dotted]))
+            given.append((dotted, _parse_value(raw, types_by_path[dotted])))
     for item in args.set:
         if "=" not in item:
             raise FlwbcError(f"--set expects KEY=VALUE, got '{item}'")
         dotted, raw = item.split("=", 1)
-        ann = types_by_path.get(dotted.strip(), Any)
-        set_dotted(data, dotted.strip(), _parse_value(raw, ann))
+        dotted = dotted.strip()
+        given.append((dotted, _parse_value(raw, types_by_path.get(dotted, Any))))
+    for dotted, value in given:
+        set_dotted(data, dotted, value)
+    attack = data.get("attack")
+    if isinstance(attack, dict) and attack.get("name", TARGETED) == TARGETED:
+        # a flag overrides the config file: `--attack-epochs 3` sets the targeted attack's
+        # option even where the file gives it in attack.options
+        for dotted, _ in given:
+            field = dotted.removeprefix("attack.")
+            if field in MOVED_ATTACK_FIELDS and field in attack:
+                set_dotted(data, f"attack.options.{field}", attack.pop(field))
     return make_config(data)
 
 

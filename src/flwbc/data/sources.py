@@ -111,7 +111,10 @@ _ALIASES: dict[str, str] = {}
 
 
 def add_source(spec: DatasetSpec, aliases: tuple[str, ...] = ()) -> DatasetSpec:
-    """Make `spec`'s official files known under its name and `aliases` (any case)."""
+    """Make `spec`'s official files known under its name and `aliases` (any case); a name
+    already taken by another spec is an error."""
+    if SPECS.get(spec.name, spec) != spec:
+        raise FlwbcError(f"dataset source '{spec.name}' is already defined")
     SPECS[spec.name] = spec
     for alias in (spec.name, *aliases):
         _ALIASES[alias.lower()] = spec.name
