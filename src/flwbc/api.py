@@ -28,11 +28,12 @@ from tqdm.auto import tqdm
 
 from flwbc._version import __version__
 from flwbc.config import ExperimentConfig, load_run_config, make_config
+from flwbc.context import RoundPlan
 from flwbc.data.datasets import dataset_image_shape, get_dataset
 from flwbc.engine import Engine, get_engine
 from flwbc.errors import FlwbcError
 from flwbc.evaluation import measure_round
-from flwbc.experiment import AGG_PREFIX, ATTACK_PREFIX, Experiment, RoundPlan, check_plugin_options  # noqa: F401 (checkpoint prefixes, re-exported)
+from flwbc.experiment import AGG_PREFIX, ATTACK_PREFIX, Experiment, check_plugin_options  # noqa: F401 (checkpoint prefixes, re-exported)
 from flwbc.metrics import mitigation_rounds, rounds_until
 from flwbc.models import FlatModel, build_model
 from flwbc.plugins import LOADED as PLUGINS_LOADED

@@ -27,7 +27,8 @@ from flwbc.client.local import (
     local_train,
     single_loss,
 )
-from flwbc.experiment import Experiment, RoundPlan
+from flwbc.context import RoundPlan
+from flwbc.experiment import Experiment
 from flwbc.rng import torch_generator
 from flwbc.server import RoundContext
 

@@ -41,10 +41,11 @@ from tqdm.auto import tqdm
 
 from flwbc.analysis.replay import replay_start
 from flwbc.config import ExperimentConfig, load_run_config
+from flwbc.context import RoundPlan
 from flwbc.curvature import batch_loss, grad_and_hvp, hutchinson_diag, spectral_norm
 from flwbc.engine import replay_engine
 from flwbc.errors import FlwbcError
-from flwbc.experiment import Experiment, RoundPlan
+from flwbc.experiment import Experiment
 from flwbc.rng import torch_generator
 from flwbc.round import client_plan
 from flwbc.runio import JsonlLog, atomic_write_json

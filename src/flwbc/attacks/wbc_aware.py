@@ -200,40 +200,36 @@ class WBCAware(BackdoorAttack[WBCAwareOptions]):
         """Per (round, attacker): the offmask probe of its lock-step group and its row, from
         `step_hook` until `finish` reads it (never across rounds: no checkpointed state)."""
 
-    @property
-    def wa(self) -> WBCAwareOptions:
-        return self.options
-
     def simulated(self, exp: ExperimentContext) -> WBCOptions:
         """The FL-WBC the attacker simulates: the deployed one's options, else its own."""
         for d in exp.defenses:
             if isinstance(d, WBCDefense):
                 return d.options
-        return WBCOptions(**{k: getattr(self.wa, k) for k in WBCOptions.model_fields})
+        return WBCOptions(**{k: getattr(self.options, k) for k in WBCOptions.model_fields})
 
     def threshold(self, exp: ExperimentContext) -> float:
         """offmask: the h above which a coordinate is kept (the `quantile` of |Υ|)."""
         sim = self.simulated(exp)
-        return wbc_threshold(sim.s, sim.noise, self.wa.quantile)
+        return wbc_threshold(sim.s, sim.noise, self.options.quantile)
 
     def group_key(self, exp: ExperimentContext, n: int) -> Hashable:
         sim = self.simulated(exp)
         steps = (sim.noise, sim.params, sim.hessian, sim.reset_each_epoch)
-        window = self.wa.window if self.wa.mode == "offmask" else None
-        return (*super().group_key(exp, n), self.wa.mode, steps, window)
+        window = self.options.window if self.options.mode == "offmask" else None
+        return (*super().group_key(exp, n), self.options.mode, steps, window)
 
     def step_hook(self, rows: Sequence[Any]) -> StepHook | None:
         first = rows[0].exp
         sim = self.simulated(first)
         lr = first.cfg.local.lr
-        if self.wa.mode == "eot":
+        if self.options.mode == "eot":
             gens = [
                 torch_generator(r.exp.cfg.seed, "wbc_aware", r.round, r.client, device=first.device)
                 for r in rows
             ]
             strengths = [r.exp.attack.simulated(r.exp).s for r in rows]
             return AttackerWBCStep(sim, lr, first.model.weight_mask, gens, strengths)
-        probe = CurvatureProbe(sim, lr, self.wa.window)
+        probe = CurvatureProbe(sim, lr, self.options.window)
         for j, r in enumerate(rows):
             r.exp.attack._probes[(r.round, r.client)] = (probe, j)
         return probe
@@ -250,7 +246,7 @@ class WBCAware(BackdoorAttack[WBCAwareOptions]):
         return keep
 
     def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
-        if self.wa.mode != "offmask":
+        if self.options.mode != "offmask":
             return update
         if (t, c) not in self._probes:
             raise RuntimeError(f"wbc_aware offmask: attacker {c} finished round {t} untrained")
@@ -259,7 +255,7 @@ class WBCAware(BackdoorAttack[WBCAwareOptions]):
         if keep is None:
             return update
         kept = torch.where(keep, update, torch.zeros_like(update))
-        if self.wa.rescale:
+        if self.options.rescale:
             norm = kept.norm()
             if float(norm) > 0.0:
                 kept = kept * (update.norm() / norm)

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from flwbc.client.local import Epoch
+from flwbc.context import RoundPlan
 from flwbc.engine.registry import Engine, RoundItem, register_engine
-from flwbc.experiment import Experiment, RoundPlan
+from flwbc.experiment import Experiment
 from flwbc.models import CIFARCNN, FMNISTCNN, MLP, FlatModel
 from flwbc.round import (
     ClientJob,

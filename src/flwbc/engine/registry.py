@@ -20,7 +20,8 @@ from flwbc.errors import FlwbcError
 from flwbc.registry import Registry
 
 if TYPE_CHECKING:
-    from flwbc.experiment import Experiment, RoundPlan
+    from flwbc.context import RoundPlan
+    from flwbc.experiment import Experiment
     from flwbc.round import RoundOutput, RoundUpdates
 
 RoundItem = tuple["Experiment", "RoundPlan", Tensor]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from flwbc.context import RoundPlan
 from flwbc.engine.registry import Engine, RoundItem, register_engine
-from flwbc.experiment import Experiment, RoundPlan
+from flwbc.experiment import Experiment
 from flwbc.round import RoundOutput, RoundUpdates, aggregate_round, client_update
 
 

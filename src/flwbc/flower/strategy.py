@@ -17,8 +17,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from flwbc.context import RoundPlan
 from flwbc.errors import FlwbcError
-from flwbc.experiment import RoundPlan
 from flwbc.flower.common import (
     ARRAYS,
     CONFIG,
