@@ -27,7 +27,7 @@ class DriftMemory(ClientDefense):
         super().__init__(cfg, options)
         self.memory: Tensor | None = None
 
-    def finish(self, exp: Any, t: int, c: int, update: Tensor) -> Tensor:
+    def final(self, state: Any, update: Tensor) -> Tensor:
         self.memory = update.clone() if self.memory is None else 0.5 * self.memory + 0.5 * update
         return update + 0.1 * self.memory
 

@@ -15,7 +15,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     import numpy as np
 
-    from flwbc.client.attack import MaliciousSet
+    from flwbc.client.malicious_set import MaliciousSet
     from flwbc.config import ExperimentConfig
     from flwbc.data.datasets import Dataset
     from flwbc.models import FlatModel

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from flwbc.attacks import Attack, build_attack
-from flwbc.client.attack import MaliciousSet, choose_malicious_set
 from flwbc.client.local import benign_plan, local_sgd
+from flwbc.client.malicious_set import MaliciousSet, choose_malicious_set
 from flwbc.config import ExperimentConfig
 from flwbc.context import RoundPlan  # noqa: F401 (re-exported: engines import it from here)
 from flwbc.data import Dataset, get_dataset, partition

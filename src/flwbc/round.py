@@ -2,31 +2,25 @@
 a lock-step group of jobs, and aggregating the round.
 
 Everything that depends on the algorithm comes from the experiment's plug-ins: an attacker's
-plan, gradient term and post-processing from its `Attack`, a benign client's step hook and
-post-processing from its chain of `ClientDefense`s, the aggregation from its `Aggregator`. The
-engines (`flwbc.engine`) only decide which jobs train together and with which forward pass.
+plan from its `Attack`, every client's local behaviour from its client transforms
+(`flwbc.client.transform`: the attack for an attacker, the chain of `ClientDefense`s for a
+benign client), the aggregation from its `Aggregator`. The engines (`flwbc.engine`) only decide
+which jobs train together and with which forward pass.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from flwbc.client.local import (
-    Epoch,
-    GroupLoss,
-    StepHook,
-    benign_plan,
-    bind_velocity,
-    local_train,
-    single_loss,
-)
+from flwbc.client.local import Chain, Epoch, GroupLoss, benign_plan, local_train, single_loss
+from flwbc.client.transform import ClientRun, ClientTransform
 from flwbc.context import RoundPlan
 from flwbc.experiment import Experiment
 from flwbc.rng import torch_generator
@@ -45,14 +39,10 @@ class RoundOutput:
 
 
 @dataclass(frozen=True)
-class ClientJob:
+class ClientJob(ClientRun):
     """One client's local training in one round of one run."""
 
     exp: Experiment
-    round: int
-    client: int
-    malicious: bool
-    w0: Tensor
 
 
 def client_plan(exp: Experiment, t: int, c: int, malicious: bool) -> tuple[int, Iterator[Epoch]]:
@@ -73,8 +63,8 @@ def client_plan(exp: Experiment, t: int, c: int, malicious: bool) -> tuple[int, 
 
 def job_plan(job: ClientJob) -> tuple[Hashable, Iterator[Epoch]]:
     """The job's plan, and a key equal for jobs that can advance in lock-step: same model and
-    dtype, same step shapes and loss terms, the same update rule (lr, momentum, and what the
-    defenses do to the steps; only their strengths may differ)."""
+    dtype, the same update rule (lr, momentum) and the same step shapes and loss terms. Each
+    client's transforms act on its own row, so they are no part of the key."""
     exp, loc = job.exp, job.exp.cfg.local
     n, plan = client_plan(exp, job.round, job.client, job.malicious)
     model = (exp.cfg.model_name, json.dumps(exp.cfg.model_options, sort_keys=True))
@@ -82,86 +72,35 @@ def job_plan(job: ClientJob) -> tuple[Hashable, Iterator[Epoch]]:
     if job.malicious:
         assert exp.attack is not None
         return (*rule, "attacker", exp.attack.name, exp.attack.group_key(exp, n)), plan
-    # a hook reads each row's own defense at the same position: positions are part of the key
-    steps = tuple(
-        (i, d.name, k) for i, d in enumerate(exp.defenses) if (k := d.step_key()) is not None
-    )
-    return (*rule, "benign", n, loc.batch_size, loc.epochs, steps), plan
+    return (*rule, "benign", n, loc.batch_size, loc.epochs), plan
 
 
-class _Chain:
-    """Several defenses' step hooks applied one after another."""
-
-    def __init__(self, hooks: list[StepHook]) -> None:
-        self.hooks = hooks
-
-    def new_epoch(self) -> None:
-        for h in self.hooks:
-            h.new_epoch()
-
-    def bind(self, velocity: Tensor, momentum: float) -> None:
-        for h in self.hooks:
-            bind_velocity(h, velocity, momentum)
-
-    def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor:
-        for h in self.hooks:
-            w_hat = h(w_hat, step, grad)
-        return w_hat
-
-    def stats(self) -> list[ClientStats]:
-        per_hook = [h.stats() for h in self.hooks if hasattr(h, "stats")]
-        return [{k: v for d in row for k, v in d.items()} for row in zip(*per_hook, strict=True)]
-
-
-def group_hook(jobs: Sequence[ClientJob]) -> StepHook | None:
-    """The step hook for a lock-step group of jobs: the attack's for attackers, the chain of
-    the defenses' for benign clients (None: no hook)."""
-    if jobs[0].malicious:
-        attack = jobs[0].exp.attack
-        return attack.step_hook(jobs) if attack is not None else None
-    hooks = [
-        h for i, d in enumerate(jobs[0].exp.defenses) if (h := d.step_hook(jobs, i)) is not None
-    ]
-    if not hooks:
-        return None
-    return hooks[0] if len(hooks) == 1 else _Chain(hooks)
-
-
-def job_extra_grad(job: ClientJob) -> Callable[[Tensor], Tensor] | None:
-    """The gradient term the job's attack (for an attacker) or defenses (for a benign client,
-    summed in order) add at every step; None when there is none."""
-    exp = job.exp
+def transforms(job: ClientJob) -> list[ClientTransform]:
+    """The job's client transforms: its attack for an attacker, its run's chain of client
+    defenses for a benign client."""
     if job.malicious:
-        assert exp.attack is not None
-        return exp.attack.extra_grad(exp, job.round, job.client, job.w0)
-    terms = [
-        f
-        for d in exp.defenses
-        if (f := d.extra_grad(exp, job.round, job.client, job.w0)) is not None
-    ]
-    if len(terms) <= 1:
-        return terms[0] if terms else None
-
-    def total(w: Tensor) -> Tensor:
-        out = terms[0](w)
-        for f in terms[1:]:
-            out = out + f(w)
-        return out
-
-    return total
+        assert job.exp.attack is not None
+        return [job.exp.attack]
+    return list(job.exp.defenses)
 
 
-def finish(job: ClientJob, update: Tensor, *, skip: tuple[type, ...] = ()) -> Tensor:
-    """What the job's client sends: an attacker's update post-processed by its attack, a benign
-    one by its defenses in order (those of the types in `skip` are left to the caller)."""
-    exp = job.exp
-    if job.malicious:
-        assert exp.attack is not None
-        return exp.attack.finish(exp, job.round, job.client, update)
-    for d in exp.defenses:
-        if not isinstance(d, skip):
-            update = d.finish(exp, job.round, job.client, update)
+def job_chain(job: ClientJob) -> Chain:
+    """The job's transforms, each with the client's state for the round."""
+    return [(t, t.init(job)) for t in transforms(job)]
+
+
+def finish(job: ClientJob, chain: Chain, update: Tensor, *, skip: tuple[type, ...] = ()) -> Tensor:
+    """What the job's client sends: its update through its transforms' `final` in order (those
+    of the types in `skip` are left to the caller)."""
+    for t, state in chain:
+        if not isinstance(t, skip):
+            update = t.final(state, update)
     return update
+
+
+def chain_stats(chain: Chain) -> ClientStats:
+    """The client's numbers for the round record, from every transform of its chain."""
+    return {k: v for t, state in chain for k, v in t.stats(state).items()}
 
 
 def train_jobs(
@@ -174,8 +113,7 @@ def train_jobs(
     """Train jobs of one key together (G = len(jobs)); (update, mean loss, stats) for each."""
     first = jobs[0].exp
     loc = first.cfg.local
-    hook = group_hook(jobs)
-    extras = [job_extra_grad(j) for j in jobs]
+    chains = [job_chain(j) for j in jobs]
     weights, losses, _ = local_train(
         first.model,
         torch.stack([j.w0.detach() for j in jobs]),
@@ -183,13 +121,11 @@ def train_jobs(
         lr=loc.lr,
         momentum=loc.momentum,
         loss_fn=loss_fn,
-        hook=hook,
-        extra_grads=extras,
+        chains=chains,
     )
-    reported = hook.stats() if hasattr(hook, "stats") else []
-    stats: list[ClientStats] = reported or [{} for _ in jobs]
     return [
-        (finish(j, weights[k] - j.w0, skip=skip), losses[k], stats[k]) for k, j in enumerate(jobs)
+        (finish(j, chains[k], weights[k] - j.w0, skip=skip), losses[k], chain_stats(chains[k]))
+        for k, j in enumerate(jobs)
     ]
 
 

@@ -17,7 +17,8 @@ from torch import nn
 
 import flwbc
 from flwbc.attacks import ATTACKS
-from flwbc.attacks.wbc_aware import AttackerWBCStep, wbc_threshold
+from flwbc.attacks.wbc_aware import wbc_threshold
+from flwbc.client.transform import ClientRun, SGDStep
 from flwbc.client.wbc import WBCOptions, WBCStep
 from flwbc.data import Dataset
 from flwbc.defenses.ldp import LocalDP
@@ -137,7 +138,7 @@ def test_offmask_keeps_exactly_where_h_exceeds_the_median_noise(window, wbc, res
     assert exp.attack.threshold(exp) == pytest.approx(thr, rel=1e-12)
 
     sent, _, stats = client_update(exp, ROUND, c, True, w0)
-    assert stats == {} and exp.attack._probes == {}
+    assert stats == {}
     bias = ~exp.model.weight_mask.numpy()
     keep = np.zeros(len(h), bool)
     for j in range(len(h)):  # eq. 9's test, entry by entry: FL-WBC leaves j alone
@@ -164,20 +165,15 @@ def test_offmask_bias_and_threshold_rules() -> None:
 # ---------------------------------------------------------------- eot, draw for draw
 
 
-def rows_of(exp, clients: list[int]) -> list[SimpleNamespace]:
-    w0 = w0_of(exp)
-    return [SimpleNamespace(exp=exp, round=ROUND, client=c, w0=w0) for c in clients]
-
-
 @pytest.mark.parametrize(
     "wbc", [None, {"noise": "scale", "params": "weights", "hessian": "gradient"}]
 )
-def test_eot_hook_is_wbc_step_on_the_attackers_own_stream(wbc) -> None:
+def test_eot_is_wbc_step_on_the_attackers_own_stream(wbc) -> None:
     exp = tiny_exp(mode="eot", s=0.3, wbc=None if wbc is None else {**wbc, "s": 0.6})
     sim = WBCOptions(s=0.3) if wbc is None else WBCOptions(**wbc, s=0.6)
     clients = [0, 1]
-    hook = exp.attack.step_hook(rows_of(exp, clients))
-    assert isinstance(hook, AttackerWBCStep)
+    attack, w0 = exp.attack, w0_of(exp)
+    states = [attack.init(ClientRun(exp, ROUND, c, True, w0)) for c in clients]
 
     def streams(purpose: str) -> list[torch.Generator]:
         return [torch_generator(SEED, purpose, ROUND, c) for c in clients]
@@ -187,20 +183,31 @@ def test_eot_hook_is_wbc_step_on_the_attackers_own_stream(wbc) -> None:
     benign = WBCStep(sim, LR, mask, streams("wbc"), [sim.s, sim.s])
     gen = torch.Generator().manual_seed(7)
     p, i = exp.model.num_params, 0
-    for _ in range(2):
-        for h in (hook, ref, benign):
-            h.new_epoch()
-        for _ in range(3):
+    for epoch in range(2):
+        for st in states:
+            attack.start_epoch(st, epoch)
+        ref.new_epoch()
+        benign.new_epoch()
+        for index in range(3):
             w_hat, step, grad = torch.randn(3, 2, p, generator=gen, dtype=torch.float64)
             step, grad = step * 0.05, grad * 0.5
-            got = hook(w_hat.clone(), step, grad)
+            v = torch.zeros(p, dtype=torch.float64)
+            got = torch.stack(
+                [
+                    attack.after_step(
+                        st, SGDStep(w_hat[j].clone(), step[j], grad[j], v, LR, 0.0, epoch, index)
+                    )
+                    for j, st in enumerate(states)
+                ]
+            )
             assert torch.equal(got, ref(w_hat.clone(), step, grad))
             other = benign(w_hat.clone(), step, grad)
             if i > 0:  # every step but the round's first is perturbed, with its own noise
                 assert 0.05 < float((got != w_hat).double().mean()) < 0.95
                 assert not torch.equal(got, other)
             i += 1
-    assert hook.stats() == [{}, {}]  # the round's wbc_perturbed stays the benign clients'
+    # the round's wbc_perturbed stays the benign clients'
+    assert [attack.stats(st) for st in states] == [{}, {}]
 
 
 @pytest.mark.parametrize("mode", ["eot", "offmask"])
@@ -230,10 +237,8 @@ def test_simulated_fl_wbc_comes_from_the_deployed_defense() -> None:
         e = tiny_exp(**options)
         return e.attack.group_key(e, 24)
 
-    assert key(s=0.1) == key(s=0.9)  # strengths differ per row within a lock-step group
-    assert key(mode="eot") != key(mode="offmask")
-    assert key(hessian="gradient") != key()
-    assert key(mode="offmask", window=2) != key(mode="offmask")
+    # every attacker's transform acts on its own row: only the plan's shape groups them
+    assert key(s=0.1) == key(s=0.9) == key(mode="offmask", window=2) == key(hessian="gradient")
 
 
 # ---------------------------------------------------------------- end to end, both engines

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from flwbc.client.attack import choose_malicious_set
+from flwbc.client.malicious_set import choose_malicious_set
 
 
 @settings(max_examples=100, deadline=None)

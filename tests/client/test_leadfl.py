@@ -11,8 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import flwbc
-from flwbc.client.local import Term, local_sgd, local_train
-from flwbc.defenses.leadfl import CodeStep, regulariser_grad, weight_segments
+from flwbc.client.local import Term, local_sgd
+from flwbc.client.transform import ClientRun
+from flwbc.defenses.leadfl import (
+    CodeStep,
+    LeadFL,
+    LeadFLOptions,
+    LeadFLTerm,
+    regulariser_grad,
+    weight_segments,
+)
 from flwbc.engine import batched, sequential
 from flwbc.errors import FlwbcError
 from flwbc.experiment import Experiment
@@ -136,17 +144,12 @@ def test_code_form_equals_the_official_loop(momentum, alpha, q, epochs, first_ha
         for _ in range(epochs)
     ]
     lr = 0.1
-    hook = CodeStep(
-        weight_segments(model.names, model.numels),
-        torch.tensor([alpha], dtype=torch.float64),
-        q,
-        lr,
-        epochs // 2 if first_half else None,
-    )
+    # the plug-in's hooks around the code form's state, as the engines run them
+    leadfl = LeadFL(None, LeadFLOptions(form="code", alpha=alpha, clip=q, first_half=first_half))  # type: ignore[arg-type]
+    active = epochs // 2 if first_half else None
+    step = CodeStep(weight_segments(model.names, model.numels), alpha, q, active)
     plan = [[[Term(x, y)] for x, y in ep] for ep in batches]
-    got = local_train(model, w0.unsqueeze(0), [iter(plan)], lr=lr, momentum=momentum, hook=hook)[0][
-        0
-    ]
+    got = local_sgd(model, w0, plan, lr=lr, momentum=momentum, chain=[(leadfl, step)]).weights
     want = _official_loop(net, batches, epochs, lr, momentum, alpha, q, first_half)
     plain = local_sgd(model, w0, plan, lr=lr, momentum=momentum).weights
     assert (want - plain).abs().max() > 1e-3  # the second step matters on these inputs
@@ -191,11 +194,13 @@ def test_term_per_step(real_data_dir: Path) -> None:
     )
     exp = Experiment.prepare(cfg)
     w0 = exp.initial_weights()
-    term = exp.defenses[0].extra_grad(exp, 1, 0, w0)
-    assert term is not None
-    assert torch.equal(term(w0), torch.zeros_like(w0))
+    leadfl = exp.defenses[0]
+    term = leadfl.init(ClientRun(exp, 1, 0, False, w0))
+    assert isinstance(term, LeadFLTerm)
+    leadfl.start_epoch(term, 0)
+    assert torch.equal(leadfl.grad(term, w0), torch.zeros_like(w0))
     w1 = w0 + 0.01 * torch.randn(w0.shape, generator=torch.Generator().manual_seed(0))
-    g = term(w1)
+    g = leadfl.grad(term, w1)
     assert g.abs().max() <= 1e-3 and g.abs().max() > 0
     assert (g[~exp.model.weight_mask] == 0).all()
 
@@ -210,7 +215,7 @@ def _round(exp: Experiment, engine, rounds: int = 1) -> torch.Tensor:
 def test_alpha_zero_is_bit_identical_to_no_defense(real_data_dir: Path) -> None:
     plain = Experiment.prepare(config(real_data_dir, **{"defense.client": "none"}))
     off = Experiment.prepare(config(real_data_dir, **{"defense.options.leadfl.alpha": 0.0}))
-    assert off.defenses[0].extra_grad(off, 1, 0, off.initial_weights()) is None
+    assert off.defenses[0].init(ClientRun(off, 1, 0, False, off.initial_weights())) is None
     assert torch.equal(_round(plain, batched), _round(off, batched))
 
 

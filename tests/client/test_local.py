@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector
 
 from flwbc.client.attack import malicious_plan
-from flwbc.client.local import Term, benign_plan, epoch_batches, local_sgd
+from flwbc.client.local import Term, benign_plan, epoch_batches, local_sgd, local_train, single_loss
+from flwbc.client.transform import ClientTransform
 from flwbc.models import MLP, FlatModel
 
 
@@ -110,25 +111,28 @@ def test_local_sgd_zero_weight_term_is_ignored():
     torch.testing.assert_close(r1.weights, r2.weights, rtol=0, atol=0)
 
 
-class RecordingHook:
-    """Identity hook that records what local_sgd passes it."""
+class RecordingHook(ClientTransform):
+    """Identity transform that records what local_sgd passes it (its state: a list)."""
 
-    def __init__(self):
-        self.epochs = 0
-        self.calls = []
+    def init(self, run):
+        return {"epochs": [], "calls": []}
 
-    def new_epoch(self):
-        self.epochs += 1
+    def start_epoch(self, state, epoch):
+        state["epochs"].append(epoch)
 
-    def __call__(self, w_hat, step, grad):
-        self.calls.append((w_hat.clone(), step.clone(), grad.clone()))
-        return w_hat
+    def after_step(self, state, s):
+        state["calls"].append((s.w_hat.clone(), s.step.clone(), s.grad.clone(), s.epoch, s.index))
+        return s.w_hat
 
 
 class ShiftHook(RecordingHook):
-    def __call__(self, w_hat, step, grad):
-        super().__call__(w_hat, step, grad)
-        return w_hat + 0.01
+    def after_step(self, state, s):
+        return super().after_step(state, s) + 0.01
+
+
+def _chain(t):
+    state = t.init(None)
+    return [(t, state)], state
 
 
 def test_local_sgd_hook_sees_sgd_step_and_gradient():
@@ -138,15 +142,23 @@ def test_local_sgd_hook_sees_sgd_step_and_gradient():
     flat = FlatModel(module)
     w0 = flat.get_vector()
     lr, mu = 0.2, 0.5
-    hook = RecordingHook()
-    res = local_sgd(flat, w0, plan, lr=lr, momentum=mu, hook=hook)
+    chain, hook = _chain(RecordingHook())
+    res = local_sgd(flat, w0, plan, lr=lr, momentum=mu, chain=chain)
     ref_w, _, ref_grads = _reference_sgd(module, plan, lr, mu)
     torch.testing.assert_close(res.weights, ref_w, rtol=0, atol=1e-6)
-    assert hook.epochs == 2 and len(hook.calls) == 6
+    assert hook["epochs"] == [0, 1] and len(hook["calls"]) == 6
+    assert [(e, i) for *_, e, i in hook["calls"]] == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (1, 0),
+        (1, 1),
+        (1, 2),
+    ]
     # step = -lr * v with v = mu v + g (v0 = 0); w_hat = previous w + step
     v = torch.zeros_like(w0)
     w = w0
-    for (w_hat, step, grad), g in zip(hook.calls, ref_grads, strict=True):
+    for (w_hat, step, grad, _, _), g in zip(hook["calls"], ref_grads, strict=True):
         torch.testing.assert_close(grad, g, rtol=1e-5, atol=1e-6)
         v = mu * v + g
         torch.testing.assert_close(step, -lr * v, rtol=1e-5, atol=1e-6)
@@ -159,16 +171,75 @@ def test_local_sgd_uses_hook_output_as_next_weights():
     x, y = _data(seed=9)
     plan = _plan(x, y, INDEX_EPOCHS[:1])
     flat = FlatModel(module)
-    hook = ShiftHook()
-    res = local_sgd(flat, flat.get_vector(), plan, lr=0.1, momentum=0.5, hook=hook)
-    for k in range(1, len(hook.calls)):
-        prev_w_hat = hook.calls[k - 1][0]
-        w_hat, step, _ = hook.calls[k]
+    chain, hook = _chain(ShiftHook())
+    res = local_sgd(flat, flat.get_vector(), plan, lr=0.1, momentum=0.5, chain=chain)
+    calls = hook["calls"]
+    for k in range(1, len(calls)):
+        prev_w_hat = calls[k - 1][0]
+        w_hat, step, *_ = calls[k]
         torch.testing.assert_close(w_hat, prev_w_hat + 0.01 + step, rtol=0, atol=1e-6)
-    torch.testing.assert_close(res.weights, hook.calls[-1][0] + 0.01, rtol=0, atol=0)
+    torch.testing.assert_close(res.weights, calls[-1][0] + 0.01, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------- batching
+
+
+class RowShift(ClientTransform):
+    """A per-client transform whose state is the client's own shift: a gradient term and a
+    move after every step, both client-specific."""
+
+    def init(self, run):
+        return {"shift": float(run), "steps": 0}
+
+    def grad(self, state, w):
+        return torch.full_like(w, 0.1 * state["shift"])
+
+    def after_step(self, state, s):
+        state["steps"] += 1
+        return s.w_hat + 0.01 * state["shift"]
+
+
+def _rows_loss(model, w, steps):
+    return torch.stack([single_loss(model, w[j : j + 1], [st])[0] for j, st in enumerate(steps)])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lock_step_rows_each_get_their_own_transforms(threads):
+    """G clients trained in lock-step, each with its own transform state, equal each client
+    trained alone: the engine hands every transform only its own row."""
+    module = _tiny_module(3)
+    x, y = _data(seed=4)
+    flat = FlatModel(module)
+    w0 = flat.get_vector()
+    shifts = [0.0, 1.0, -2.0]
+    t = RowShift()
+    chains = [[(t, t.init(k))] for k in shifts]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got, losses, _ = local_train(
+            flat,
+            torch.stack([w0 + 0.05 * k for k in shifts]),
+            [iter(_plan(x, y, INDEX_EPOCHS)) for _ in shifts],
+            lr=0.1,
+            momentum=0.5,
+            loss_fn=_rows_loss,
+            chains=chains,
+        )
+    finally:
+        torch.set_num_threads(old)
+    for j, k in enumerate(shifts):
+        alone = local_sgd(
+            flat,
+            w0 + 0.05 * k,
+            _plan(x, y, INDEX_EPOCHS),
+            lr=0.1,
+            momentum=0.5,
+            chain=[(t, t.init(k))],
+        )
+        torch.testing.assert_close(got[j], alone.weights, rtol=0, atol=0)
+        assert chains[j][0][1]["steps"] == 6
+    assert not torch.equal(got[0], got[1])
 
 
 @settings(max_examples=50, deadline=None)

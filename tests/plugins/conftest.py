@@ -82,21 +82,6 @@ class FlipOptions(PluginOptions):
     radius: float | None = Field(None, gt=0, description="project each step onto this ball")
 
 
-class _Project:
-    """After every step, pull each row back into the L2 ball of `radius` around its w0."""
-
-    def __init__(self, w0, radius):
-        self.w0, self.radius = w0, radius
-
-    def new_epoch(self):
-        pass
-
-    def __call__(self, w_hat, step, grad):
-        d = w_hat - self.w0
-        scale = (self.radius / d.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
-        return self.w0 + d * scale
-
-
 @register_attack("label_shift")
 class LabelShift(Attack):
     """Train on the attacker's own images with every label shifted by `shift`."""
@@ -110,19 +95,18 @@ class LabelShift(Attack):
         return len(y), benign_plan(x, flipped, loc.batch_size, loc.epochs, generator)
 
     def group_key(self, exp, n):
-        opts = self.options
-        return (n, self.cfg.local.batch_size, self.cfg.local.epochs, opts.shift, opts.radius)
+        return (n, self.cfg.local.batch_size, self.cfg.local.epochs, self.options.shift)
 
-    def step_hook(self, rows):
+    def after_step(self, state, s):
+        """Pull the attacker's weights back into the L2 ball of `radius` around its w0."""
         if self.options.radius is None:
-            return None
-        import torch
-
-        return _Project(torch.stack([r.w0 for r in rows]), self.options.radius)
+            return s.w_hat
+        d = s.w_hat - state.w0
+        return state.w0 + d * (self.options.radius / d.norm().clamp_min(1e-12)).clamp(max=1.0)
 '''
 
 DEFENSE = '''
-"""Weight decay after every local step, as a client defense with a step hook and stats."""
+"""Weight decay after every local step, as a client defense with per-client state and stats."""
 import torch
 from pydantic import Field
 from flwbc.defenses import ClientDefense, register_client_defense
@@ -133,33 +117,21 @@ class ShrinkOptions(PluginOptions):
     decay: float = Field(0.01, ge=0, lt=1, description="fraction removed from the weights per step")
 
 
-class _Shrink:
-    def __init__(self, decays):
-        self.decays = torch.tensor(decays).unsqueeze(1)
-        self.calls = 0
-
-    def new_epoch(self):
-        pass
-
-    def __call__(self, w_hat, step, grad):
-        self.calls += 1
-        return w_hat * (1 - self.decays.to(w_hat.dtype))
-
-    def stats(self):
-        return [{"shrink_steps": float(self.calls)} for _ in range(len(self.decays))]
-
-
 @register_client_defense("shrink")
 class Shrink(ClientDefense):
     """Multiply the local weights by 1 - decay after every SGD step."""
 
     Options = ShrinkOptions
 
-    def step_key(self):
-        return "shrink"
+    def init(self, run):
+        return {"calls": 0}
 
-    def step_hook(self, rows, position):
-        return _Shrink([r.exp.defenses[position].options.decay for r in rows])
+    def after_step(self, state, s):
+        state["calls"] += 1
+        return s.w_hat * (1 - self.options.decay)
+
+    def stats(self, state):
+        return {"shrink_steps": float(state["calls"])}
 '''
 
 COLLUDE = '''

@@ -289,7 +289,7 @@ def test_name_and_options_forms(plugin_dir, tmp_path):
 
 
 @pytest.mark.parametrize("engine", ["sequential", "batched"])
-def test_attack_step_hook_projects_every_step(plugin_dir, tmp_path, engine):
+def test_attack_after_step_projects_every_step(plugin_dir, tmp_path, engine):
     from flwbc.engine import get_engine
     from flwbc.experiment import Experiment
 

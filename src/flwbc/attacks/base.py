@@ -1,8 +1,10 @@
 """The attack extension point.
 
 An attack decides what an attacker does in an adversarial round: what it trains on and with
-which loss (its plan of steps), a gradient term added at every step, how its finished update is
-post-processed, and which attackers can train in lock-step. Each attack is one module that
+which loss (its plan of steps, and which attackers' plans have the same shape), and, as a
+client transform (`flwbc.client.transform`) written for one attacker with explicit state, a
+gradient term added at every step, what it does after every step and how its finished update
+is post-processed; colluding attacks also craft the round's rows. Each attack is one module that
 subclasses `Attack` and registers with `@register_attack("name")`; a config selects it with
 `attack.name` and passes `attack.options`, validated against the class's `Options`.
 
@@ -12,13 +14,14 @@ The engines call these hooks and know nothing else of the attack.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Hashable, Iterator
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 
-from flwbc.client.local import Epoch, StepHook
+from flwbc.client.local import Epoch
+from flwbc.client.transform import ClientTransform
 from flwbc.registry import ConfiguredPlugin, O, Registry
 
 if TYPE_CHECKING:
@@ -28,8 +31,9 @@ if TYPE_CHECKING:
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
-class Attack(ConfiguredPlugin[O], ABC):
-    """Base class of attacks: one instance per experiment, built from its config."""
+class Attack(ConfiguredPlugin[O], ClientTransform, ABC):
+    """Base class of attacks: one instance per experiment, built from its config; its client
+    hooks are `ClientTransform`'s, run for each attacker of the experiment."""
 
     metrics: ClassVar[tuple[str, ...]] = ()
     """Registered metrics that every run of this attack records, after the config's (e.g. a
@@ -46,28 +50,12 @@ class Attack(ConfiguredPlugin[O], ABC):
     def group_key(self, exp: ExperimentContext, n: int) -> Hashable:
         """Equal for attackers (of any run) whose plans have the same shape and loss terms."""
 
-    def extra_grad(
-        self, exp: ExperimentContext, t: int, c: int, w: Tensor
-    ) -> Callable[[Tensor], Tensor] | None:
-        """A term added to attacker c's gradient at every step (None: nothing)."""
-        return None
-
-    def step_hook(self, rows: Sequence[Any]) -> StepHook | None:
-        """A hook applied after each of the attackers' SGD steps (e.g. a projection onto a norm
-        ball around the global model), for a lock-step group of attacker rows (each with `exp`,
-        `round`, `client`, `w0`), possibly of several runs (None: nothing)."""
-        return None
-
-    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
-        """What attacker c sends, from its trained update."""
-        return update
-
     def craft(
         self, exp: ExperimentContext, t: int, updates: Tensor, malicious: list[bool]
     ) -> Tensor:
         """Colluding attacks: the round's updates [K, P] as the server receives them, given all
         of them (rows in the round's client order, `malicious` marking the attackers' rows, whose
-        values are what `finish` returned). Default: unchanged. An attack that assumes only
+        values are what `final` returned). Default: unchanged. An attack that assumes only
         partial knowledge must use only the rows it may see."""
         return updates
 

@@ -68,5 +68,5 @@ class DBA(BackdoorAttack[DBAOptions]):
         _, h, w = exp.dataset.image_shape
         return self.trigger().parts(h, w, self.options.parts)[self.part(exp, c)]
 
-    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
+    def final(self, state: object, update: Tensor) -> Tensor:
         return update if self.options.scale == 1.0 else update * self.options.scale

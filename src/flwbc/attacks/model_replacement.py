@@ -26,19 +26,14 @@ and the server lr (for γ), and the norm bound if it evades clipping.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
-import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
 from flwbc.attacks.backdoor import BackdoorAttack, BackdoorOptions
 from flwbc.attacks.base import register_attack
-from flwbc.client.local import StepHook
-
-if TYPE_CHECKING:
-    from flwbc.context import ExperimentContext
+from flwbc.client.transform import ClientRun, SGDStep
 
 
 class ModelReplacementOptions(BackdoorOptions):
@@ -60,21 +55,13 @@ class ModelReplacementOptions(BackdoorOptions):
         return scale
 
 
-class BallProjection:
-    """After every step, each row's weights pulled back into the L2 ball of its radius around
-    its starting weights (rows within it are left exactly as they are)."""
-
-    def __init__(self, w0: Tensor, radius: Tensor) -> None:
-        self.w0, self.radius = w0, radius.to(w0.dtype).view(-1, 1)
-
-    def new_epoch(self) -> None:
-        pass
-
-    def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor:
-        d = w_hat - self.w0
-        norm = d.norm(dim=1, keepdim=True)
-        outside = norm > self.radius
-        return torch.where(outside, self.w0 + d * (self.radius / norm.clamp_min(1e-30)), w_hat)
+def project_to_ball(w: Tensor, w0: Tensor, radius: float) -> Tensor:
+    """w pulled back into the L2 ball of `radius` around w0 (w itself when inside it)."""
+    d = w - w0
+    norm = d.norm()
+    if not bool(norm > radius):
+        return w
+    return w0 + d * (radius / norm.clamp_min(1e-30))
 
 
 @register_attack("model_replacement")
@@ -97,15 +84,12 @@ class ModelReplacement(BackdoorAttack[ModelReplacementOptions]):
         b = self.mr.norm_bound
         return float("inf") if b is None else b / self.gamma()
 
-    def group_key(self, exp: ExperimentContext, n: int) -> Hashable:
-        return (*super().group_key(exp, n), self.mr.norm_bound is not None)
-
-    def step_hook(self, rows: Sequence[Any]) -> StepHook | None:
+    def after_step(self, state: ClientRun, s: SGDStep) -> Tensor:
+        """Each step pulled back into the ball of `radius` around the global model (none
+        without a norm bound)."""
         if self.mr.norm_bound is None:
-            return None
-        w0 = torch.stack([r.w0.detach() for r in rows])
-        radius = torch.tensor([r.exp.attack.radius() for r in rows], device=w0.device)
-        return BallProjection(w0, radius)
+            return s.w_hat
+        return project_to_ball(s.w_hat, state.w0.detach(), self.radius())
 
-    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
+    def final(self, state: ClientRun, update: Tensor) -> Tensor:
         return update * self.gamma()

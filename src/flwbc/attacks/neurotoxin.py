@@ -35,8 +35,7 @@ with one line. Not built: the paper's optional PGD norm bound on the attacker's 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +44,7 @@ from torch import Tensor
 
 from flwbc.attacks.backdoor import BackdoorAttack, BackdoorOptions
 from flwbc.attacks.base import register_attack
-from flwbc.client.local import StepHook
+from flwbc.client.transform import ClientRun, SGDStep
 from flwbc.errors import FlwbcError
 from flwbc.plugins import registered
 
@@ -85,20 +84,6 @@ def topk_mask(scores: Tensor, topk: float) -> Tensor:
 def project_off(grad: Tensor, masked: Tensor) -> Tensor:
     """The gradient with the masked coordinates zeroed (the paper's projection)."""
     return torch.where(masked, torch.zeros_like(grad), grad)
-
-
-class Freeze:
-    """After every step, each row's masked coordinates reset to its starting weights: the
-    same as SGD with momentum on the projected gradient (momentum is per coordinate)."""
-
-    def __init__(self, w0: Tensor, masked: Tensor) -> None:
-        self.w0, self.masked = w0, masked
-
-    def new_epoch(self) -> None:
-        pass
-
-    def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor:
-        return torch.where(self.masked, self.w0, w_hat)
 
 
 def clean_gradient(exp: ExperimentContext, c: int, w: Tensor, batch_size: int = 500) -> Tensor:
@@ -164,10 +149,12 @@ class Neurotoxin(BackdoorAttack[NeurotoxinOptions]):
             return torch.zeros(w0.shape, dtype=torch.bool, device=w0.device)
         return topk_mask(self.update.to(w0.device), self.nt.topk)
 
-    def group_key(self, exp: ExperimentContext, n: int) -> Hashable:
-        return (*super().group_key(exp, n), self.nt.mask)
+    def init(self, run: ClientRun) -> tuple[Tensor, Tensor]:
+        """Attacker c's starting weights and the coordinates it leaves alone this round."""
+        return run.w0.detach(), self.masked(run.exp, run.client, run.w0)
 
-    def step_hook(self, rows: Sequence[Any]) -> StepHook | None:
-        w0 = torch.stack([r.w0.detach() for r in rows])
-        masked = torch.stack([r.exp.attack.masked(r.exp, r.client, r.w0) for r in rows])
-        return Freeze(w0, masked)
+    def after_step(self, state: tuple[Tensor, Tensor], s: SGDStep) -> Tensor:
+        """The masked coordinates reset to the starting weights after every step: the same
+        as SGD with momentum on the projected gradient (momentum is per coordinate)."""
+        w0, masked = state
+        return torch.where(masked, w0, s.w_hat)

@@ -27,6 +27,7 @@ from torch import Tensor
 from flwbc.attacks.base import Attack, register_attack
 from flwbc.client.attack import kernel_penalty_grad, malicious_plan
 from flwbc.client.local import Epoch
+from flwbc.client.transform import ClientRun
 from flwbc.config import ExperimentConfig
 from flwbc.context import RoundPlan
 from flwbc.curvature import batch_loss
@@ -179,23 +180,24 @@ class TargetedAttack(Attack[TargetedOptions]):
         att = self.options
         assert exp.y_mal is not None
         batch = self.cfg.local.batch_size
-        return (n, len(exp.y_mal), batch, att.epochs, att.alpha, att.kernel_reg > 0)
+        return (n, len(exp.y_mal), batch, att.epochs, att.alpha)
 
-    def extra_grad(
-        self, exp: ExperimentContext, t: int, c: int, w: Tensor
-    ) -> Callable[[Tensor], Tensor] | None:
-        """The kernel term's gradient: H at the global model w on `kernel_batch` of attacker c's
-        own images, drawn from the stream (seed, "kernel", t, c)."""
-        att = self.options
+    def init(self, run: ClientRun) -> Callable[[Tensor], Tensor] | None:
+        """The kernel term's gradient for attacker c (None without one): H at the global model
+        on `kernel_batch` of its own images, drawn from the stream (seed, "kernel", t, c)."""
+        att, exp = self.options, run.exp
         if att.kernel_reg == 0.0:
             return None
-        x, y = exp.client_data(c)
-        gen = torch_generator(self.cfg.seed, "kernel", t, c)
+        x, y = exp.client_data(run.client)
+        gen = torch_generator(self.cfg.seed, "kernel", run.round, run.client)
         idx = torch.randperm(len(y), generator=gen)[: att.kernel_batch].to(x.device)
         loss = batch_loss(exp.model, x[idx], y[idx])
-        return kernel_penalty_grad(loss, w.detach(), att.kernel_reg)
+        return kernel_penalty_grad(loss, run.w0.detach(), att.kernel_reg)
 
-    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
+    def grad(self, state: Callable[[Tensor], Tensor] | None, w: Tensor) -> Tensor | None:
+        return state(w) if state is not None else None
+
+    def final(self, state: Callable[[Tensor], Tensor] | None, update: Tensor) -> Tensor:
         if self.options.mode == "boost":
             return update * self.options.boost
         return update

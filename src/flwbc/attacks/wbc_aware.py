@@ -58,10 +58,6 @@ else the attack's own `s`, `noise`, `params`, `hessian` and `reset_each_epoch`, 
 are FL-WBC's (`flwbc.client.wbc.WBCOptions`). The learning rate is the experiment's local lr,
 which the attackers train with as the benign clients do.
 
-In the batched engine, attackers whose simulated FL-WBC differs in more than s (noise,
-parameter set, proxy, reset) or whose `mode` or `window` differ do not train in lock-step
-(`group_key`); s may differ between the rows of a group (a sweep's runs).
-
 Not built: the attacker never sees the benign clients' curvature or noise, so neither mode
 aligns with their masks; no scaling of the update beyond `rescale`, and no norm bound.
 """
@@ -70,7 +66,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -79,13 +74,12 @@ from torch import Tensor
 
 from flwbc.attacks.backdoor import BackdoorAttack, BackdoorOptions
 from flwbc.attacks.base import register_attack
-from flwbc.client.local import StepHook
+from flwbc.client.transform import ClientRun, SGDStep
 from flwbc.client.wbc import WBCOptions, WBCStep, laplace_scale
 from flwbc.defenses.wbc import WBCDefense
 from flwbc.rng import torch_generator
 
 if TYPE_CHECKING:
-    from flwbc.config import ExperimentConfig
     from flwbc.context import ExperimentContext
 
 
@@ -151,20 +145,12 @@ def wbc_threshold(s: float, noise: str, quantile: float) -> float:
     return -laplace_scale(s, noise) * math.log1p(-quantile)
 
 
-class AttackerWBCStep(WBCStep):
-    """FL-WBC's step on the attackers' rows; reports no stats, so the round's `wbc_perturbed`
-    stays the benign clients' mean."""
-
-    def stats(self) -> list[dict[str, float]]:
-        return [{} for _ in self.generators]
-
-
 class CurvatureProbe:
-    """Records, per row, FL-WBC's Hessian-diagonal estimate h of eq. 10 at each step (as
+    """Records one attacker's FL-WBC Hessian-diagonal estimate h of eq. 10 at each step (as
     `WBCStep` computes it) over the last `window` steps; changes nothing."""
 
-    def __init__(self, cfg: WBCOptions, lr: float, window: int) -> None:
-        self.cfg, self.lr = cfg, lr
+    def __init__(self, run: ClientRun, cfg: WBCOptions, lr: float, window: int) -> None:
+        self.run, self.cfg, self.lr = run, cfg, lr
         self.prev: Tensor | None = None
         self.history: deque[Tensor] = deque(maxlen=window)
 
@@ -172,19 +158,18 @@ class CurvatureProbe:
         if self.cfg.reset_each_epoch:
             self.prev = None
 
-    def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor:
+    def record(self, step: Tensor, grad: Tensor) -> None:
         proxy = step if self.cfg.hessian == "update" else grad
         prev, self.prev = self.prev, proxy.detach()
         if prev is not None:
             h = (proxy.detach() - prev).abs_()
             self.history.append(h.div_(self.lr) if self.cfg.hessian == "update" else h)
-        return w_hat
 
-    def estimate(self, row: int) -> Tensor | None:
-        """Row `row`'s mean h over its last steps [P] (None before two steps)."""
+    def estimate(self) -> Tensor | None:
+        """The mean h over the last steps [P] (None before two steps)."""
         if not self.history:
             return None
-        return torch.stack([h[row] for h in self.history]).mean(0)
+        return torch.stack(list(self.history)).mean(0)
 
 
 @register_attack("wbc_aware")
@@ -193,12 +178,6 @@ class WBCAware(BackdoorAttack[WBCAwareOptions]):
     where its mask does not reach (offmask)."""
 
     Options = WBCAwareOptions
-
-    def __init__(self, cfg: ExperimentConfig, options: WBCAwareOptions | None = None) -> None:
-        super().__init__(cfg, options)
-        self._probes: dict[tuple[int, int], tuple[CurvatureProbe, int]] = {}
-        """Per (round, attacker): the offmask probe of its lock-step group and its row, from
-        `step_hook` until `finish` reads it (never across rounds: no checkpointed state)."""
 
     def simulated(self, exp: ExperimentContext) -> WBCOptions:
         """The FL-WBC the attacker simulates: the deployed one's options, else its own."""
@@ -212,27 +191,27 @@ class WBCAware(BackdoorAttack[WBCAwareOptions]):
         sim = self.simulated(exp)
         return wbc_threshold(sim.s, sim.noise, self.options.quantile)
 
-    def group_key(self, exp: ExperimentContext, n: int) -> Hashable:
+    def init(self, run: ClientRun) -> WBCStep | CurvatureProbe:
+        """eot: FL-WBC's step with the simulated options, on the attacker's own stream
+        (seed, "wbc_aware", t, c); offmask: the probe of h that `final` reads."""
+        exp = run.exp
         sim = self.simulated(exp)
-        steps = (sim.noise, sim.params, sim.hessian, sim.reset_each_epoch)
-        window = self.options.window if self.options.mode == "offmask" else None
-        return (*super().group_key(exp, n), self.options.mode, steps, window)
-
-    def step_hook(self, rows: Sequence[Any]) -> StepHook | None:
-        first = rows[0].exp
-        sim = self.simulated(first)
-        lr = first.cfg.local.lr
+        lr = self.cfg.local.lr
         if self.options.mode == "eot":
-            gens = [
-                torch_generator(r.exp.cfg.seed, "wbc_aware", r.round, r.client, device=first.device)
-                for r in rows
-            ]
-            strengths = [r.exp.attack.simulated(r.exp).s for r in rows]
-            return AttackerWBCStep(sim, lr, first.model.weight_mask, gens, strengths)
-        probe = CurvatureProbe(sim, lr, self.options.window)
-        for j, r in enumerate(rows):
-            r.exp.attack._probes[(r.round, r.client)] = (probe, j)
-        return probe
+            gen = torch_generator(
+                exp.cfg.seed, "wbc_aware", run.round, run.client, device=exp.device
+            )
+            return WBCStep(sim, lr, exp.model.weight_mask, gen)
+        return CurvatureProbe(run, sim, lr, self.options.window)
+
+    def start_epoch(self, state: WBCStep | CurvatureProbe, epoch: int) -> None:
+        state.new_epoch()
+
+    def after_step(self, state: WBCStep | CurvatureProbe, s: SGDStep) -> Tensor:
+        if isinstance(state, CurvatureProbe):
+            state.record(s.step, s.grad)
+            return s.w_hat
+        return state(s.w_hat.unsqueeze(0), s.step.unsqueeze(0), s.grad.unsqueeze(0))[0]
 
     def keep_mask(self, exp: ExperimentContext, h: Tensor | None) -> Tensor | None:
         """offmask: boolean [P], the coordinates sent (h above the threshold, and those FL-WBC
@@ -245,13 +224,10 @@ class WBCAware(BackdoorAttack[WBCAwareOptions]):
             keep |= ~exp.model.weight_mask.to(keep.device)
         return keep
 
-    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
-        if self.options.mode != "offmask":
+    def final(self, state: WBCStep | CurvatureProbe, update: Tensor) -> Tensor:
+        if not isinstance(state, CurvatureProbe):
             return update
-        if (t, c) not in self._probes:
-            raise RuntimeError(f"wbc_aware offmask: attacker {c} finished round {t} untrained")
-        probe, row = self._probes.pop((t, c))
-        keep = self.keep_mask(exp, probe.estimate(row))
+        keep = self.keep_mask(state.run.exp, state.estimate())
         if keep is None:
             return update
         kept = torch.where(keep, update, torch.zeros_like(update))

@@ -3,19 +3,21 @@
 A client's work is a plan: epochs of steps, each step a list of loss terms (images, labels,
 weight). A benign step has one term; a malicious step of eq. 3 has α·benign + (1−α)·malicious.
 The update rule is torch's SGD with momentum (v ← μv + g, W ← W − ηv), written out on a flat
-parameter vector so that a step hook (FL-WBC) sees the SGD update and the gradient.
+parameter vector so that a client transform (FL-WBC) sees the SGD update and the gradient.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flwbc.client.transform import ClientTransform, SGDStep, overrides
 from flwbc.models import FlatModel
 
 
@@ -30,40 +32,6 @@ class Term:
 
 Step = list[Term]
 Epoch = list[Step]
-
-
-class StepHook(Protocol):
-    """Acts after each SGD step: gets the stepped weights Ŵ, the step −ηv and the gradient,
-    returns the weights to continue from. A hook that takes an optimiser step of its own (the
-    official LeadFL code's second step) also defines `bind(velocity, momentum)`, called once
-    before the first step with the momentum buffer, which it then advances in place."""
-
-    def new_epoch(self) -> None: ...
-
-    def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor: ...
-
-
-class _OneRow:
-    """A step hook written for one client's [P] tensors, applied to a [1, P] group."""
-
-    def __init__(self, hook: StepHook) -> None:
-        self.hook = hook
-
-    def new_epoch(self) -> None:
-        self.hook.new_epoch()
-
-    def bind(self, velocity: Tensor, momentum: float) -> None:
-        bind_velocity(self.hook, velocity[0], momentum)
-
-    def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor:
-        return self.hook(w_hat[0], step[0], grad[0]).unsqueeze(0)
-
-
-def bind_velocity(hook: StepHook, velocity: Tensor, momentum: float) -> None:
-    """Hand the momentum buffer to a hook that takes optimiser steps of its own (if it does)."""
-    bind = getattr(hook, "bind", None)
-    if bind is not None:
-        bind(velocity, momentum)
 
 
 @dataclass
@@ -104,6 +72,31 @@ def sgd_step(
     return w.add(step), step
 
 
+Chain = Sequence[tuple[ClientTransform, Any]]
+"""One client's transforms in order, each with the client's state from its `init`."""
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _map_rows(fn: Callable[[int], None], rows: Sequence[int], threads: bool) -> None:
+    """fn(j) for every row j: with `threads` (the CPU), over up to `torch.get_num_threads()` threads
+    (torch's CPU generators are sequential, and a transform drawing noise per client, such as
+    FL-WBC, would otherwise draw one row after another)."""
+    workers = min(torch.get_num_threads(), len(rows)) if threads else 1
+    if workers <= 1:
+        for j in rows:
+            fn(j)
+        return
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="flwbc-rows")
+
+    def part(js: Sequence[int]) -> None:
+        for j in js:
+            fn(j)
+
+    list(_POOLS[workers].map(part, [rows[i::workers] for i in range(workers)]))
+
+
 def local_train(
     model: FlatModel,
     w0: Tensor,
@@ -112,46 +105,99 @@ def local_train(
     lr: float,
     momentum: float,
     loss_fn: GroupLoss = single_loss,
-    hook: StepHook | None = None,
-    extra_grads: Sequence[Callable[[Tensor], Tensor] | None] = (),
+    chains: Sequence[Chain] = (),
 ) -> tuple[Tensor, list[float], int]:
     """Local SGD of G clients at once, in lock-step: the one training loop of every engine.
 
     `w0` [G, P] are the clients' starting weights and `plans` their plans, all of the same
     shape (steps, batch sizes, loss terms); `loss_fn` gives each client's step loss (G = 1
     through the model itself, the reference; the batched engine's grouped forward for G > 1).
-    Momentum starts at zero (a fresh optimiser per round, as in the reference code); `hook`
-    acts after each SGD step on all G rows (FL-WBC); `extra_grads[j](w_j)` is added to row
-    j's gradient (a penalty's, e.g. the kernel-regularised attack's). Returns the final
-    weights [G, P], each client's mean step loss and the number of steps.
+    Momentum starts at zero (a fresh optimiser per round, as in the reference code).
+    `chains[j]` are row j's client transforms (`flwbc.client.transform`), each choosing the
+    weights row j starts from, told of every epoch's start, adding its `grad` term at every
+    step and acting after every SGD step, on row j's own tensors; a transform's `final` is the
+    caller's. Returns the final weights
+    [G, P], each client's mean step loss and the number of steps.
     """
     g = w0.shape[0]
     weights = w0.detach().clone()
     velocity = torch.zeros_like(weights)
-    if hook is not None:
-        bind_velocity(hook, velocity, momentum)
+    rows = list(chains) or [() for _ in range(g)]
+    for j, row in enumerate(rows):
+        for t, st in row:
+            if overrides(t, "start"):
+                weights[j] = t.start(st, weights[j])
+    starts = [[(t, st) for t, st in c if overrides(t, "start_epoch")] for c in rows]
+    grads = [[(t, st) for t, st in c if overrides(t, "grad")] for c in rows]
+    afters = [[(t, st) for t, st in c if overrides(t, "after_step")] for c in rows]
+    acting = [j for j in range(g) if afters[j]]
     loss_sum = torch.zeros(g, dtype=torch.float64, device=weights.device)
-    extras = list(extra_grads)
     steps = 0
-    for epochs in zip(*plans, strict=True):
-        if hook is not None:
-            hook.new_epoch()
-        for terms in zip(*epochs, strict=True):
+    for epoch, epochs in enumerate(zip(*plans, strict=True)):
+        for row in starts:
+            for t, st in row:
+                t.start_epoch(st, epoch)
+        for index, terms in enumerate(zip(*epochs, strict=True)):
             weights.requires_grad_(True)
             per_client = loss_fn(model, weights, list(terms))
             (grad,) = torch.autograd.grad(per_client.sum(), weights)
-            if any(f is not None for f in extras):
-                grad = grad + torch.stack(
-                    [
-                        f(weights[j].detach()) if f is not None else torch.zeros_like(grad[j])
-                        for j, f in enumerate(extras)
-                    ]
-                )
+            if any(grads):
+                extra = [_extra(row, weights[j].detach()) for j, row in enumerate(grads)]
+                if any(e is not None for e in extra):
+                    grad = grad + torch.stack(
+                        [torch.zeros_like(grad[j]) if e is None else e for j, e in enumerate(extra)]
+                    )
             w_hat, step = sgd_step(weights.detach(), velocity, grad, lr, momentum)
-            weights = hook(w_hat, step, grad) if hook is not None else w_hat
+            if acting:
+                at = _StepAt(afters, w_hat, step, grad, velocity, lr, momentum, epoch, index)
+                _map_rows(at.apply, acting, threads=w_hat.device.type == "cpu")
+            weights = w_hat
             loss_sum += per_client.detach()
             steps += 1
     return weights.detach(), (loss_sum / max(steps, 1)).tolist(), steps
+
+
+@dataclass(frozen=True)
+class _StepAt:
+    """One lock-step SGD step of G rows, handed to each row's transforms on its own row."""
+
+    afters: list[list[tuple[ClientTransform, Any]]]
+    w_hat: Tensor
+    step: Tensor
+    grad: Tensor
+    velocity: Tensor
+    lr: float
+    momentum: float
+    epoch: int
+    index: int
+
+    def apply(self, j: int) -> None:
+        """Row j's transforms after the step, in order; their weights written back to row j."""
+        w = self.w_hat[j]
+        for t, st in self.afters[j]:
+            s = SGDStep(
+                w,
+                self.step[j],
+                self.grad[j],
+                self.velocity[j],
+                self.lr,
+                self.momentum,
+                self.epoch,
+                self.index,
+            )
+            w = t.after_step(st, s)
+        if w.data_ptr() != self.w_hat[j].data_ptr():
+            self.w_hat[j] = w
+
+
+def _extra(row: Chain, w: Tensor) -> Tensor | None:
+    """The sum, in order, of a client's transforms' gradient terms at w (None: none)."""
+    total = None
+    for t, st in row:
+        term = t.grad(st, w)
+        if term is not None:
+            total = term if total is None else total + term
+    return total
 
 
 def local_sgd(
@@ -161,19 +207,11 @@ def local_sgd(
     *,
     lr: float,
     momentum: float,
-    hook: StepHook | None = None,
-    extra_grad: Callable[[Tensor], Tensor] | None = None,
+    chain: Chain = (),
 ) -> LocalResult:
-    """One client's local SGD from flat weights `w0` [P]: `local_train` with G = 1; `hook`
-    sees the client's [P] tensors."""
+    """One client's local SGD from flat weights `w0` [P]: `local_train` with G = 1."""
     w, losses, steps = local_train(
-        model,
-        w0.unsqueeze(0),
-        [iter(plan)],
-        lr=lr,
-        momentum=momentum,
-        hook=_OneRow(hook) if hook is not None else None,
-        extra_grads=[extra_grad],
+        model, w0.unsqueeze(0), [iter(plan)], lr=lr, momentum=momentum, chains=[chain]
     )
     return LocalResult(weights=w[0], mean_loss=losses[0], steps=steps)
 

@@ -8,18 +8,16 @@ from the stream (seed, "ldp", t, c).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 from torch import Tensor
 
+from flwbc.client.transform import ClientRun
 from flwbc.defenses.base import ClientDefense, register_client_defense
 from flwbc.plugin_options import PluginOptions
 from flwbc.rng import torch_generator
 from flwbc.transforms import clip_by_norm, noise
-
-if TYPE_CHECKING:
-    from flwbc.context import ExperimentContext
 
 
 class LDPOptions(PluginOptions):
@@ -43,14 +41,14 @@ class LocalDP(ClientDefense[LDPOptions]):
 
     Options = LDPOptions
 
-    def finish(self, exp: ExperimentContext, t: int, c: int, update: Tensor) -> Tensor:
-        o = self.options
+    def final(self, state: ClientRun, update: Tensor) -> Tensor:
+        o, exp = self.options, state.exp
         update = clip_by_norm(update, o.clip)[0]
         update += noise(
             tuple(update.shape),
             o.noise,
             o.sigma,
-            torch_generator(self.cfg.seed, "ldp", t, c, device=exp.device),
+            torch_generator(self.cfg.seed, "ldp", state.round, state.client, device=exp.device),
             exp.device,
         )
         return update

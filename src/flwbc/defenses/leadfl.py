@@ -19,7 +19,7 @@ with H(w) the Hessian of the client's mean NLL on `hessian_batch` of its own ima
 step from the stream (seed, "leadfl", t, c), v the direction, M the parameter mask (identity, or
 the weights only) and ∇R exact: H·v by double backpropagation and its gradient by a third one
 (`regulariser_grad`), never a dense Hessian. It is an extra gradient term of benign clients
-(`ClientDefense.extra_grad`).
+(the transform's `grad`).
 - direction v: `probe` (default) a fresh Rademacher vector z per step, since ‖(I − ηH)z‖
   concentrates at ‖I − ηH‖_F in high dimension (E‖(I − ηH)z‖² = ‖I − ηH‖_F² exactly); `step`
   the client's previous local step (no term at the round's first step).
@@ -28,7 +28,7 @@ the weights only) and ∇R exact: H·v by double backpropagation and its gradien
 - `params: weights` regularises only tensors named "weight" (as the code does);
   `reset_each_epoch`: no term at each epoch's first step (as the code).
 
-`form: code`, the official code's computation exactly, a step hook (`CodeStep`). It computes no
+`form: code`, the official code's computation exactly, after every step (`CodeStep`). It computes no
 Hessian: after the ordinary SGD step to W it penalises, per tensor named "weight",
 ‖W − W_prev − G_prev − η·1‖ (W_prev the weights after the previous step, G_prev the gradient
 that step applied), summed over tensors, times α. It does not zero the gradient first, so the
@@ -52,22 +52,18 @@ paper).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor
 
-from flwbc.client.local import StepHook
+from flwbc.client.transform import ClientRun, SGDStep
 from flwbc.curvature import Loss, batch_loss
-from flwbc.defenses.base import ClientDefense, ClientRow, register_client_defense
+from flwbc.defenses.base import ClientDefense, register_client_defense
 from flwbc.plugin_options import PluginOptions
 from flwbc.rng import torch_generator
-
-if TYPE_CHECKING:
-    from flwbc.context import ExperimentContext
 
 
 def regulariser_grad(
@@ -93,8 +89,8 @@ def regulariser_grad(
 
 
 class LeadFLTerm:
-    """Client c's LeadFL gradient term for one round: called once per local step with the
-    current weights, it keeps the step count (for epochs) and the previous weights."""
+    """Client c's LeadFL gradient term for one round: told where each epoch starts, called
+    once per local step with the current weights, it keeps the previous weights."""
 
     def __init__(
         self,
@@ -103,7 +99,6 @@ class LeadFLTerm:
         n: int,
         batch: int,
         lr: float,
-        steps_per_epoch: int,
         epochs: int,
         mask: Tensor | None,
         generator: torch.Generator,
@@ -113,18 +108,21 @@ class LeadFLTerm:
         self.n = n
         self.batch = batch
         self.lr = lr
-        self.steps_per_epoch = steps_per_epoch
         self.epochs = epochs
         self.mask = mask
         self.generator = generator
-        self.step = 0
+        self.epoch = 0
+        self.index = 0
         self.prev: Tensor | None = None
         self.applied = 0
 
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, self.index = epoch, 0
+
     def __call__(self, w: Tensor) -> Tensor:
         o = self.opts
-        epoch, i = divmod(self.step, self.steps_per_epoch)
-        self.step += 1
+        epoch, i = self.epoch, self.index
+        self.index += 1
         prev, self.prev = self.prev, w.detach().clone()
         if o.reset_each_epoch and i == 0:
             prev = None
@@ -150,55 +148,48 @@ class LeadFLTerm:
 
 
 class CodeStep:
-    """The official code's LeadFL step (`form: code`) on G rows [G, P] of one lock-step group:
-    after the ordinary step to W, the loss gradient plus α·∇Σ_k‖W_k − W_prev,k − G_prev,k − η‖
-    (k over the weight tensors) clipped by value to [−q, q], and a second momentum-SGD step with
-    it; nothing at an epoch's first step, which starts the memory afresh."""
+    """The official code's LeadFL step (`form: code`) for one client: after the ordinary step
+    to W, the loss gradient plus α·∇Σ_k‖W_k − W_prev,k − G_prev,k − η‖ (k over the weight
+    tensors) clipped by value to [−q, q], and a second momentum-SGD step with it, advancing
+    the optimiser's momentum buffer; nothing at an epoch's first step, which starts the memory
+    afresh."""
 
     def __init__(
         self,
         segments: list[tuple[int, int]],
-        alphas: Tensor,
+        alpha: float,
         clip: float | None,
-        lr: float,
         active_epochs: int | None,
     ) -> None:
         self.segments = segments
-        self.alphas = alphas.unsqueeze(1)
+        self.alpha = alpha
         self.clip = clip
-        self.lr = lr
         self.active_epochs = active_epochs
-        self.epoch = -1
+        self.epoch = 0
         self.prev_w: Tensor | None = None
         self.prev_g: Tensor | None = None
-        self.velocity: Tensor | None = None
-        self.momentum = 0.0
 
-    def bind(self, velocity: Tensor, momentum: float) -> None:
-        self.velocity = velocity
-        self.momentum = momentum
-
-    def new_epoch(self) -> None:
-        self.epoch += 1
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         self.prev_w = self.prev_g = None
 
-    def __call__(self, w_hat: Tensor, step: Tensor, grad: Tensor) -> Tensor:
+    def __call__(self, s: SGDStep) -> Tensor:
+        w_hat, grad = s.w_hat, s.grad
         if self.active_epochs is not None and self.epoch >= self.active_epochs:
             return w_hat
         if self.prev_w is None or self.prev_g is None:
             self.prev_w, self.prev_g = w_hat.clone(), grad.clone()
             return w_hat
-        assert self.velocity is not None, "CodeStep needs the momentum buffer (bind)"
         unit = torch.zeros_like(w_hat)
         for a, b in self.segments:
-            d = w_hat[:, a:b] - self.prev_w[:, a:b] - self.prev_g[:, a:b] - self.lr
-            n = d.norm(dim=1, keepdim=True)
-            unit[:, a:b] = torch.where(n > 0, d / n.clamp_min(torch.finfo(d.dtype).tiny), 0.0)
-        g2 = grad + self.alphas * unit
+            d = w_hat[a:b] - self.prev_w[a:b] - self.prev_g[a:b] - s.lr
+            n = d.norm()
+            unit[a:b] = torch.where(n > 0, d / n.clamp_min(torch.finfo(d.dtype).tiny), 0.0)
+        g2 = grad + self.alpha * unit
         if self.clip is not None:
             g2 = g2.clamp(-self.clip, self.clip)
-        self.velocity.mul_(self.momentum).add_(g2)
-        w = w_hat.add(self.velocity.mul(-self.lr))
+        s.velocity.mul_(s.momentum).add_(g2)
+        w = w_hat.add(s.velocity.mul(-s.lr))
         self.prev_w, self.prev_g = w.clone(), g2
         return w
 
@@ -281,37 +272,22 @@ class LeadFL(ClientDefense[LeadFLOptions]):
 
     Options = LeadFLOptions
 
-    def step_key(self) -> Hashable | None:
-        opts = self.options
-        if opts.form != "code":
-            return None
-        return ("leadfl-code", opts.clip, opts.first_half, self.cfg.local.epochs)
-
-    def step_hook(self, rows: Sequence[ClientRow], position: int) -> StepHook | None:
-        """The code form's second step for a lock-step group (each row's own α)."""
-        opts = self.options
-        if opts.form != "code":
-            return None
-        first = rows[0].exp
-        alphas = [r.exp.defenses[position].options.alpha for r in rows]  # type: ignore[attr-defined]
-        return CodeStep(
-            weight_segments(first.model.names, first.model.numels),
-            torch.tensor(alphas, dtype=first.dtype, device=first.device),
-            opts.clip,
-            self.cfg.local.lr,
-            self.cfg.local.epochs // 2 if opts.first_half else None,
-        )
-
-    def extra_grad(
-        self, exp: ExperimentContext, t: int, c: int, w: Tensor
-    ) -> Callable[[Tensor], Tensor] | None:
-        """The clipped regulariser gradient of benign client c in round t (None when α = 0)."""
-        opts = self.options
-        if opts.alpha == 0.0 or opts.form != "hessian":
+    def init(self, run: ClientRun) -> LeadFLTerm | CodeStep | None:
+        """Client c's state for the round: the code form's second step, or the hessian form's
+        gradient term (None when α = 0)."""
+        opts, exp = self.options, run.exp
+        if opts.form == "code":
+            return CodeStep(
+                weight_segments(exp.model.names, exp.model.numels),
+                opts.alpha,
+                opts.clip,
+                self.cfg.local.epochs // 2 if opts.first_half else None,
+            )
+        if opts.alpha == 0.0:
             return None
         loc = self.cfg.local
-        x, y = exp.client_data(c)
-        mask = exp.model.weight_mask.to(w.dtype) if opts.params == "weights" else None
+        x, y = exp.client_data(run.client)
+        mask = exp.model.weight_mask.to(run.w0.dtype) if opts.params == "weights" else None
 
         def model_loss(idx: Tensor) -> Loss:
             return batch_loss(exp.model, x[idx], y[idx])
@@ -322,8 +298,17 @@ class LeadFL(ClientDefense[LeadFLOptions]):
             len(y),
             opts.hessian_batch or loc.batch_size,
             loc.lr,
-            max(1, math.ceil(len(y) / loc.batch_size)),
             loc.epochs,
             mask,
-            torch_generator(self.cfg.seed, "leadfl", t, c),
+            torch_generator(self.cfg.seed, "leadfl", run.round, run.client),
         )
+
+    def start_epoch(self, state: LeadFLTerm | CodeStep | None, epoch: int) -> None:
+        if state is not None:
+            state.start_epoch(epoch)
+
+    def grad(self, state: LeadFLTerm | CodeStep | None, w: Tensor) -> Tensor | None:
+        return state(w) if isinstance(state, LeadFLTerm) else None
+
+    def after_step(self, state: LeadFLTerm | CodeStep | None, s: SGDStep) -> Tensor:
+        return state(s) if isinstance(state, CodeStep) else s.w_hat

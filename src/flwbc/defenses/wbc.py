@@ -10,11 +10,11 @@ parametrisation, parameter set, Hessian proxy and per-epoch reset; the step itse
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from torch import Tensor
 
-from flwbc.client.local import StepHook
+from flwbc.client.transform import ClientRun, SGDStep
 from flwbc.client.wbc import WBCOptions, WBCStep
-from flwbc.defenses.base import ClientDefense, ClientRow, register_client_defense
+from flwbc.defenses.base import ClientDefense, register_client_defense
 from flwbc.rng import torch_generator
 
 
@@ -24,19 +24,16 @@ class WBCDefense(ClientDefense[WBCOptions]):
 
     Options = WBCOptions
 
-    def step_key(self) -> Hashable:
-        o = self.options
-        return (o.noise, o.params, o.hessian, o.reset_each_epoch)
+    def init(self, run: ClientRun) -> WBCStep:
+        exp = run.exp
+        gen = torch_generator(exp.cfg.seed, "wbc", run.round, run.client, device=exp.device)
+        return WBCStep(self.options, self.cfg.local.lr, exp.model.weight_mask, gen)
 
-    def step_hook(self, rows: Sequence[ClientRow], position: int) -> StepHook:
-        first = rows[0].exp
-        return WBCStep(
-            self.options,
-            self.cfg.local.lr,
-            first.model.weight_mask,
-            [
-                torch_generator(r.exp.cfg.seed, "wbc", r.round, r.client, device=first.device)
-                for r in rows
-            ],
-            [r.exp.defenses[position].options.s for r in rows],
-        )
+    def start_epoch(self, state: WBCStep, epoch: int) -> None:
+        state.new_epoch()
+
+    def after_step(self, state: WBCStep, s: SGDStep) -> Tensor:
+        return state(s.w_hat.unsqueeze(0), s.step.unsqueeze(0), s.grad.unsqueeze(0))[0]
+
+    def stats(self, state: WBCStep) -> dict[str, float]:
+        return {"wbc_perturbed": state.perturbed_fraction()}

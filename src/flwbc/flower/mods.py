@@ -9,6 +9,7 @@ from __future__ import annotations
 from flwr.app import Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
+from flwbc.client.transform import ClientRun
 from flwbc.defenses.ldp import LocalDP
 from flwbc.flower.common import ARRAYS, node_experiment, pack, read_train_config, unpack
 
@@ -27,5 +28,7 @@ def ldp_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Mes
     if not ldp or cfg.flower.ldp != "mod" or c in exp.malicious_ids:
         return reply
     update = unpack(reply.content[ARRAYS], exp.device, exp.dtype)
-    reply.content[ARRAYS] = pack(ldp[0].finish(exp, t, c, update))
+    w0 = unpack(msg.content[ARRAYS], exp.device, exp.dtype)
+    state = ldp[0].init(ClientRun(exp, t, c, False, w0))
+    reply.content[ARRAYS] = pack(ldp[0].final(state, update))
     return reply
