@@ -1,0 +1,68 @@
+"""BEYOND.md's statistics and verdicts (`flwbc.experiments.beyond`): the paired difference
+against scipy's t interval computed by hand, each verdict at its boundary, and the report on a
+store without runs (every cell empty, nothing invented)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from flwbc.experiments.bench import BenchCell
+from flwbc.experiments.beyond import MARGIN, Paired, beyond_markdown, paired, verdict_not_worse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cells(a: list[float | None], b: list[float | None]) -> list[BenchCell]:
+    out = []
+    for defense, values in (("median", a), ("FL-WBC + median", b)):
+        for seed, v in enumerate(values):
+            out.append(BenchCell("targeted", "iid", "BadNets", defense, seed, "targeted", effect=v))
+    return out
+
+
+def test_paired_difference_is_the_t_interval_of_per_seed_differences() -> None:
+    a, b = [0.02, 0.03, 0.01, 0.05], [0.6, 0.4, 0.55, 0.5]
+    d = paired(_cells(a, b), "median", "FL-WBC + median")
+    diffs = [y - x for x, y in zip(a, b, strict=True)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1))
+    assert d is not None and d.seeds == 4
+    assert d.mean == pytest.approx(mean)
+    assert d.half_width == pytest.approx(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+
+
+def test_paired_uses_only_seeds_both_defenses_finished() -> None:
+    d = paired(_cells([0.1, None, 0.3], [0.2, 0.9, 0.5]), "median", "FL-WBC + median")
+    assert d is not None and d.seeds == 2 and d.mean == pytest.approx(0.15)
+    assert paired(_cells([None], [0.2]), "median", "FL-WBC + median") is None
+
+
+@pytest.mark.parametrize(
+    ("mean", "half", "want"),
+    [
+        (0.5, 0.1, "refuted here"),  # wholly worse beyond the margin
+        (MARGIN + 0.02, 0.01, "refuted here"),
+        (MARGIN - 0.01, 0.005, "holds here"),  # within the margin
+        (-0.3, 0.1, "holds here"),  # better
+        (0.2, 0.3, "open"),  # straddles
+        (0.2, None, "open (one seed)"),
+    ],
+)
+def test_verdicts(mean: float, half: float | None, want: str) -> None:
+    assert verdict_not_worse(Paired(mean, half, 1 if half is None else 3)) == want
+    # higher-is-better measures read the same difference the other way round
+    flipped = verdict_not_worse(Paired(-mean, half, 3), lower_is_better=False)
+    assert flipped == (want if half is not None else "open (one seed)")
+
+
+def test_report_on_an_empty_store_claims_nothing(tmp_path: Path) -> None:
+    text = beyond_markdown(ROOT / "results" / "beyond", tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows and not any("refuted" in r or "holds" in r or "open" in r for r in rows)
+    assert "composition 0 of" in text and "lockdown 0 of" in text
+    assert "Not measured yet (no `order_stats.json` in the store)." in text
