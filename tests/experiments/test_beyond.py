@@ -66,3 +66,24 @@ def test_report_on_an_empty_store_claims_nothing(tmp_path: Path) -> None:
     assert rows and not any("refuted" in r or "holds" in r or "open" in r for r in rows)
     assert "composition 0 of" in text and "lockdown 0 of" in text
     assert "Not measured yet (no `order_stats.json` in the store)." in text
+
+
+def test_clean_baselines_merge_refs_that_share_a_trigger() -> None:
+    """Two wbc_aware attacks differing only in mode carry one trigger: the clean run measures
+    it once (options outside BackdoorOptions dropped); a different target stays ambiguous, and
+    a name given once keeps every option (run keys of existing specs unchanged)."""
+    from flwbc.evaluation.trigger import baseline_metric
+
+    eot = {"name": "wbc_aware", "options": {"mode": "eot", "target": 3}}
+    off = {"name": "wbc_aware", "options": {"mode": "offmask", "target": 3}}
+    got = baseline_metric([{"name": "badnets"}, eot, off])
+    assert got is not None
+    assert got["options"]["attacks"] == [
+        {"name": "badnets", "options": {}},
+        {"name": "wbc_aware", "options": {"target": 3}},
+    ]
+    alone = baseline_metric([eot])
+    assert alone is not None and alone["options"]["attacks"] == [eot]
+    other = {"name": "wbc_aware", "options": {"mode": "eot", "target": 5}}
+    skipped = baseline_metric([eot, other], skip_ambiguous=True)
+    assert skipped is None

@@ -74,10 +74,37 @@ def baseline_metric(
         ref = {"name": name, "options": section.get("options", {})}
         if name != "honest" and is_backdoor(name) and ref not in refs:
             refs.append(ref)
+    refs = _merge_same_trigger(refs)
     if skip_ambiguous:
         names = [r["name"] for r in refs]
         refs = [r for r in refs if names.count(r["name"]) == 1]
     return {"name": "trigger", "options": {"attacks": refs}} if refs else None
+
+
+def _merge_same_trigger(refs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Refs of one name that differ only in options that do not shape the trigger (those
+    outside `BackdoorOptions`, e.g. `wbc_aware`'s mode) measure one trigger: they become one
+    ref holding only the trigger's options. Names given once are left exactly as they are."""
+    from flwbc.attacks.backdoor import BackdoorOptions
+
+    names = [r["name"] for r in refs]
+    out: list[dict[str, Any]] = []
+    for ref in refs:
+        if names.count(ref["name"]) == 1:
+            out.append(ref)
+            continue
+        same = [r for r in refs if r["name"] == ref["name"]]
+        shaped = [
+            {k: v for k, v in r["options"].items() if k in BackdoorOptions.model_fields}
+            for r in same
+        ]
+        if all(t == shaped[0] for t in shaped):
+            merged = {"name": ref["name"], "options": shaped[0]}
+            if merged not in out:
+                out.append(merged)
+        else:
+            out.append(ref)
+    return out
 
 
 def trigger_field(attack: str) -> str:
