@@ -25,15 +25,14 @@ from pydantic import Field
 from torch import Tensor
 
 from flwbc.attacks.base import Attack, register_attack
-from flwbc.client.attack import kernel_penalty_grad, malicious_plan
+from flwbc.client.attack import kernel_term, malicious_plan
 from flwbc.client.local import Epoch
 from flwbc.client.transform import ClientRun
 from flwbc.config import ExperimentConfig
 from flwbc.context import RoundPlan
-from flwbc.curvature import batch_loss
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import PluginOptions
-from flwbc.rng import numpy_rng, torch_generator
+from flwbc.rng import numpy_rng
 
 if TYPE_CHECKING:
     from flwbc.context import ExperimentContext
@@ -183,16 +182,8 @@ class TargetedAttack(Attack[TargetedOptions]):
         return (n, len(exp.y_mal), batch, att.epochs, att.alpha)
 
     def init(self, run: ClientRun) -> Callable[[Tensor], Tensor] | None:
-        """The kernel term's gradient for attacker c (None without one): H at the global model
-        on `kernel_batch` of its own images, drawn from the stream (seed, "kernel", t, c)."""
-        att, exp = self.options, run.exp
-        if att.kernel_reg == 0.0:
-            return None
-        x, y = exp.client_data(run.client)
-        gen = torch_generator(self.cfg.seed, "kernel", run.round, run.client)
-        idx = torch.randperm(len(y), generator=gen)[: att.kernel_batch].to(x.device)
-        loss = batch_loss(exp.model, x[idx], y[idx])
-        return kernel_penalty_grad(loss, run.w0.detach(), att.kernel_reg)
+        """The kernel term's gradient for attacker c (`kernel_term`; None without one)."""
+        return kernel_term(run, self.options.kernel_reg, self.options.kernel_batch)
 
     def grad(self, state: Callable[[Tensor], Tensor] | None, w: Tensor) -> Tensor | None:
         return state(w) if state is not None else None

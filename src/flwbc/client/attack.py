@@ -14,7 +14,9 @@ import torch
 from torch import Tensor
 
 from flwbc.client.local import Epoch, Term, epoch_batches
-from flwbc.curvature import Loss, hvp
+from flwbc.client.transform import ClientRun
+from flwbc.curvature import Loss, batch_loss, hvp
+from flwbc.rng import torch_generator
 
 
 def malicious_plan(
@@ -63,3 +65,16 @@ def kernel_penalty_grad(loss: Loss, w_global: Tensor, lam: float) -> Callable[[T
         return (2.0 * lam) * hvp(loss, w_global, hvp(loss, w_global, d))
 
     return grad
+
+
+def kernel_term(run: ClientRun, lam: float, batch: int) -> Callable[[Tensor], Tensor] | None:
+    """The kernel-regularised attack's gradient term for attacker `run.client` in its round
+    (None when λ = 0): H the Hessian of the loss of `batch` of its own images, drawn from the
+    stream (seed, "kernel", t, c), at the global model `run.w0` (`kernel_penalty_grad`)."""
+    if lam == 0.0:
+        return None
+    exp = run.exp
+    x, y = exp.client_data(run.client)
+    gen = torch_generator(exp.cfg.seed, "kernel", run.round, run.client)
+    idx = torch.randperm(len(y), generator=gen)[:batch].to(x.device)
+    return kernel_penalty_grad(batch_loss(exp.model, x[idx], y[idx]), run.w0.detach(), lam)

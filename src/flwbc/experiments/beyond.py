@@ -34,7 +34,7 @@ from flwbc.runio import read_jsonl
 MARGIN = 0.05
 """Differences of success (a share) within ±5 points count as no difference."""
 
-SPECS = ("composition", "adaptive", "lockdown")
+SPECS = ("composition", "adaptive", "adaptive-leadfl", "lockdown")
 """The specs of results/beyond/ the report reads, in its order."""
 
 
@@ -248,6 +248,12 @@ ADAPTIVE_PAIRS = (
 )
 """(non-adaptive counterpart, adaptive attack) in the adaptive spec."""
 
+LEADFL_PAIRS = (
+    ("BadNets", "kernel backdoor, λ = 0.01"),
+    ("BadNets", "kernel backdoor, λ = 0.1"),
+)
+"""The same for the attacker that knows LeadFL (adaptive-leadfl spec)."""
+
 
 def paired_attacks(cells: list[BenchCell], a: str, b: str, field: str = "effect") -> Paired | None:
     """`paired` across attacks: attack b − attack a, over seeds, the cells of one defense."""
@@ -260,13 +266,22 @@ def paired_attacks(cells: list[BenchCell], a: str, b: str, field: str = "effect"
     return paired(swapped, a, b, field)
 
 
-def adaptive_section(spec: BenchSpec, cells: list[BenchCell], command: str) -> list[str]:
-    """§5.2's claim: each adaptive attack against its non-adaptive counterpart, per defense."""
+def adaptive_section(
+    spec: BenchSpec,
+    cells: list[BenchCell],
+    command: str,
+    pairs: tuple[tuple[str, str], ...],
+    heading: str,
+    claim: Claim | None,
+    undefended: str = "FedAvg",
+) -> list[str]:
+    """Each adaptive attack against its non-adaptive counterpart, per defense (`pairs`), read
+    against `claim` (None: the defense's paper states none about adaptive attackers)."""
     rows = []
     for setting in spec.all_settings():
         for defense in spec.defenses:
             sub = _select(cells, regime="targeted", setting=setting, defense=defense)
-            for a, b in ADAPTIVE_PAIRS:
+            for a, b in pairs:
                 d = paired_attacks(sub, a, b)
                 pa = _select(sub, attack=a)
                 pb = _select(sub, attack=b)
@@ -281,21 +296,25 @@ def adaptive_section(spec: BenchSpec, cells: list[BenchCell], command: str) -> l
                         mean_ci([c.persists for c in pa]),  # type: ignore[misc]
                         mean_ci([c.persists for c in pb]),  # type: ignore[misc]
                         mean_ci([c.acc for c in pb]),
-                        verdict_not_worse(d) if defense != "FedAvg" else "(no FL-WBC)",
+                        verdict_not_worse(d) if defense != undefended else "(undefended)",
                     ]
                 )
+    quoted = (
+        [f"> {claim.quote}", f"> — {claim.source}"]
+        if claim is not None
+        else ["The defense's paper evaluates no attacker that knows it; measured as the others."]
+    )
     lines = [
-        "## Attackers that know FL-WBC",
+        f"## {heading}",
         "",
-        f"> {ADAPTIVE.quote}",
-        f"> — {ADAPTIVE.source}",
+        *quoted,
         "",
         f"Spec `results/beyond/{spec.id}.yaml`: {spec.title}. Seeds {spec.seeds}. Each row: an "
         "adaptive attack beside its non-adaptive counterpart under one defense: their effects "
         "(success over the clean baseline in the window), the paired difference (adaptive − "
         "counterpart), the rounds the success persists after the window (censored at the "
         "budget) and the accuracy at the window's end under the adaptive attack. The verdict "
-        "reads the claim as 'FL-WBC is not worse off against the adaptive attack'.",
+        "reads the claim as 'the defense is not worse off against the adaptive attack'.",
         "",
     ]
     header = [
@@ -371,7 +390,6 @@ def open_claims_section() -> list[str]:
     return [
         "## Not measured yet",
         "",
-        "- An attacker that knows LeadFL's regulariser: not built.",
         f'- {BURSTY.source}: "{BURSTY.quote}". The template\'s pieces are built (Bulyan as '
         "the code computes it, the nine-pixel trigger, the CNN with batch norm); its pool of 25 "
         "attackers among 100 clients and the MGDA attacker are not, so it has not run.",
@@ -410,7 +428,22 @@ def beyond_markdown(specs_dir: Path, store: Path) -> str:
         store,
         "flwbc order-stats --rounds 10 RUN_DIR ... (the median's and FL-WBC + median's runs)",
     )
-    lines += adaptive_section(specs["adaptive"], cells["adaptive"], bench("adaptive"))
+    lines += adaptive_section(
+        specs["adaptive"],
+        cells["adaptive"],
+        bench("adaptive"),
+        ADAPTIVE_PAIRS,
+        "Attackers that know FL-WBC",
+        ADAPTIVE,
+    )
+    lines += adaptive_section(
+        specs["adaptive-leadfl"],
+        cells["adaptive-leadfl"],
+        bench("adaptive-leadfl"),
+        LEADFL_PAIRS,
+        "An attacker that knows LeadFL",
+        None,
+    )
     lines += lockdown_section(specs["lockdown"], cells["lockdown"], store, bench("lockdown"))
     lines += open_claims_section()
     return "\n".join(lines)
