@@ -79,9 +79,9 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 def _map_rows(fn: Callable[[int], None], rows: Sequence[int], threads: bool) -> None:
-    """fn(j) for every row j: with `threads` (the CPU), over up to `torch.get_num_threads()` threads
-    (torch's CPU generators are sequential, and a transform drawing noise per client, such as
-    FL-WBC, would otherwise draw one row after another)."""
+    """fn(j) for every row j: with `threads` (the CPU), spread over up to
+    `torch.get_num_threads()` threads (torch's CPU generators are sequential, and a transform
+    drawing noise per client, such as FL-WBC, would otherwise draw one row after another)."""
     workers = min(torch.get_num_threads(), len(rows)) if threads else 1
     if workers <= 1:
         for j in rows:
@@ -116,8 +116,8 @@ def local_train(
     `chains[j]` are row j's client transforms (`flwbc.client.transform`), each choosing the
     weights row j starts from, told of every epoch's start, adding its `grad` term at every
     step and acting after every SGD step, on row j's own tensors; a transform's `final` is the
-    caller's. Returns the final weights
-    [G, P], each client's mean step loss and the number of steps.
+    caller's. Returns the final weights [G, P], each client's mean step loss and the number of
+    steps.
     """
     g = w0.shape[0]
     weights = w0.detach().clone()
@@ -149,7 +149,8 @@ def local_train(
                     )
             w_hat, step = sgd_step(weights.detach(), velocity, grad, lr, momentum)
             if acting:
-                at = _StepAt(afters, w_hat, step, grad, velocity, lr, momentum, epoch, index)
+                group = SGDStep(w_hat, step, grad, velocity, lr, momentum, epoch, index)
+                at = _StepAt(afters, group)
                 _map_rows(at.apply, acting, threads=w_hat.device.type == "cpu")
             weights = w_hat
             loss_sum += per_client.detach()
@@ -159,35 +160,23 @@ def local_train(
 
 @dataclass(frozen=True)
 class _StepAt:
-    """One lock-step SGD step of G rows, handed to each row's transforms on its own row."""
+    """One lock-step SGD step of G rows (`group`, its tensors [G, P]), handed to each row's
+    transforms on its own row."""
 
     afters: list[list[tuple[ClientTransform, Any]]]
-    w_hat: Tensor
-    step: Tensor
-    grad: Tensor
-    velocity: Tensor
-    lr: float
-    momentum: float
-    epoch: int
-    index: int
+    group: SGDStep
 
     def apply(self, j: int) -> None:
         """Row j's transforms after the step, in order; their weights written back to row j."""
-        w = self.w_hat[j]
+        g = self.group
+        w = g.w_hat[j]
         for t, st in self.afters[j]:
-            s = SGDStep(
-                w,
-                self.step[j],
-                self.grad[j],
-                self.velocity[j],
-                self.lr,
-                self.momentum,
-                self.epoch,
-                self.index,
+            mine = SGDStep(
+                w, g.step[j], g.grad[j], g.velocity[j], g.lr, g.momentum, g.epoch, g.index
             )
-            w = t.after_step(st, s)
-        if w.data_ptr() != self.w_hat[j].data_ptr():
-            self.w_hat[j] = w
+            w = t.after_step(st, mine)
+        if w.data_ptr() != g.w_hat[j].data_ptr():
+            g.w_hat[j] = w
 
 
 def _extra(row: Chain, w: Tensor) -> Tensor | None:
