@@ -61,6 +61,7 @@ def _reference_round(
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
     """The official client's round, written out: (update sent, mask after pruning, counts)."""
     model, lr = exp.model, exp.cfg.local.lr
+    received = mask  # the weights are masked before recovery: regrown coordinates start at 0
     if removed is not None:  # recovery: gradients accumulated over one pass, never zeroed
         x, y = exp.client_data(c)
         order = torch.randperm(len(y), generator=torch_generator(exp.cfg.seed, "lockdown", t, c))
@@ -70,7 +71,7 @@ def _reference_round(
             F.nll_loss(model(w, x[idx]), y[idx]).backward()
         named = model.unflatten
         mask = _flat_masks(exp, regrow(named(mask), removed, named(w.grad.detach())))
-    w = (w_global * mask).clone()
+    w = (w_global * received).clone()
     _, plan = client_plan(exp, t, c, False)
     for epoch in plan:
         for (term,) in epoch:

@@ -19,8 +19,9 @@ def add_parser(sub: Any) -> None:
         NAME,
         help="write BEYOND.md: the client-side defenses' claims tested beyond their papers",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Read the runs of the specs in --specs (composition.yaml, lockdown.yaml, "
-        "run with `flwbc bench run SPEC --runs RUNS`) from the store RUNS, with the order "
+        description="Read the runs of the specs in --specs (composition, adaptive, "
+        "adaptive-leadfl and lockdown .yaml, each run with `flwbc bench run SPEC --runs RUNS`) "
+        "from the store RUNS, with the order "
         "statistics `flwbc order-stats` wrote into their run directories, and write BEYOND.md: "
         "each claim quoted with its source, the measured values over seeds with 95% intervals, "
         "a verdict and the command. Runs nothing; unfinished runs show as empty cells.",

@@ -13,7 +13,8 @@ Per benign client and round, in the official order (agent_sparse.py:105-167):
    largest |gradient| re-activated, the gradient being the sum of the per-batch mean losses'
    gradients over one pass of its data in batches of `screen_batch` (shuffled from the stream
    (seed, "lockdown", t, c), the last partial batch dropped) at its masked weights;
-3. local training from the masked global weights (`start`), each step kept in the subspace
+3. local training from the global weights masked before recovery (`start`: a regrown
+   coordinate starts from 0, as in the code), each step kept in the recovered subspace
    (`after_step`: the inactive coordinates reset to 0, which with momentum 0, the code's
    optimiser, is SGD on the masked gradient);
 4. pruning: per tensor, the ceil(α_t·active) active coordinates of smallest |trained weight|
@@ -85,9 +86,11 @@ class ClientMask:
 
 @dataclass
 class LockdownState:
-    """A client's round: its run and its mask after recovery."""
+    """A client's round: its run, the mask it received the global model under (after its last
+    pruning: the weights it starts from) and its mask after recovery (the one it trains in)."""
 
     run: ClientRun
+    received: Tensor
     mask: Tensor
 
 
@@ -160,19 +163,23 @@ class Lockdown(ClientDefense[LockdownOptions]):
                 self.round_start = {k: v.mask for k, v in self.masks.items()}
         held = self.masks.get(c)
         if held is None:
-            mask = self.initial_mask(exp, c)
+            received = self.initial_mask(exp, c)
         else:
-            mask = held.mask.to(device=run.w0.device, dtype=run.w0.dtype)
+            received = held.mask.to(device=run.w0.device, dtype=run.w0.dtype)
+        mask = received
         if held is not None and held.removed is not None:
             x, y = exp.client_data(c)
             gen = torch_generator(self.cfg.seed, "lockdown", run.round, c)
-            grad = screen_gradient(exp.model, run.w0 * mask, x, y, self.options.screen_batch, gen)
+            batch = self.options.screen_batch
+            grad = screen_gradient(exp.model, run.w0 * received, x, y, batch, gen)
             model = exp.model
             mask = _flat(model, regrow(_named(model, mask), held.removed, _named(model, grad)))
-        return LockdownState(run, mask)
+        return LockdownState(run, received, mask)
 
     def start(self, state: LockdownState, w: Tensor) -> Tensor:
-        return w * state.mask
+        """The global weights masked before recovery, as the code does (agent_sparse.py:111-117):
+        a regrown coordinate starts training from 0."""
+        return w * state.received
 
     def after_step(self, state: LockdownState, s: SGDStep) -> Tensor:
         return s.w_hat * state.mask
