@@ -5,6 +5,7 @@ store without runs (every cell empty, nothing invented)."""
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -61,11 +62,21 @@ def test_verdicts(mean: float, half: float | None, want: str) -> None:
 
 
 def test_report_on_an_empty_store_claims_nothing(tmp_path: Path) -> None:
-    text = beyond_markdown(ROOT / "results" / "beyond", tmp_path)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    for f in (ROOT / "results" / "beyond").glob("*.yaml"):
+        shutil.copy(f, specs)
+    (tmp_path / "store").mkdir()
+    text = beyond_markdown(specs, tmp_path / "store")
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert rows and not any("refuted" in r or "holds" in r or "open" in r for r in rows)
     assert "composition 0 of" in text and "lockdown 0 of" in text
     assert "Not measured yet (no `order_stats.json` in the store)." in text
+    assert "written by hand)" not in text
+    (specs / "findings.md").write_text("Evidence: none yet.")
+    assert text + "\n## Findings (written by hand)\n\nEvidence: none yet.\n" == beyond_markdown(
+        specs, tmp_path / "store"
+    )
 
 
 def test_clean_baselines_merge_refs_that_share_a_trigger() -> None:
