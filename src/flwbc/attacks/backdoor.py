@@ -289,6 +289,7 @@ class BackdoorAttack(Attack[BO]):
     """Train on the attacker's own data, a `poison_fraction` of it triggered and relabelled."""
 
     Options = BackdoorOptions
+    goal = "targeted"
     metrics: ClassVar[tuple[str, ...]] = ("backdoor",)
 
     @property

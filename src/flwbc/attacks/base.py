@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -34,6 +34,11 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 class Attack(ConfiguredPlugin[O], ClientTransform, ABC):
     """Base class of attacks: one instance per experiment, built from its config; its client
     hooks are `ClientTransform`'s, run for each attacker of the experiment."""
+
+    goal: ClassVar[Literal["none", "targeted", "untargeted"]] = "untargeted"
+    """What the attack is after: `none` (a baseline: attackers train honestly), `targeted`
+    (specific inputs misclassified: a backdoor or eq. 3's D_M) or `untargeted` (accuracy);
+    benches place its cells by it."""
 
     metrics: ClassVar[tuple[str, ...]] = ()
     """Registered metrics that every run of this attack records, after the config's (e.g. a

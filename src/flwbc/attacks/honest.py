@@ -18,3 +18,5 @@ from flwbc.attacks.crafted import HonestTraining
 @register_attack("honest")
 class Honest(HonestTraining[None]):
     """Attackers train and send honest updates: the baseline an attack is measured against."""
+
+    goal = "none"

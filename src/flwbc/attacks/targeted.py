@@ -135,6 +135,8 @@ def reference_average_plan(
 class TargetedAttack(Attack[TargetedOptions]):
     """The paper's eq. 3: train on relabelled D_M (real, boost or emulate; kernel-regularised)."""
 
+    goal = "targeted"
+
     Options = TargetedOptions
 
     def __init__(self, cfg: ExperimentConfig, options: TargetedOptions | None = None) -> None:

@@ -72,7 +72,7 @@ def baseline_metric(
     for section in attacks:
         name = str(section.get("name", "targeted"))
         ref = {"name": name, "options": section.get("options", {})}
-        if name != "honest" and is_backdoor(name) and ref not in refs:
+        if is_backdoor(name) and ref not in refs:
             refs.append(ref)
     refs = _merge_same_trigger(refs)
     if skip_ambiguous:

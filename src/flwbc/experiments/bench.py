@@ -162,11 +162,8 @@ def attack_kind_of(name: str) -> str:
     record a trigger's success, or the paper's eq. 3) or `untargeted`."""
     from flwbc.attacks import ATTACKS
 
-    if name == "honest":
-        return "clean"
-    if name == "targeted" or "backdoor" in ATTACKS.lookup(name).metrics:
-        return "targeted"
-    return "untargeted"
+    goal = ATTACKS.lookup(name).goal
+    return "clean" if goal == "none" else goal
 
 
 def regime_attacks(regime: Regime) -> dict[str, dict[str, Any]]:
