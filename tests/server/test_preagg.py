@@ -49,3 +49,26 @@ def test_bad_steps_are_one_line(ref: Ref, message: str) -> None:
     with pytest.raises(FlwbcError) as err:
         build_pre_aggregators([ref])
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("k", [5, 6, 9])
+def test_norm_floor_drops_what_a_brute_force_drops(k: int) -> None:
+    """Against numpy: norms below fraction × the lower-middle norm are dropped, the kept
+    weights rescaled to the round's total; an FL-WBC-like round (noisy benign rows, two quiet
+    attacker rows) loses exactly its attackers."""
+    (floor,) = build_pre_aggregators([Ref("norm_floor", fraction=0.5)])
+    gen = torch.Generator().manual_seed(k)
+    updates = torch.randn(k, 50, generator=gen, dtype=torch.float64) * 3.0
+    updates[:2] *= 0.1  # the quiet rows
+    weights = torch.rand(k, generator=gen, dtype=torch.float64)
+    ids = list(range(100, 100 + k))
+    ctx = RoundContext(1, ids, torch.Generator(), torch.zeros(50))
+    out, w, info = floor.apply(updates, weights, ctx, torch.Generator())
+    norms = np.linalg.norm(updates.numpy(), axis=1)
+    lower_middle = np.sort(norms)[(k - 1) // 2]
+    keep = norms >= 0.5 * lower_middle
+    assert info == {"dropped": [c for c, kept in zip(ids, keep, strict=True) if not kept]}
+    assert info["dropped"] == [100, 101]
+    np.testing.assert_array_equal(out.numpy(), updates.numpy()[keep])
+    want = weights.numpy()[keep] * weights.numpy().sum() / weights.numpy()[keep].sum()
+    np.testing.assert_allclose(w.numpy(), want, rtol=1e-12)

@@ -155,6 +155,8 @@ def composition_section(spec: BenchSpec, cells: list[BenchCell], command: str) -
         ("bucketing + median", "FL-WBC + bucketing + median"),
         ("NNM + median", "FL-WBC + NNM + median"),
         ("trimmed mean", "FL-WBC + trimmed mean"),
+        ("norm floor + median", "FL-WBC + norm floor + median"),
+        ("median", "FL-WBC + norm floor + median"),
         ("FedAvg", "FL-WBC"),
     ]
     lines = [
