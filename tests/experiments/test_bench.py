@@ -496,3 +496,19 @@ def test_a_clean_cell_that_diverged_leaves_its_drops_and_baselines_unmeasured(
     )
     assert "## Runs that diverged" in md and "3 of 8 finished runs" in md
     assert "2 of them are clean cells" in md and "clean 10.0 (1 of 1 seeds diverged)" in md
+
+
+def test_a_clean_run_keeps_the_specs_own_metrics_beside_the_trigger_baseline() -> None:
+    """A spec's eval.metrics reach every run, its clean cells too, where the trigger baseline
+    is added after them (the baseline once replaced the spec's list)."""
+    from flwbc.experiments.bench import BenchSpec
+
+    own = {"name": "lockdown_cf", "options": {"theta": 3}}
+    common = {**TINY["common"], "eval": {"test_size": 500, "metrics": [own]}}
+    spec = BenchSpec.model_validate({**TINY, "common": common})
+    branches = [r for r in expand_bench(spec) if r.role == "branch"]
+    for run in branches:
+        names = [m["name"] for m in run.config["eval"]["metrics"]]
+        clean_targeted = run.coords["attack"] == CLEAN and run.coords["regime"] == "targeted"
+        assert names == (["lockdown_cf", "trigger"] if clean_targeted else ["lockdown_cf"])
+    assert any(r.coords["attack"] == CLEAN and r.coords["regime"] == "targeted" for r in branches)

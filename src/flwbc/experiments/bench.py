@@ -286,17 +286,16 @@ def expand_bench(
                 ):
                     if cells is not None and (rname, sname, aname, dname) not in cells:
                         continue
-                    metrics: dict[str, Any] = {}
-                    if aname == CLEAN and baselines:
-                        metrics = {"eval": {"metrics": [baselines]}}
                     cfg = deep_merge(
                         base,
                         {"attack": {"schedule": window}},
                         substitute(apoint, setting.vars, where),
                         substitute(dpoint, setting.vars, where),
-                        metrics,
                         {"seed": seed, "federation": {"rounds": regime.rounds}},
                     )
+                    if aname == CLEAN and baselines:  # after the spec's own metrics
+                        own = cfg.get("eval", {}).get("metrics", [])
+                        cfg = deep_merge(cfg, {"eval": {"metrics": [*own, baselines]}})
                     check_plugin_options(make_config(cfg))
                     key = run_key(cfg, parent.key if parent else None)
                     cell_coords = {
