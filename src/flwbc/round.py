@@ -89,9 +89,9 @@ def job_chain(job: ClientJob) -> Chain:
     return [(t, t.init(job)) for t in transforms(job)]
 
 
-def finish(job: ClientJob, chain: Chain, update: Tensor, *, skip: tuple[type, ...] = ()) -> Tensor:
-    """What the job's client sends: its update through its transforms' `final` in order (those
-    of the types in `skip` are left to the caller)."""
+def finish(chain: Chain, update: Tensor, *, skip: tuple[type, ...] = ()) -> Tensor:
+    """What a client sends: its update through its transforms' `final` in order (those of the
+    types in `skip` are left to the caller)."""
     for t, state in chain:
         if not isinstance(t, skip):
             update = t.final(state, update)
@@ -124,7 +124,7 @@ def train_jobs(
         chains=chains,
     )
     return [
-        (finish(j, chains[k], weights[k] - j.w0, skip=skip), losses[k], chain_stats(chains[k]))
+        (finish(chains[k], weights[k] - j.w0, skip=skip), losses[k], chain_stats(chains[k]))
         for k, j in enumerate(jobs)
     ]
 

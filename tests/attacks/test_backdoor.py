@@ -436,7 +436,7 @@ def test_neurotoxin_resume_equals_uninterrupted(real_data_dir: Path, tmp_path: P
     assert all(r["backdoor_acc"] is not None for r in full.records)
 
 
-ENGINE_CASES = [  # every attack, each step hook (the mask in round 2), on both engines
+ENGINE_CASES = [  # every attack, each after-step transform (the mask in round 2), on both engines
     ("badnets", {}),
     ("dba", {}),
     ("model_replacement", {"norm_bound": 1.0}),

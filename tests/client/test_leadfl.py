@@ -265,8 +265,8 @@ def test_bad_options_give_one_clear_line(real_data_dir: Path, options: dict, nee
 
 
 def test_code_form_engines_agree_and_compose(real_data_dir: Path) -> None:
-    """The code form through both engines (a step hook with the momentum buffer), chained with
-    FL-WBC behind median: the same model; and it differs from the Hessian form's."""
+    """The code form through both engines (after every step, advancing the momentum buffer),
+    chained with FL-WBC behind median: the same model; and it differs from the Hessian form's."""
     over = {
         "defense.options.leadfl": {"form": "code"},
         "local.momentum": 0.5,

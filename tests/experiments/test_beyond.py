@@ -98,3 +98,22 @@ def test_clean_baselines_merge_refs_that_share_a_trigger() -> None:
     other = {"name": "wbc_aware", "options": {"mode": "eot", "target": 5}}
     skipped = baseline_metric([eot, other], skip_ambiguous=True)
     assert skipped is None
+
+
+def test_dba_refs_with_different_parts_keep_their_own_baselines() -> None:
+    """DBA's trigger depends on `parts` (beyond BackdoorOptions): two part counts are two
+    triggers, never merged; an option written at its default equals one left out."""
+    from flwbc.evaluation.trigger import baseline_metric
+
+    two = {"name": "dba", "options": {"parts": 2}}
+    four = {"name": "dba", "options": {"parts": 4, "scale": 2.0}}
+    with pytest.raises(Exception, match="names must differ"):
+        from flwbc.evaluation.base import METRICS
+
+        got = baseline_metric([two, four])
+        METRICS.options("trigger", got["options"])  # type: ignore[index]
+    default = {"name": "dba", "options": {"scale": 3.0}}
+    got = baseline_metric([four, default])
+    assert got is not None and got["options"]["attacks"] == [
+        {"name": "dba", "options": {"parts": 4}}
+    ]

@@ -291,6 +291,9 @@ class BackdoorAttack(Attack[BO]):
     Options = BackdoorOptions
     goal = "targeted"
     metrics: ClassVar[tuple[str, ...]] = ("backdoor",)
+    trigger_fields: ClassVar[frozenset[str]] = frozenset(BackdoorOptions.model_fields)
+    """The options that shape the global trigger and target: runs whose attacks agree on them
+    share a clean baseline (`flwbc.evaluation.trigger.baseline_metric`)."""
 
     @property
     def opts(self) -> BackdoorOptions:

@@ -55,6 +55,8 @@ class DBAOptions(BackdoorOptions):
 class DBA(BackdoorAttack[DBAOptions]):
     """Each attacker poisons with its part of the global trigger; the test uses the whole."""
 
+    trigger_fields = BackdoorAttack.trigger_fields | {"parts"}
+
     Options = DBAOptions
 
     def trigger(self) -> Trigger:

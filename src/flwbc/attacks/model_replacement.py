@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
@@ -56,12 +57,15 @@ class ModelReplacementOptions(BackdoorOptions):
 
 
 def project_to_ball(w: Tensor, w0: Tensor, radius: float) -> Tensor:
-    """w pulled back into the L2 ball of `radius` around w0 (w itself when inside it)."""
+    """w pulled back into the L2 ball of `radius` around w0 (w itself when inside it). The
+    radius is a float32 tensor cast to w's dtype, divided by the norm as a tensor (one
+    rounding), as the projection has always computed it."""
     d = w - w0
     norm = d.norm()
-    if not bool(norm > radius):
+    r = torch.tensor(radius, device=w.device).to(w.dtype)
+    if not bool(norm > r):
         return w
-    return w0 + d * (radius / norm.clamp_min(1e-30))
+    return w0 + d * (r / norm.clamp_min(1e-30))
 
 
 @register_attack("model_replacement")

@@ -8,7 +8,7 @@ attack.
 The projection is applied to each SGD step's gradient (as in the official code, which masks
 `.grad` before `optimizer.step()`); with torch's coordinate-wise momentum that is exactly the
 same as keeping the masked coordinates at the global model's values, which is how it is done
-here (a step hook), so the update is exactly zero there.
+here (after every step), so the update is exactly zero there.
 
 `mask`: `global_update` (default, the paper's Algorithm 1): S = top-k% of |θ_{t−1} − θ_{t−2}|,
 the global models the attacker is sent (it observes every round's global model, like any

@@ -123,6 +123,8 @@ def local_train(
     weights = w0.detach().clone()
     velocity = torch.zeros_like(weights)
     rows = list(chains) or [() for _ in range(g)]
+    if len(rows) != g:
+        raise ValueError(f"local_train: {len(rows)} chains for {g} rows")
     for j, row in enumerate(rows):
         for t, st in row:
             if overrides(t, "start"):

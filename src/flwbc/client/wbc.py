@@ -74,9 +74,9 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 class WBCStep:
     """The stateful FL-WBC step of one round, remembering the previous step.
 
-    It acts on one client's flat parameters [P] or, in the batched engine, on G clients' [G, P]
-    at once; each row draws its noise from its own generator, with its own strength (a sweep's
-    runs may differ in s).
+    The FL-WBC defense hands it one client's row ([1, P]); it also takes G rows [G, P] at once,
+    each drawing its noise from its own generator with its own strength, which the tests and
+    `benchmarks/bench_wbc_step.py` use.
     """
 
     def __init__(
@@ -140,7 +140,7 @@ class WBCStep:
         strength 0 draw nothing and stay 0.
 
         torch's CPU generators are sequential, and drawing is the largest single cost of FL-WBC
-        in the batched engine, so on the CPU the rows are drawn by up to `torch.get_num_threads()`
+        with several rows, so on the CPU the rows are drawn by up to `torch.get_num_threads()`
         threads at once (each generator still gives the same stream)."""
         u = torch.empty(len(self.generators), self.numel, dtype=torch.float32, device=device)
         rows = list(range(len(self.generators)))
@@ -166,8 +166,7 @@ class WBCStep:
         return (self.perturbed / (self.steps * self.numel)).tolist()
 
     def stats(self) -> list[dict[str, float]]:
-        """Per row, the record's `wbc_perturbed` (the step-hook stats protocol of
-        `flwbc.round`)."""
+        """Per row, the record's `wbc_perturbed` (what the defense's `stats` reports)."""
         return [{"wbc_perturbed": s} for s in self.perturbed_fractions()]
 
     def perturbed_fraction(self) -> float:

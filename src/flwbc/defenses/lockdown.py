@@ -27,7 +27,7 @@ Departures: the code's SGD has weight decay 1e-4, flwbc's local training none; t
 attackers run Lockdown too (with their poisoned data, and their masks vote in consensus
 fusion), while here attackers follow their attack and never defend (a client defense protects
 benign clients only), so only benign clients' masks vote; the Flower engine, whose clients are
-built afresh, does not keep masks across rounds.
+built afresh, cannot keep masks across rounds and is refused.
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ from flwbc.config import ExperimentConfig
 from flwbc.context import ExperimentContext
 from flwbc.defenses.base import ClientDefense, register_client_defense
 from flwbc.defenses.lockdown_masks import erk_densities, init_masks, prune, prune_rate, regrow
+from flwbc.errors import FlwbcError
 from flwbc.models import FlatModel
 from flwbc.plugin_options import PluginOptions
+from flwbc.plugins import registered
 from flwbc.rng import torch_generator
 
 
@@ -92,6 +94,8 @@ class LockdownState:
     run: ClientRun
     received: Tensor
     mask: Tensor
+    trained: Tensor | None = None
+    """The weights after the last local step (what the code prunes on)."""
 
 
 def _named(model: FlatModel, flat: Tensor) -> dict[str, Tensor]:
@@ -126,6 +130,12 @@ class Lockdown(ClientDefense[LockdownOptions]):
 
     def __init__(self, cfg: ExperimentConfig, options: LockdownOptions | None = None) -> None:
         super().__init__(cfg, options)
+        why = registered("engine")[cfg.engine].no_past_models
+        if why is not None:
+            raise FlwbcError(
+                "client defense 'lockdown' keeps every client's mask from round to round, "
+                f"which engine {cfg.engine} cannot ({why}); use engine sequential or batched"
+            )
         self.masks: dict[int, ClientMask] = {}
         """Every client that trained: its current mask (after its last pruning)."""
         self.round_start: dict[int, Tensor] = {}
@@ -182,12 +192,13 @@ class Lockdown(ClientDefense[LockdownOptions]):
         return w * state.received
 
     def after_step(self, state: LockdownState, s: SGDStep) -> Tensor:
-        return s.w_hat * state.mask
+        state.trained = s.w_hat * state.mask
+        return state.trained
 
     def final(self, state: LockdownState, update: Tensor) -> Tensor:
         run = state.run
         model = run.exp.model
-        trained = run.w0 + update
+        trained = state.trained if state.trained is not None else run.w0 + update
         rate = prune_rate(run.round, self.cfg.federation.rounds, self.options.anneal)
         pruned, removed = prune(_named(model, trained), _named(model, state.mask), rate)
         mask = _flat(model, pruned)

@@ -82,28 +82,42 @@ def baseline_metric(
 
 
 def _merge_same_trigger(refs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Refs of one name that differ only in options that do not shape the trigger (those
-    outside `BackdoorOptions`, e.g. `wbc_aware`'s mode) measure one trigger: they become one
-    ref holding only the trigger's options. Names given once are left exactly as they are."""
-    from flwbc.attacks.backdoor import BackdoorOptions
+    """Refs of one name whose triggers are equal (the same values, defaults filled in, of the
+    options the attack declares as shaping its trigger, `trigger_fields`; e.g. `wbc_aware`'s
+    modes) measure one trigger: when every ref of that name has the same trigger they become
+    one ref holding only those options. Anything else is left exactly as it is (names given
+    once, attacks that declare no trigger fields, and names with different triggers)."""
+    from flwbc.attacks import ATTACKS
 
-    names = [r["name"] for r in refs]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for ref in refs:
+        groups.setdefault(ref["name"], []).append(ref)
     out: list[dict[str, Any]] = []
     for ref in refs:
-        if names.count(ref["name"]) == 1:
+        same = groups[ref["name"]]
+        cls = ATTACKS.lookup(ref["name"])
+        fields = getattr(cls, "trigger_fields", None)
+        model = getattr(cls, "Options", None)
+        if len(same) == 1 or fields is None or model is None:
             out.append(ref)
             continue
-        same = [r for r in refs if r["name"] == ref["name"]]
-        shaped = [
-            {k: v for k, v in r["options"].items() if k in BackdoorOptions.model_fields}
+        shapes = [
+            {
+                k: v
+                for k, v in model.model_validate(r["options"]).model_dump().items()
+                if k in fields
+            }
             for r in same
         ]
-        if all(t == shaped[0] for t in shaped):
-            merged = {"name": ref["name"], "options": shaped[0]}
-            if merged not in out:
-                out.append(merged)
-        else:
+        if any(sh != shapes[0] for sh in shapes):
             out.append(ref)
+            continue
+        merged = {
+            "name": ref["name"],
+            "options": {k: v for k, v in ref["options"].items() if k in fields},
+        }
+        if not any(r["name"] == ref["name"] for r in out):
+            out.append(merged)
     return out
 
 

@@ -8,8 +8,8 @@ values then sit in the middle of each coordinate, where the median picks them (t
 statistics in results/beyond/BEYOND.md). An update far below the median norm lacks the noise
 every benign client carries: this step drops the updates with norm < `fraction` × the median
 of the round's norms (torch's median: the lower middle value for an even count), and
-rescales the kept rows' weights to the round's total. Without FL-WBC benign and malicious
-norms are alike and few updates are dropped.
+rescales the kept rows' weights to the round's total; it never drops the median row itself.
+Without FL-WBC benign and malicious norms are alike and few updates are dropped.
 
 Assumes: most of the round's updates are benign, and the attackers do not add FL-WBC's noise
 themselves; an attacker that trains through FL-WBC's perturbation (`wbc_aware`, mode eot)
@@ -51,7 +51,9 @@ class NormFloor(PreAggregator[NormFloorOptions]):
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
         norms = updates.norm(dim=1)
         keep = norms >= self.options.fraction * norms.median()
-        rows = ctx.client_ids if len(ctx.client_ids) == len(updates) else range(len(updates))
+        rows = ctx.client_ids if ctx.rows_are_clients else range(len(updates))
         dropped = [c for c, k in zip(rows, keep.tolist(), strict=True) if not k]
         kept = weights[keep]
-        return updates[keep], kept * (weights.sum() / kept.sum()), {"dropped": dropped}
+        if kept.sum() > 0:
+            kept = kept * (weights.sum() / kept.sum())
+        return updates[keep], kept, {"dropped": dropped}
