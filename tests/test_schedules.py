@@ -109,6 +109,48 @@ def test_continuous_drives_the_round_plan(real_data_dir: Path) -> None:
     assert len(plan.clients) == 4
 
 
+def test_a_random_pool_draws_each_rounds_attackers_from_it(real_data_dir: Path) -> None:
+    """`attack.pool: random` (LeadFL's pool of 25 among 100): a pool larger than a round, each
+    round's attackers a uniform draw from it by the stream (seed, "attackers", t), benign
+    clients from the others; a round asking for more attackers than places is one line."""
+    from flwbc.experiment import Experiment
+
+    def cfg(attackers: int) -> Any:
+        return flwbc.make_config(
+            {
+                "seed": 4,
+                "data": {"dir": str(real_data_dir), "train_fraction": 0.05},
+                "federation": {"num_clients": 20, "clients_per_round": 4, "rounds": 60},
+                "attack": {
+                    "num_malicious": 6,
+                    "pool": "random",
+                    "num_images": 1,
+                    "schedule": {"name": "continuous", "options": {"attackers": attackers}},
+                },
+            }
+        )
+
+    exp = Experiment.prepare(cfg(2))
+    seen: Counter[int] = Counter()
+    for t in range(1, 61):
+        plan = exp.round_plan(t)
+        mal = [c for c, m in zip(plan.clients, plan.malicious, strict=True) if m]
+        want = numpy_rng(4, "attackers", t).choice(exp.malicious_ids, 2, replace=False)
+        assert sorted(mal) == sorted(want.tolist()) and len(plan.clients) == 4
+        assert not set(plan.clients) - set(mal) & set(exp.malicious_ids)
+        seen.update(mal)
+    assert set(seen) == set(exp.malicious_ids)  # every pool member takes part
+    with pytest.raises(FlwbcError, match="asked for 6 attackers in round 1"):
+        Experiment.prepare(cfg(6)).round_plan(1)
+    with pytest.raises(Exception, match="attack.pool: random"):
+        flwbc.make_config(
+            {
+                "federation": {"num_clients": 20, "clients_per_round": 4},
+                "attack": {"num_malicious": 6},
+            }
+        )
+
+
 # --- bursty -------------------------------------------------------------------------------
 
 

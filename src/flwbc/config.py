@@ -124,6 +124,13 @@ class AttackConfig(_Section):
     num_malicious: int = Field(
         5, ge=1, description="N_m attackers taking part in each adversarial round"
     )
+    pool: Literal["first", "random"] = Field(
+        "first",
+        description="which of the num_malicious attackers take part in a round that has fewer: "
+        "the first ones (default) or a uniform draw from the stream (seed, 'attackers', t), as "
+        "LeadFL's code draws its rounds' clients from 100 with a pool of 25 attackers; with "
+        "random, num_malicious may exceed clients_per_round",
+    )
     num_images: int = Field(1, ge=1, description="size n of the malicious set D_M")
     source: Literal["train", "test"] = Field(
         "train",
@@ -382,10 +389,11 @@ class ExperimentConfig(_Section):
                 f"federation.num_clients ({fed.num_clients})"
             )
         if att.enabled:
-            if att.num_malicious > fed.clients_per_round:
+            if att.num_malicious > fed.clients_per_round and att.pool == "first":
                 raise ValueError(
                     f"attack.num_malicious ({att.num_malicious}) must be at most "
-                    f"federation.clients_per_round ({fed.clients_per_round})"
+                    f"federation.clients_per_round ({fed.clients_per_round}), or draw each "
+                    "round's attackers from the pool with attack.pool: random"
                 )
             if fed.num_clients - att.num_malicious < fed.clients_per_round:
                 raise ValueError(

@@ -178,10 +178,11 @@ class Experiment:
         if self.schedule is None:
             return 0
         n = self.schedule.attackers(t)
-        if not 0 <= n <= len(self.malicious_ids):
+        if not 0 <= n <= min(len(self.malicious_ids), self.cfg.federation.clients_per_round):
             raise FlwbcError(
                 f"attack schedule '{self.schedule.name}' asked for {n} attackers in round {t}; "
-                f"there are {len(self.malicious_ids)} (attack.num_malicious)"
+                f"there are {len(self.malicious_ids)} (attack.num_malicious) and "
+                f"{self.cfg.federation.clients_per_round} places (federation.clients_per_round)"
             )
         return n
 
@@ -191,7 +192,8 @@ class Experiment:
     def round_plan(self, t: int) -> RoundPlan:
         """Participants of round t: K benign clients, or in an adversarial round the N_m attackers
         (one standing for all when the attack is a `stand_in`, the targeted attack's
-        `mode: emulate`) and K − N_m benign clients."""
+        `mode: emulate`; the first N_m of the pool, or with `attack.pool: random` a uniform draw
+        from it) and K − N_m benign clients."""
         cfg = self.cfg
         k = cfg.federation.clients_per_round
         rng = numpy_rng(cfg.seed, "participants", t)
@@ -201,7 +203,13 @@ class Experiment:
         n_benign = k
         stand_in = self.attack is not None and self.attack.stand_in()
         if adversarial:
-            attackers = self.malicious_ids[:1] if stand_in else self.malicious_ids[:count]
+            if stand_in:
+                attackers = self.malicious_ids[:1]
+            elif cfg.attack.pool == "random":
+                draw = numpy_rng(cfg.seed, "attackers", t)
+                attackers = draw.choice(self.malicious_ids, count, replace=False).tolist()
+            else:
+                attackers = self.malicious_ids[:count]
             n_benign = k - count
         benign = sorted(rng.choice(self.benign_ids, n_benign, replace=False).tolist())
         clients = sorted(attackers) + benign
