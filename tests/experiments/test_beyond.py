@@ -4,6 +4,7 @@ store without runs (every cell empty, nothing invented)."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -117,3 +118,29 @@ def test_dba_refs_with_different_parts_keep_their_own_baselines() -> None:
     assert got is not None and got["options"]["attacks"] == [
         {"name": "dba", "options": {"parts": 4}}
     ]
+
+
+def test_quantile_histograms_average_rounds_with_attackers_then_seeds(tmp_path: Path) -> None:
+    from flwbc.experiments.beyond import quantile_hists
+
+    def run(name: str, hists: list[list[float] | None]) -> None:
+        (tmp_path / name).mkdir()
+        recs = [
+            {"round": t, "attackers": 0 if h is None else 2, "attacker_quantile_hist": h}
+            for t, h in enumerate(hists, 1)
+        ]
+        (tmp_path / name / "order_stats.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in recs)
+        )
+
+    one = [1.0] + [0.0] * 9
+    mid = [0.0] * 5 + [1.0] + [0.0] * 4
+    run("a", [one, None, mid])  # seed 0: rounds with attackers average to one/2 + mid/2
+    run("b", [mid])  # seed 1
+    cells = [
+        BenchCell("targeted", "iid", "BadNets", "median", s, "targeted", run=r)
+        for s, r in ((0, "a"), (1, "b"))
+    ]
+    got = quantile_hists(cells, tmp_path)
+    want = [0.25] + [0.0] * 4 + [0.75] + [0.0] * 4
+    assert got == {("iid", "BadNets", "median"): pytest.approx(want)}

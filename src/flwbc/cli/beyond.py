@@ -32,8 +32,7 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from flwbc.experiments.beyond import beyond_markdown
-    from flwbc.runio import atomic_write_bytes
+    from flwbc.experiments.beyond import write_beyond
 
     store, specs = Path(args.runs), Path(args.specs)
     if not store.is_dir():
@@ -41,6 +40,6 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
     if not specs.is_dir():
         raise FlwbcError(f"no specs folder at {specs}")
     out = Path(args.out) if args.out else specs / "BEYOND.md"
-    atomic_write_bytes(out, (beyond_markdown(specs, store) + "\n").encode())
-    print(f"wrote {out}")
+    for path in write_beyond(specs, store, out):
+        print(f"wrote {path}")
     return 0

@@ -250,13 +250,16 @@ def mechanism_section(cells: list[BenchCell], store: Path, command: str) -> list
         "",
         "Observed, not inferred: each run replayed along its own trajectory over its attack "
         "window, 1,000 coordinates sampled per round; statistics averaged over the rounds with "
-        "attackers, then over seeds (mean ± 95% interval, seeds in brackets).",
+        "attackers, then over seeds (mean ± 95% interval, seeds in brackets). In the figure, "
+        "an attacker value's quantile among the 8 benign values of its coordinate takes the "
+        "values k/8 (ties counting half), so some tenths hold none.",
         "",
     ]
     if not rows:
         return lines + ["Not measured yet (no `order_stats.json` in the store).", ""]
     lines += _table(["setting", "attack", "defense"] + [t for _, t in ORDER_KEYS], rows)
-    lines += ["", f"Command: `{command}`", ""]
+    lines += ["", f"![The attackers' quantiles]({QUANTILE_FIGURE}.png)", ""]
+    lines += [f"Command: `{command}`", ""]
     return lines
 
 
@@ -353,6 +356,56 @@ def adaptive_section(
     lines += _table(header, rows)
     lines += ["", f"Command: `{command}`", ""]
     return lines
+
+
+QUANTILE_FIGURE = "order-stats"
+"""The mechanism's figure, beside BEYOND.md (PNG and SVG)."""
+
+
+def quantile_hists(cells: list[BenchCell], store: Path) -> dict[tuple[str, str, str], list[float]]:
+    """Per (setting, attack, defense) of the median and FL-WBC + median: the share of attacker
+    values in each tenth of the benign values' range of quantiles, averaged over the replayed
+    rounds with attackers and the seeds (`order_stats.jsonl`)."""
+    out: dict[tuple[str, str, str], list[float]] = {}
+    for c in cells:
+        if c.kind != "targeted" or c.defense not in ("median", "FL-WBC + median") or not c.run:
+            continue
+        path = store / c.run / "order_stats.jsonl"
+        if not path.exists():
+            continue
+        hists = [r["attacker_quantile_hist"] for r in read_jsonl(path) if r.get("attackers")]
+        if hists:
+            out.setdefault((c.setting, c.attack, c.defense), []).extend(
+                [sum(col) / len(hists) for col in zip(*hists, strict=True)]
+            )
+    return {key: [sum(v[i::10]) / (len(v) // 10) for i in range(10)] for key, v in out.items()}
+
+
+def plot_quantiles(hists: dict[tuple[str, str, str], list[float]], prefix: Path) -> list[Path]:
+    """One panel per setting and attack: the attackers' quantiles among the benign values of
+    their coordinate, with and without FL-WBC (bars: share of attacker values per tenth)."""
+    from flwbc.plots import _finish, _pyplot
+
+    plt = _pyplot()
+    panels = sorted({(s, a) for s, a, _ in hists})
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.4 * len(panels), 2.8), squeeze=False, sharey=True
+    )
+    centres = [(i + 0.5) / 10 for i in range(10)]
+    for ax, (setting, attack) in zip(axes[0], panels, strict=True):
+        for shift, defense, colour in (
+            (-0.022, "median", "#4477aa"),
+            (0.022, "FL-WBC + median", "#cc6677"),
+        ):
+            h = hists.get((setting, attack, defense))
+            if h is not None:
+                ax.bar([c + shift for c in centres], h, width=0.044, color=colour, label=defense)
+        ax.set_title(f"{attack}, {setting}", fontsize=9)
+        ax.set_xlabel("attacker's quantile among benign values")
+        ax.set_xlim(0, 1)
+    axes[0][0].set_ylabel("share of attacker values")
+    axes[0][0].legend(fontsize=8)
+    return _finish(plt, fig, prefix, "Where the attackers' values fall (attack window, 3 seeds)")
 
 
 def _window_mean(recs: list[dict[str, Any]], key: str, start: int, end: int) -> float | None:
@@ -472,3 +525,17 @@ def beyond_markdown(specs_dir: Path, store: Path) -> str:
     if findings.exists():
         lines += ["## Findings (written by hand)", "", findings.read_text().strip(), ""]
     return "\n".join(lines)
+
+
+def write_beyond(specs_dir: Path, store: Path, out: Path) -> list[Path]:
+    """Write BEYOND.md to `out` and, once order statistics exist, the mechanism's figure
+    beside it; the paths written."""
+    from flwbc.runio import atomic_write_bytes
+
+    written: list[Path] = []
+    cells = spec_cells(load_spec(specs_dir / "composition.yaml"), store)
+    hists = quantile_hists(cells, store)
+    if hists:
+        written += plot_quantiles(hists, out.parent / QUANTILE_FIGURE)
+    atomic_write_bytes(out, (beyond_markdown(specs_dir, store) + "\n").encode())
+    return [out, *written]
