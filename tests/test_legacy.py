@@ -171,3 +171,56 @@ def test_old_dotted_overrides_and_flags_reach_the_options() -> None:
 def test_options_of_a_defense_outside_the_chain_are_still_checked() -> None:
     with pytest.raises(FlwbcError, match=r"client defense 'wbc': option s = -1"):
         check_plugin_options(make_config(**{"defense.wbc.s": -1}))
+
+
+# Keys of configs in the old data layout (the built-in partitions' options as fields of the data
+# section), computed by flwbc before they moved (commit d6a4359).
+OLD_DATA_KEYS = [
+    ({"data": {"partition": "dirichlet", "dirichlet_alpha": 0.1}}, "f8f589ac2e0f", "ccfe6f227889"),
+    ({"data": {"partition": "dirichlet", "dirichlet_alpha": 0.5}}, "3c19778a0b2c", "e827217b189b"),
+    ({"data": {"partition": "iid", "dirichlet_alpha": 0.3}}, "ab40e5c93493", "5a2ddfa65f12"),
+    (
+        {"data": {"partition": "shards", "num_shards": 40, "shards_per_client": 2}},
+        "594a42675f3d",
+        "53b4f723123d",
+    ),
+    (
+        {
+            "data": {
+                "partition": "dirichlet",
+                "dirichlet_alpha": 0.2,
+                "partition_options": {"min_size": 5},
+            }
+        },
+        "058f966a6c27",
+        "cf208891cb4a",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "key", "child"), OLD_DATA_KEYS)
+def test_the_data_layouts_keep_their_keys(old, key, child) -> None:
+    assert run_key(old, None) == key and run_key(old, "abc") == child
+
+
+def test_the_partitions_fields_move_into_their_options() -> None:
+    cfg = make_config({"data": {"partition": "dirichlet", "dirichlet_alpha": 0.1}})
+    assert cfg.data.partition_options == {"alpha": 0.1}
+    cfg = make_config({"data": {"partition": "shards", "num_shards": 40}})
+    assert cfg.data.partition_options == {"num_shards": 40}
+    # a partition that never read the field: dropped
+    assert make_config({"data": {"dirichlet_alpha": 0.3}}).data.partition_options == {}
+    with pytest.raises(Exception, match="data.dirichlet_alpha and data.partition_options.alpha"):
+        make_config(
+            {
+                "data": {
+                    "partition": "dirichlet",
+                    "dirichlet_alpha": 0.1,
+                    "partition_options": {"alpha": 0.2},
+                }
+            }
+        )
+    args = build_parser().parse_args(
+        ["run", "--data-partition", "dirichlet", "--data-dirichlet-alpha", "0.1"]
+    )
+    assert config_from_args(args).data.partition_options == {"alpha": 0.1}

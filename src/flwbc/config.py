@@ -67,8 +67,8 @@ class DataConfig(_Section):
     )
     partition_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="options of a registered partition (iid, shards and dirichlet use the "
-        "fields below)",
+        description="the partition's options (flwbc list partitions), e.g. alpha=0.1 for "
+        "dirichlet, num_shards and shards_per_client for shards",
     )
 
     @field_validator("partition")
@@ -81,9 +81,6 @@ class DataConfig(_Section):
     def _known_dataset(cls, name: str) -> str:
         return _known("dataset", name)
 
-    num_shards: int = Field(200, ge=1, description="non-IID shards (McMahan et al.)")
-    shards_per_client: int = Field(2, ge=1)
-    dirichlet_alpha: float = Field(0.5, gt=0)
     train_fraction: float = Field(
         1.0,
         gt=0,

@@ -97,7 +97,7 @@ class Experiment:
             train_labels,
             cfg.federation.num_clients,
             numpy_rng(cfg.seed, "partition"),
-            **_partition_options(cfg),
+            **cfg.data.partition_options,
         )
         if d.train_fraction < 1.0:
             parts = [p[: int(d.train_fraction * len(p))] for p in parts]
@@ -334,15 +334,3 @@ def check_aggregator(cfg: ExperimentConfig, aggregator: Aggregator, attack: Atta
             f"aggregator '{aggregator.name}' keeps a history per client, which the "
             f"pre-aggregation step '{merging[0]}' breaks by merging or reordering rows"
         )
-
-
-def _partition_options(cfg: ExperimentConfig) -> dict[str, object]:
-    """The partition's options: the data section's own fields for shards and dirichlet, then
-    `data.partition_options` (which may also set their other options, e.g. min_size)."""
-    d = cfg.data
-    fields: dict[str, object] = {}
-    if d.partition == "shards":
-        fields = {"num_shards": d.num_shards, "shards_per_client": d.shards_per_client}
-    elif d.partition == "dirichlet":
-        fields = {"alpha": d.dirichlet_alpha}
-    return {**fields, **d.partition_options}

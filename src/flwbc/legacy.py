@@ -1,6 +1,8 @@
 """The one shim between the config layout before plug-ins held their own options and now.
 
-Before, the built-in client defenses FL-WBC and local DP read config sections of their own,
+Before, the built-in partitions read fields of the `data` section (dirichlet_alpha,
+num_shards, shards_per_client), now `data.partition_options`; the built-in client defenses
+FL-WBC and local DP read config sections of their own,
 `defense.wbc` and `defense.ldp`, and the paper's targeted attack read seven fields of the
 `attack` section (alpha, epochs, mode, emulate_average, boost, kernel_reg, kernel_batch); now
 every plug-in reads its `options`, as a plug-in from outside always did. `upgrade` moves an old
@@ -33,6 +35,15 @@ MOVED_ATTACK_FIELDS = (
     "kernel_reg",
     "kernel_batch",
 )
+
+MOVED_DATA_FIELDS: dict[str, tuple[str, str, type, Any]] = {
+    "dirichlet_alpha": ("dirichlet", "alpha", float, 0.5),
+    "num_shards": ("shards", "num_shards", int, 200),
+    "shards_per_client": ("shards", "shards_per_client", int, 2),
+}
+"""Old `data` field -> (the partition that read it, its option there, its type, its old
+default). The data section held them for the built-in partitions; other partitions ignored
+them."""
 
 NonDefault = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 """(kind, name, options) -> the options that differ from the plug-in's defaults, as JSON."""
@@ -69,9 +80,25 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     moved_sections = any(
         isinstance(data.get(old[0]), dict) and old[1] in data[old[0]] for old in MOVED_SECTIONS
     )
-    if not (moved_fields or moved_sections):
+    section = data.get("data")
+    moved_data = isinstance(section, dict) and any(f in section for f in MOVED_DATA_FIELDS)
+    if not (moved_fields or moved_sections or moved_data):
         return data
     out = copy.deepcopy(data)
+    if moved_data:
+        d = out["data"]
+        for f, (partition, option, _, _) in MOVED_DATA_FIELDS.items():
+            if f not in d:
+                continue
+            value = d.pop(f)
+            if d.get("partition", "iid") == partition:
+                given = d.get("partition_options")
+                if isinstance(given, dict) and option in given and given[option] != value:
+                    raise ValueError(
+                        f"data.{f} and data.partition_options.{option} are the same option "
+                        "given twice with different values; give it once"
+                    )
+                d["partition_options"] = _merge({option: value}, given, "data", "data")
     for (section, name), (s2, key, n2) in MOVED_SECTIONS.items():
         sec = out.get(section)
         if not isinstance(sec, dict) or name not in sec:
@@ -134,4 +161,21 @@ def key_view(raw: dict[str, Any], dump: dict[str, Any], non_default: NonDefault)
         out.setdefault("attack", {}).update(non_default("attack", TARGETED, ignored))
     if out.get("attack") == {}:
         out.pop("attack")
+    given = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    for f, (partition, option, kind, default) in MOVED_DATA_FIELDS.items():
+        if f not in given:
+            continue
+        data = out.setdefault("data", {})
+        own = given.get("partition_options")
+        options = data.get("partition_options")
+        moved = given.get("partition", "iid") == partition
+        if moved and isinstance(options, dict) and not (isinstance(own, dict) and option in own):
+            options.pop(option, None)
+            if not options:
+                data.pop("partition_options")
+        value = kind(given[f])
+        if value != default:
+            data[f] = value
+        if not data:
+            out.pop("data")
     return out

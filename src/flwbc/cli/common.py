@@ -20,7 +20,7 @@ from flwbc.config import ExperimentConfig, load_config_file, make_config, set_do
 from flwbc.defenses import CLIENT_DEFENSES
 from flwbc.errors import FlwbcError
 from flwbc.experiments import BACKENDS
-from flwbc.legacy import MOVED_ATTACK_FIELDS, TARGETED
+from flwbc.legacy import MOVED_ATTACK_FIELDS, MOVED_DATA_FIELDS, TARGETED
 from flwbc.plugins import registered
 from flwbc.textvalues import parse_mapping, parse_scalar
 
@@ -55,6 +55,14 @@ def _config_fields() -> list[tuple[str, Any, str, str]]:
             if _flag_for(dotted) not in taken:
                 taken.add(_flag_for(dotted))
                 out.append((dotted, ann, help_text, _flag_for(dotted)))
+    # the built-in partitions' options keep the flags they had as the data section's fields,
+    # `--data-dirichlet-alpha` ...; `flwbc.legacy` moves them into data.partition_options
+    for field, (partition, option, kind, _) in MOVED_DATA_FIELDS.items():
+        dotted = f"data.{field}"
+        if _flag_for(dotted) not in taken:
+            taken.add(_flag_for(dotted))
+            place = f"data.partition_options.{option}"
+            out.append((dotted, kind, f"{partition}'s {option} [{place}]", _flag_for(dotted)))
     for name, cls in CLIENT_DEFENSES.items():
         if getattr(cls, "Options", None) is None:
             continue
@@ -183,6 +191,14 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             field = dotted.removeprefix("attack.")
             if field in MOVED_ATTACK_FIELDS and field in attack:
                 set_dotted(data, f"attack.options.{field}", attack.pop(field))
+    section = data.get("data")
+    if isinstance(section, dict):
+        # likewise `--data-dirichlet-alpha 0.1` overrides the file's partition_options.alpha
+        for dotted, _ in given:
+            field = dotted.removeprefix("data.")
+            moved = MOVED_DATA_FIELDS.get(field)
+            if moved and field in section and section.get("partition", "iid") == moved[0]:
+                set_dotted(data, f"data.partition_options.{moved[1]}", section.pop(field))
     return make_config(data)
 
 

@@ -26,7 +26,7 @@ def partition_dirichlet(
         float,
         Field(
             gt=0,
-            description="concentration; smaller: fewer classes per client (data.dirichlet_alpha)",
+            description="concentration; smaller: fewer classes per client",
         ),
     ] = 0.5,
     min_size: Annotated[
