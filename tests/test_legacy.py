@@ -201,6 +201,14 @@ OLD_DATA_KEYS = [
 @pytest.mark.parametrize(("old", "key", "child"), OLD_DATA_KEYS)
 def test_the_data_layouts_keep_their_keys(old, key, child) -> None:
     assert run_key(old, None) == key and run_key(old, "abc") == child
+    d = old["data"]
+    moved = {"dirichlet_alpha": "alpha", "num_shards": "num_shards"}
+    moved["shards_per_client"] = "shards_per_client"
+    if d["partition"] != "iid":  # the new layout is the same experiment: the same key
+        opts = {moved[k]: v for k, v in d.items() if k in moved}
+        new_data = {k: v for k, v in d.items() if k not in moved}
+        new_data["partition_options"] = {**d.get("partition_options", {}), **opts}
+        assert run_key({"data": new_data}, None) == key
 
 
 def test_the_partitions_fields_move_into_their_options() -> None:

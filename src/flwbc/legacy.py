@@ -140,7 +140,9 @@ def ignored_attack_fields(data: dict[str, Any]) -> dict[str, Any]:
 def key_view(raw: dict[str, Any], dump: dict[str, Any], non_default: NonDefault) -> dict[str, Any]:
     """A validated config's dump (`exclude_defaults`) in the layout run keys were computed on:
     each moved value back at its old place when it differs from its default, as the old
-    layout's dump had it. `raw` is the config as given (for `ignored_attack_fields`)."""
+    layout's dump had it (the built-in partitions' options always at their old `data` fields,
+    however given, so one experiment has one key). `raw` is the config as given (for the
+    fields an old layout gave that were ignored, and dropped on the way in)."""
     out = copy.deepcopy(dump)
     for (section, name), (s2, key, n2) in MOVED_SECTIONS.items():
         holder = out.get(s2, {}).get(key)
@@ -162,20 +164,20 @@ def key_view(raw: dict[str, Any], dump: dict[str, Any], non_default: NonDefault)
     if out.get("attack") == {}:
         out.pop("attack")
     given = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    for f, (partition, option, kind, default) in MOVED_DATA_FIELDS.items():
-        if f not in given:
+    data = out.setdefault("data", {})
+    options = data.get("partition_options")
+    partition = data.get("partition", "iid")
+    for f, (reader, option, kind, default) in MOVED_DATA_FIELDS.items():
+        if partition == reader and isinstance(options, dict) and option in options:
+            value = kind(options.pop(option))
+        elif partition != reader and f in given:  # ignored, but part of the old key
+            value = kind(given[f])
+        else:
             continue
-        data = out.setdefault("data", {})
-        own = given.get("partition_options")
-        options = data.get("partition_options")
-        moved = given.get("partition", "iid") == partition
-        if moved and isinstance(options, dict) and not (isinstance(own, dict) and option in own):
-            options.pop(option, None)
-            if not options:
-                data.pop("partition_options")
-        value = kind(given[f])
         if value != default:
             data[f] = value
-        if not data:
-            out.pop("data")
+    if isinstance(options, dict) and not options:
+        data.pop("partition_options")
+    if not data:
+        out.pop("data")
     return out

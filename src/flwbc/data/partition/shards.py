@@ -25,9 +25,7 @@ def partition_shards(
     num_shards: Annotated[
         int, Field(ge=1, description="shards the label-sorted pool is cut into")
     ] = 200,
-    shards_per_client: Annotated[
-        int, Field(ge=1, description="shards dealt to each client")
-    ] = 2,
+    shards_per_client: Annotated[int, Field(ge=1, description="shards dealt to each client")] = 2,
 ) -> list[np.ndarray]:
     """Non-IID split of McMahan et al.: sort by label, cut into shards, deal shards at random."""
     pool = as_pool(pool)
