@@ -23,6 +23,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from flwbc.attacks.backdoor import BackdoorAttack
 from flwbc.evaluation.base import Metric, register_metric
 from flwbc.metrics import evaluate, evaluated_test_indices
 from flwbc.plugin_options import PluginOptions
@@ -70,7 +71,7 @@ class Backdoor(Metric[BackdoorMetricOptions]):
 
     def measure(self, exp: ExperimentContext, w: Tensor, t: int) -> dict[str, Any]:
         attack = exp.attack
-        if attack is None or not hasattr(attack, "test_trigger"):
+        if not isinstance(attack, BackdoorAttack):
             return {}
         triggered = attack.test_trigger(exp)
         acc = backdoor_success(

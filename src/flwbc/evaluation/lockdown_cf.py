@@ -18,6 +18,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from flwbc.attacks.backdoor import BackdoorAttack
 from flwbc.defenses.lockdown import Lockdown
 from flwbc.evaluation.backdoor import backdoor_success
 from flwbc.evaluation.base import Metric, register_metric
@@ -66,7 +67,7 @@ class ConsensusFusion(Metric[ConsensusOptions]):
         acc, _ = evaluate(exp.model, fused, x, y, exp.dataset.normalize, cfg.eval.batch_size)
         out: dict[str, Any] = {"cf_acc": acc}
         attack = exp.attack
-        if attack is not None and hasattr(attack, "test_trigger"):
+        if isinstance(attack, BackdoorAttack):
             out["cf_backdoor_acc"] = backdoor_success(
                 exp, fused, attack.test_trigger(exp), attack.target, cfg.eval.batch_size, t
             )

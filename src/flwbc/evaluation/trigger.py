@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator
 from torch import Tensor
 
+from flwbc.attacks.backdoor import BackdoorAttack
 from flwbc.config import PluginRef
 from flwbc.errors import FlwbcError
 from flwbc.evaluation.backdoor import backdoor_success
@@ -150,7 +151,7 @@ class TriggerBaseline(Metric[TriggerOptions]):
             built = []
             for ref in self.refs:
                 attack = ATTACKS.lookup(ref.name)(exp.cfg, ATTACKS.options(ref.name, ref.options))
-                if not hasattr(attack, "test_trigger"):
+                if not isinstance(attack, BackdoorAttack):
                     raise FlwbcError(f"metric 'trigger': attack '{ref.name}' has no trigger")
                 built.append((ref.name, attack))
             self._built = built
