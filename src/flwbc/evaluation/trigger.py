@@ -97,11 +97,10 @@ def _merge_same_trigger(refs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for ref in refs:
         same = groups[ref["name"]]
         cls = ATTACKS.lookup(ref["name"])
-        fields = getattr(cls, "trigger_fields", None)
-        model = getattr(cls, "Options", None)
-        if len(same) == 1 or fields is None or model is None:
+        if len(same) == 1 or not issubclass(cls, BackdoorAttack) or cls.Options is None:
             out.append(ref)
             continue
+        fields, model = cls.trigger_fields, cls.Options
         shapes = [
             {
                 k: v
