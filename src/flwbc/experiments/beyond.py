@@ -172,8 +172,9 @@ def composition_section(spec: BenchSpec, cells: list[BenchCell], command: str) -
         "targeted attack is its effect: its success over the rounds of its window minus the "
         "clean baseline's (backdoor success for BadNets, D_M's misclassification confidence "
         "for eq. 3), lower is better; of label flipping, the test accuracy at the budget, "
-        "higher is better. Each row: the rule alone, FL-WBC (s = 0.4) in front of it, and "
-        "the paired difference (with FL-WBC − without) with its 95% interval; the verdict reads "
+        "higher is better. Each row: a defense without FL-WBC and one with it (s = 0.4; the "
+        "same rule, or the norm floor's composition against the median alone), their values "
+        "and the paired difference (with − without) with its 95% interval; the verdict reads "
         "the claim as 'adding FL-WBC is not worse'. In §7.4's own setting the median alone "
         "fails (one emulated, boosted attacker); in this one (2 of 10 attackers, each "
         "training) the median alone stops both attacks, so the question is whether FL-WBC "
@@ -195,6 +196,7 @@ def composition_section(spec: BenchSpec, cells: list[BenchCell], command: str) -
                             attack,
                             "effect" if targeted else "accuracy",
                             a,
+                            b,
                             mean_ci([getattr(c, field) for c in _select(sub, defense=a)]),
                             mean_ci([getattr(c, field) for c in _select(sub, defense=b)]),
                             d.text() if d else "–",
@@ -205,9 +207,10 @@ def composition_section(spec: BenchSpec, cells: list[BenchCell], command: str) -
         "setting",
         "attack",
         "measure",
-        "rule",
-        "alone",
+        "without FL-WBC",
         "with FL-WBC",
+        "without",
+        "with",
         "difference",
         "verdict",
     ]
