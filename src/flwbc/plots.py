@@ -51,11 +51,12 @@ def _save(fig, prefix: Path) -> list[Path]:  # type: ignore[no-untyped-def]
     return out
 
 
-def _finish(plt, fig, prefix: Path, title: str | None = None) -> list[Path]:  # type: ignore[no-untyped-def]
-    """Title, lay out, save (PNG and SVG) and close a figure."""
+def _finish(plt, fig, prefix: Path, title: str | None = None, right: float = 1.0) -> list[Path]:  # type: ignore[no-untyped-def]
+    """Title, lay out (the panels within the left `right` share of the width, the rest left
+    for a colour bar), save (PNG and SVG) and close a figure."""
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, right, 1.0))
     try:
         return _save(fig, prefix)
     finally:

@@ -235,11 +235,13 @@ def plot_regime(spec: BenchSpec, regime: str, summaries: list[Summary], prefix: 
                     ax.text(a, d, f"{grid[d, a]:.0f}", ha="center", va="center", fontsize=5)
     for j in range(len(settings), nrows * cols):
         axes[j // cols][j % cols].axis("off")
-    if img is not None:
-        fig.colorbar(img, ax=axes, fraction=0.02, label=UNITS[kind])
-    with warnings.catch_warnings():  # tight_layout cannot place the shared colour bar
+    if img is not None:  # the shared colour bar in a strip of its own, right of the panels
+        cax = fig.add_axes((0.9, 0.25, 0.015, 0.5))
+        fig.colorbar(img, cax=cax, label=UNITS[kind])
+    with warnings.catch_warnings():  # tight_layout warns about the colour bar's axes
         warnings.simplefilter("ignore", UserWarning)
-        return _finish(plt, fig, prefix, f"{spec.title}: {spec.regimes[regime].title or regime}")
+        title = f"{spec.title}: {spec.regimes[regime].title or regime}"
+        return _finish(plt, fig, prefix, title, right=0.88 if img is not None else 1.0)
 
 
 def write_bench_cells(spec: BenchSpec, cells: list[BenchCell], out: Path) -> Path:
