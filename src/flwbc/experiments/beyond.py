@@ -145,6 +145,10 @@ def _select(cells: list[BenchCell], **where: str) -> list[BenchCell]:
     return [c for c in cells if all(getattr(c, k) == v for k, v in where.items())]
 
 
+def _command(command: str) -> list[str]:
+    return ["", f"Command: `{command}`", ""]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return out + ["| " + " | ".join(r) + " |" for r in rows]
@@ -214,8 +218,7 @@ def composition_section(spec: BenchSpec, cells: list[BenchCell], command: str) -
         "difference",
         "verdict",
     ]
-    lines += _table(header, rows)
-    lines += ["", f"Command: `{command}`", ""]
+    lines += _table(header, rows) + _command(command)
     return lines
 
 
@@ -261,8 +264,7 @@ def mechanism_section(cells: list[BenchCell], store: Path, command: str) -> list
     if not rows:
         return lines + ["Not measured yet (no `order_stats.json` in the store).", ""]
     lines += _table(["setting", "attack", "defense"] + [t for _, t in ORDER_KEYS], rows)
-    lines += ["", f"![The attackers' quantiles]({QUANTILE_FIGURE}.png)", ""]
-    lines += [f"Command: `{command}`", ""]
+    lines += ["", f"![The attackers' quantiles]({QUANTILE_FIGURE}.png)"] + _command(command)
     return lines
 
 
@@ -356,8 +358,7 @@ def adaptive_section(
         "accuracy",
         "verdict",
     ]
-    lines += _table(header, rows)
-    lines += ["", f"Command: `{command}`", ""]
+    lines += _table(header, rows) + _command(command)
     return lines
 
 
@@ -457,8 +458,7 @@ def lockdown_section(
         "averaged over the window.",
         "",
     ]
-    lines += _table(["setting", "defense"] + [m for m, _ in measures], rows)
-    lines += ["", f"Command: `{command}`", ""]
+    lines += _table(["setting", "defense"] + [m for m, _ in measures], rows) + _command(command)
     return lines
 
 
