@@ -436,6 +436,7 @@ def lockdown_section(
         ("deployed backdoor, window", lambda r: _window_mean(r, "cf_backdoor_acc", start, end)),
     ]
     rows = []
+    per_seed: dict[tuple[str, str, int], dict[str, float | None]] = {}
     for setting in spec.all_settings():
         for defense in spec.defenses:
             sub = [
@@ -443,8 +444,28 @@ def lockdown_section(
                 for c in _select(cells, setting=setting, defense=defense, kind="targeted")
                 if c.run
             ]
-            recs = [read_jsonl(store / c.run / "rounds.jsonl") for c in sub]  # type: ignore[operator]
-            rows.append([setting, defense] + [mean_ci([f(r) for r in recs]) for _, f in measures])
+            for c in sub:
+                recs = read_jsonl(store / str(c.run) / "rounds.jsonl")
+                per_seed[(setting, defense, c.seed)] = {m: f(recs) for m, f in measures}
+            values = [per_seed[(setting, defense, c.seed)] for c in sub]
+            rows.append([setting, defense] + [mean_ci([v[m] for v in values]) for m, _ in measures])
+    # what each defense deploys: Lockdown its fused model, the others their global model
+    deployed = {"Lockdown": "deployed ", "Lockdown + median": "deployed "}
+    verdicts = []
+    for setting in spec.all_settings():
+        for rival in ("median", "FedAvg"):
+            for measure, lower in (("backdoor, window", True), ("accuracy", False)):
+                diffs = []
+                for seed in spec.seeds:
+                    mine = per_seed.get((setting, "Lockdown", seed), {})
+                    theirs = per_seed.get((setting, rival, seed), {})
+                    a = mine.get(deployed["Lockdown"] + measure)
+                    b = theirs.get(measure)
+                    if a is not None and b is not None:
+                        diffs.append(a - b)
+                d = Paired(*t_interval(diffs), len(diffs)) if diffs else None
+                claim = verdict_not_worse(d, lower_is_better=lower)
+                verdicts.append([setting, rival, measure, d.text() if d else "–", claim])
     lines = [
         "## Lockdown",
         "",
@@ -455,11 +476,18 @@ def lockdown_section(
         f"rounds {start}-{end} of {regime.rounds}. For Lockdown the deployed model is the "
         "consensus-fused one; for the others the deployed model is the global model itself "
         "(their 'deployed' columns are empty). Accuracy at the last round; backdoor success "
-        "averaged over the window.",
+        "(absolute, not over a baseline) averaged over the window.",
         "",
     ]
-    lines += _table(["setting", "defense"] + [m for m, _ in measures], rows) + _command(command)
-    return lines
+    lines += _table(["setting", "defense"] + [m for m, _ in measures], rows)
+    lines += [
+        "",
+        "Lockdown's deployed model against another defense's global model, seed by seed "
+        "(Lockdown − other); the verdict reads the claim as 'Lockdown is not worse'.",
+        "",
+    ]
+    header = ["setting", "against", "measure", "difference", "verdict"]
+    return lines + _table(header, verdicts) + _command(command)
 
 
 def open_claims_section() -> list[str]:
