@@ -496,8 +496,9 @@ def open_claims_section() -> list[str]:
         "## Not measured yet",
         "",
         f'- {BURSTY.source}: "{BURSTY.quote}". The template\'s pieces are built (Bulyan as '
-        "the code computes it, the nine-pixel trigger, the CNN with batch norm); its pool of 25 "
-        "attackers among 100 clients and the MGDA attacker are not, so it has not run.",
+        "the code computes it, the nine-pixel trigger, the CNN with batch norm, the pool of 25 "
+        "attackers among 100 clients, `attack.pool: random`); its MGDA attacker objective is "
+        "not, so it has not run.",
         "",
     ]
 
