@@ -185,8 +185,9 @@ def test_plugin_attack_trains_on_shifted_labels(plugin_dir, tmp_path):
         (
             {"attack": {**BASE["attack"], "name": "nope"}},
             "unknown attack 'nope'; choose one of alie, alie_opt, badnets, dba, fang_krum, "
-            "fang_trmean, gaussian, honest, ipm, ipm_opt, label_flip, label_shift, mean_flip, "
-            "mimic, min_max, min_sum, model_replacement, neurotoxin, sign_flip, targeted",
+            "fang_trmean, gaussian, honest, ipm, ipm_opt, kernel_backdoor, label_flip, "
+            "label_shift, mean_flip, mimic, min_max, min_sum, model_replacement, neurotoxin, "
+            "sign_flip, targeted",
         ),
         (
             {"defense": {"client": "shrink", "options": {"shrink": {"decay": 1}}}},
