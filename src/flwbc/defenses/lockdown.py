@@ -98,10 +98,6 @@ class LockdownState:
     """The weights after the last local step (what the code prunes on)."""
 
 
-def _named(model: FlatModel, flat: Tensor) -> dict[str, Tensor]:
-    return model.unflatten(flat)
-
-
 def _flat(model: FlatModel, named: dict[str, Tensor]) -> Tensor:
     return torch.cat([named[n].reshape(-1) for n in model.names])
 
@@ -183,7 +179,7 @@ class Lockdown(ClientDefense[LockdownOptions]):
             batch = self.options.screen_batch
             grad = screen_gradient(exp.model, run.w0 * received, x, y, batch, gen)
             model = exp.model
-            mask = _flat(model, regrow(_named(model, mask), held.removed, _named(model, grad)))
+            mask = _flat(model, regrow(model.unflatten(mask), held.removed, model.unflatten(grad)))
         return LockdownState(run, received, mask)
 
     def start(self, state: LockdownState, w: Tensor) -> Tensor:
@@ -200,7 +196,7 @@ class Lockdown(ClientDefense[LockdownOptions]):
         model = run.exp.model
         trained = state.trained if state.trained is not None else run.w0 + update
         rate = prune_rate(run.round, self.cfg.federation.rounds, self.options.anneal)
-        pruned, removed = prune(_named(model, trained), _named(model, state.mask), rate)
+        pruned, removed = prune(model.unflatten(trained), model.unflatten(state.mask), rate)
         mask = _flat(model, pruned)
         with self._lock:
             self.masks[run.client] = ClientMask(mask, removed)

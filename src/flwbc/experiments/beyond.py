@@ -88,19 +88,28 @@ class Paired:
         return f"{self.mean:+.3f} ± {self.half_width:.3f} ({self.seeds} seeds)"
 
 
-def paired(cells: list[BenchCell], a: str, b: str, field: str = "effect") -> Paired | None:
-    """The paired difference of `field` between defenses b and a, over the cells' seeds (the
-    cells of one regime, setting and attack)."""
-    by = {(c.defense, c.seed): getattr(c, field) for c in cells}
-    diffs = [
-        by[(b, s)] - by[(a, s)]
-        for s in sorted({c.seed for c in cells})
-        if by.get((a, s)) is not None and by.get((b, s)) is not None
-    ]
+def paired_of(diffs: list[float]) -> Paired | None:
+    """Per-seed differences as a `Paired` (None without any)."""
     if not diffs:
         return None
     mean, half = t_interval(diffs)
     return Paired(mean, half, len(diffs))
+
+
+def paired(
+    cells: list[BenchCell], a: str, b: str, field: str = "effect", across: str = "defense"
+) -> Paired | None:
+    """The paired difference of `field` between cells b and a over the cells' seeds: b and a
+    name defenses (the cells of one regime, setting and attack) or, with `across="attack"`,
+    attacks (the cells of one defense)."""
+    by = {(getattr(c, across), c.seed): getattr(c, field) for c in cells}
+    return paired_of(
+        [
+            by[(b, s)] - by[(a, s)]
+            for s in sorted({c.seed for c in cells})
+            if by.get((a, s)) is not None and by.get((b, s)) is not None
+        ]
+    )
 
 
 def verdict_not_worse(d: Paired | None, lower_is_better: bool = True) -> str:
@@ -284,17 +293,6 @@ LEADFL_PAIRS = (
 """The same for the attacker that knows LeadFL (adaptive-leadfl spec)."""
 
 
-def paired_attacks(cells: list[BenchCell], a: str, b: str, field: str = "effect") -> Paired | None:
-    """`paired` across attacks: attack b − attack a, over seeds, the cells of one defense."""
-    swapped = [
-        BenchCell(
-            c.regime, c.setting, c.defense, c.attack, c.seed, c.kind, **{field: getattr(c, field)}
-        )
-        for c in cells
-    ]
-    return paired(swapped, a, b, field)
-
-
 def adaptive_section(
     spec: BenchSpec,
     cells: list[BenchCell],
@@ -311,7 +309,7 @@ def adaptive_section(
         for defense in spec.defenses:
             sub = _select(cells, regime="targeted", setting=setting, defense=defense)
             for a, b in pairs:
-                d = paired_attacks(sub, a, b)
+                d = paired(sub, a, b, across="attack")
                 pa = _select(sub, attack=a)
                 pb = _select(sub, attack=b)
                 rows.append(
@@ -463,7 +461,7 @@ def lockdown_section(
                     b = theirs.get(measure)
                     if a is not None and b is not None:
                         diffs.append(a - b)
-                d = Paired(*t_interval(diffs), len(diffs)) if diffs else None
+                d = paired_of(diffs)
                 claim = verdict_not_worse(d, lower_is_better=lower)
                 verdicts.append([setting, rival, measure, d.text() if d else "–", claim])
     lines = [
