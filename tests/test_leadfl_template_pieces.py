@@ -1,7 +1,7 @@
 """The LeadFL template's pieces together, end to end on real data and on both engines: the
-BatchNorm CNN, the official code's "bulyan", the 9-pixel trigger and the backdoor accuracy
-over every test image (each piece is checked against the official code in its own test
-file)."""
+BatchNorm CNN, the official code's "bulyan", the 9-pixel trigger, the MGDA-balanced attacker
+and the backdoor accuracy over every test image (each piece is checked against the official
+code in its own test file)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,14 @@ def test_leadfl_pieces_run_on_both_engines(real_data_dir: Path, tmp_path: Path) 
                     "name": "badnets",
                     "num_malicious": 2,
                     "rounds": [1, 2],
-                    "options": {"target": 8, "pattern": "nine_pixel", "x": 23, "y": 3},
+                    "options": {
+                        "target": 8,
+                        "pattern": "nine_pixel",
+                        "x": 23,
+                        "y": 3,
+                        "objective": "mgda",
+                        "poison_fraction": 1.0,
+                    },
                 },
                 "eval": {
                     "batch_size": 1000,

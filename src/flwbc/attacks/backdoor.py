@@ -45,7 +45,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from flwbc.attacks.base import Attack
-from flwbc.client.local import Epoch, benign_plan
+from flwbc.client.local import Balanced, Epoch, Term, benign_plan, epoch_batches
 from flwbc.errors import FlwbcError
 from flwbc.plugin_options import PluginOptions
 from flwbc.rng import torch_generator
@@ -243,6 +243,14 @@ class BackdoorOptions(PluginOptions):
     epochs: int | None = Field(
         None, ge=1, description="the attacker's local epochs (default: local.epochs)"
     )
+    objective: Literal["replace", "mgda"] = Field(
+        "replace",
+        description="replace: a poison_fraction of the attacker's images is triggered and "
+        "relabelled (BadNets); mgda: each batch of its clean images is paired with a copy "
+        "whose first round(poison_fraction·B) images are triggered and relabelled, the two "
+        "losses balanced by MGDA at every step (the blind backdoor LeadFL's code runs, "
+        "with poison_fraction 1)",
+    )
 
     @model_validator(mode="after")
     def _xy(self) -> BackdoorOptions:
@@ -283,6 +291,31 @@ def poison(x: Tensor, y: Tensor, idx: Tensor, stamp: Stamp, target: int) -> tupl
     x[idx] = stamp.apply(x[idx])
     y[idx] = target
     return x, y
+
+
+def blind_plan(
+    x: Tensor,
+    y: Tensor,
+    x_triggered: Tensor,
+    target: int,
+    fraction: float,
+    batch_size: int,
+    epochs: int,
+    generator: torch.Generator,
+) -> Iterator[Epoch]:
+    """The blind backdoor's steps (`objective: mgda`): each batch of the clean images, in the
+    benign order, as the second term and, as the first, a copy whose first round(fraction·B)
+    images (Python's rounding, as the official synthesiser's) carry the trigger and the
+    target label; the two balanced by MGDA (`Balanced`)."""
+    for batches in epoch_batches(len(y), batch_size, epochs, generator):
+        epoch: Epoch = []
+        for idx in batches:
+            k = round(len(idx) * fraction)
+            xb, yb = x[idx].clone(), y[idx].clone()
+            xb[:k] = x_triggered[idx[:k]]
+            yb[:k] = target
+            epoch.append(Balanced([Term(xb, yb), Term(x[idx], y[idx])]))
+        yield epoch
 
 
 class BackdoorAttack(Attack[BO]):
@@ -343,12 +376,32 @@ class BackdoorAttack(Attack[BO]):
     def plan(
         self, exp: ExperimentContext, t: int, c: int, generator: torch.Generator
     ) -> tuple[int, Iterator[Epoch]]:
-        x, y = self.poisoned_data(exp, t, c)
         batch = self.cfg.local.batch_size
+        if self.opts.objective == "mgda":
+            x, y, xt = self.blind_data(exp, t, c)
+            return len(y), blind_plan(
+                x, y, xt, self.target, self.opts.poison_fraction, batch, self.epochs(), generator
+            )
+        x, y = self.poisoned_data(exp, t, c)
         return len(y), benign_plan(x, y, batch, self.epochs(), generator)
 
+    def blind_data(self, exp: ExperimentContext, t: int, c: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Attacker c's clean images and labels and the same images triggered (all normalised,
+        on the device), for `objective: mgda`."""
+        self.check(exp)
+        ds = exp.dataset
+        idx = torch.from_numpy(exp.client_indices[c])
+        raw = ds.train_x[idx]
+        triggered = self.local_stamp(exp, t, c).apply(raw)
+        dev = (exp.device, exp.dtype)
+        return (
+            ds.normalize(raw).to(*dev),
+            ds.train_y[idx].to(exp.device),
+            ds.normalize(triggered).to(*dev),
+        )
+
     def group_key(self, exp: ExperimentContext, n: int) -> tuple[Hashable, ...]:
-        return (n, self.cfg.local.batch_size, self.epochs())
+        return (n, self.cfg.local.batch_size, self.epochs(), self.opts.objective)
 
     def test_trigger(self, exp: ExperimentContext) -> Tensor:
         """The test images (raw uint8) with the global trigger written into each."""

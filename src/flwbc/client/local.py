@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flwbc.client.mgda import mgda_scales
 from flwbc.client.transform import ClientTransform, SGDStep, overrides
 from flwbc.models import FlatModel
 
@@ -32,6 +33,12 @@ class Term:
 
 Step = list[Term]
 Epoch = list[Step]
+
+
+class Balanced(list[Term]):
+    """A step of two loss terms whose weights are chosen at the step by MGDA
+    (`flwbc.client.mgda`: the blind-backdoor attacker's balancing, normalised by the loss)
+    instead of the terms' own weights, the first term's scale being γ."""
 
 
 @dataclass
@@ -141,8 +148,7 @@ def local_train(
                 t.start_epoch(st, epoch)
         for index, terms in enumerate(zip(*epochs, strict=True)):
             weights.requires_grad_(True)
-            per_client = loss_fn(model, weights, list(terms))
-            (grad,) = torch.autograd.grad(per_client.sum(), weights)
+            per_client, grad = _loss_and_grad(loss_fn, model, weights, list(terms))
             if any(grads):
                 extra = [_extra(row, weights[j].detach()) for j, row in enumerate(grads)]
                 if any(e is not None for e in extra):
@@ -158,6 +164,28 @@ def local_train(
             loss_sum += per_client.detach()
             steps += 1
     return weights.detach(), (loss_sum / max(steps, 1)).tolist(), steps
+
+
+def _loss_and_grad(
+    loss_fn: GroupLoss, model: FlatModel, weights: Tensor, terms: list[Step]
+) -> tuple[Tensor, Tensor]:
+    """Each row's step loss [G] and its gradient [G, P] at `weights` (which require grad). A
+    `Balanced` step (every row's, as rows share their steps' shape) weighs its two terms by
+    MGDA: each term's loss and gradient alone, then γ·L₁ + (1 − γ)·L₂ and the same sum of the
+    gradients, the scales held constant as in the official code (one backward per term)."""
+    if not isinstance(terms[0], Balanced):
+        per_client = loss_fn(model, weights, terms)
+        (grad,) = torch.autograd.grad(per_client.sum(), weights)
+        return per_client, grad
+    losses, grads = [], []
+    for k in range(len(terms[0])):
+        lk = loss_fn(model, weights, [[replace(ts[k], weight=1.0)] for ts in terms])
+        (gk,) = torch.autograd.grad(lk.sum(), weights)
+        losses.append(lk.detach())
+        grads.append(gk)
+    loss, grad = torch.stack(losses), torch.stack(grads)
+    scales = mgda_scales(grad, loss)
+    return (scales * loss).sum(0), (scales.unsqueeze(-1) * grad).sum(0)
 
 
 @dataclass(frozen=True)
