@@ -1,7 +1,7 @@
 """The LeadFL template's pieces together, end to end on real data and on both engines: the
-BatchNorm CNN, the official code's "bulyan", the 9-pixel trigger, the MGDA-balanced attacker
-and the backdoor accuracy over every test image (each piece is checked against the official
-code in its own test file)."""
+BatchNorm CNN, the official code's "bulyan", the 9-pixel trigger at its contrast on
+unnormalised images, the MGDA-balanced attacker and the backdoor accuracy over every test
+image (each piece is checked against the official code in its own test file)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_leadfl_pieces_run_on_both_engines(real_data_dir: Path, tmp_path: Path) 
                 "seed": 2,
                 "engine": engine,
                 "model": "fmnist_cnn_bn",
-                "data": {"dir": str(real_data_dir), "train_fraction": 0.01},
+                "data": {"name": "fmnist_raw", "dir": str(real_data_dir), "train_fraction": 0.01},
                 "federation": {"num_clients": 10, "clients_per_round": 5, "rounds": 2},
                 "local": {"epochs": 1, "batch_size": 16, "lr": 0.01, "momentum": 0.1},
                 "server": {"aggregator": "leadfl_bulyan"},
@@ -36,6 +36,7 @@ def test_leadfl_pieces_run_on_both_engines(real_data_dir: Path, tmp_path: Path) 
                         "y": 3,
                         "objective": "mgda",
                         "poison_fraction": 1.0,
+                        "levels": [2.8215, -0.4242],
                     },
                 },
                 "eval": {
@@ -58,4 +59,6 @@ def test_leadfl_pieces_run_on_both_engines(real_data_dir: Path, tmp_path: Path) 
         assert a["aggregator"]["selected"] == b["aggregator"]["selected"]
         assert a["backdoor_acc"] == pytest.approx(b["backdoor_acc"], abs=2e-3)
         assert a["test_acc"] == pytest.approx(b["test_acc"], abs=2e-3)
-    assert torch.allclose(seq.weights, bat.weights, atol=1e-4)
+    # the engines order float sums differently; BatchNorm's batch statistics and the trigger's
+    # 2.8 inputs amplify it (1.4e-4 at most here, on weights up to 1)
+    assert torch.allclose(seq.weights, bat.weights, atol=5e-4)

@@ -13,7 +13,7 @@ from torch import nn
 
 import flwbc
 from flwbc.attacks import ATTACKS, build_attack
-from flwbc.attacks.backdoor import Trigger
+from flwbc.attacks.backdoor import Trigger, poison
 from flwbc.data import Dataset
 from flwbc.evaluation import build_metrics
 from flwbc.evaluation.backdoor import Backdoor
@@ -72,6 +72,37 @@ def test_nine_pixel_at_leadfl_place_is_the_official_pattern() -> None:
             assert bool(stamp.mask[3 + r, 23 + c]) == (cell != -10)
             if cell != -10:
                 assert int(stamp.values[3 + r, 23 + c]) == int(cell) * 255
+
+
+def test_levels_on_fmnist_raw_are_the_official_trigger_on_unnormalised_images(
+    real_data_dir,
+) -> None:
+    """LeadFL's code: `ToTensor` images in [0, 1] (fmnist_raw) with the pattern written after
+    MNIST's normalisation; officially input·(1 − mask) + pattern·mask."""
+    pattern, mask = official_make_pattern()
+    ds = flwbc.data.get_dataset("fmnist_raw").load(str(real_data_dir))
+    plain = flwbc.data.get_dataset("fmnist").load(str(real_data_dir))
+    raw = ds.test_x[:16]
+    assert torch.equal(raw, plain.test_x[:16])
+    torch.testing.assert_close(ds.normalize(raw), raw.float() / 255.0, rtol=0, atol=0)
+    levels = (float(pattern[mask.bool()].max()), float(pattern[mask.bool()].min()))
+    opts = ATTACKS.options(
+        "badnets", {"pattern": "nine_pixel", "x": 23, "y": 3, "target": 8, "levels": levels}
+    )
+    att = ATTACKS["badnets"](flwbc.make_config({}), opts)
+    exp = SimpleNamespace(dataset=ds)
+    stamp = att.written(exp, opts.trigger().stamp(28, 28))
+    ours = ds.normalize(stamp.apply(raw))
+    official = raw.float() / 255.0 * (1 - mask) + pattern * mask
+    torch.testing.assert_close(ours, official, rtol=0, atol=1e-6)
+    # the official contrast: white 2.8x the brightest clean pixel, where plain 255 gives 1.0
+    assert float(ours.max()) == pytest.approx(2.8215, abs=1e-4)
+    assert float(ds.normalize(opts.trigger().stamp(28, 28).apply(raw)).max()) == 1.0
+    # poisoned training images carry the same floats
+    x, y = poison(raw, torch.zeros(16, dtype=torch.long), torch.arange(4), stamp, 8)
+    assert x.dtype == torch.float32 and y[:4].tolist() == [8] * 4
+    torch.testing.assert_close(ds.normalize(x[:4]), official[:4], rtol=0, atol=1e-6)
+    assert torch.equal(x[4:], raw[4:].float())
 
 
 def test_nine_pixel_white_is_value_and_it_places_like_the_other_patterns() -> None:

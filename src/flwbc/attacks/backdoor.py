@@ -80,7 +80,8 @@ its white is 2.8× the brightest clean pixel and its black 0.42 below the darkes
 255 and 0 into the raw images, which Fashion-MNIST's (0.1307, 0.3081) normalisation turns into
 the same 2.8215 and −0.4242, but the clean pixels are normalised too and span [−0.4242, 2.8215]:
 here the trigger's white and black are the clean range's ends, a contrast about 2.8× lower
-relative to the image. A uint8 trigger written before normalisation cannot reproduce that.
+relative to the image. A uint8 trigger written before normalisation cannot reproduce that;
+the dataset `fmnist_raw` (ToTensor only) with the option `levels: [2.8215, -0.4242]` does.
 """
 
 
@@ -93,13 +94,30 @@ class Stamp:
     values: Tensor
 
     def apply(self, x: Tensor) -> Tensor:
-        """A copy of the uint8 images `x` [..., C, H, W] with the stamp's pixels written."""
+        """A copy of the uint8 images `x` [..., C, H, W] with the stamp's pixels written (as
+        float32 images when the stamp's values are floats, `with_levels`)."""
         if x.dtype != torch.uint8:
             raise TypeError(f"a trigger is written into raw uint8 images, got {x.dtype}")
         if tuple(x.shape[-2:]) != tuple(self.mask.shape):
             raise ValueError(f"images {tuple(x.shape)} do not match the trigger's {self.shape}")
         mask, values = self.mask.to(x.device), self.values.to(x.device)
-        return torch.where(mask, values, x)
+        return torch.where(mask, values, x.to(values.dtype))
+
+    def with_levels(
+        self,
+        white: int,
+        levels: tuple[float, float],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> Stamp:
+        """The stamp whose `white` pixels become `levels[0]` and its other pixels `levels[1]`
+        after the normalisation (mean, std): float values [C, H, W] on the raw 0..255 scale,
+        (level·std + mean)·255 per channel, which may lie outside 0..255."""
+        m = torch.tensor(mean, dtype=torch.float64).view(-1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float64).view(-1, 1, 1)
+        level = torch.where(self.values == white, levels[0], levels[1]).to(torch.float64)
+        raw = torch.where(self.mask, (level * s + m) * 255.0, torch.zeros_like(level))
+        return Stamp(self.mask, raw.to(torch.float32))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -240,6 +258,12 @@ class BackdoorOptions(PluginOptions):
     )
     value: int = Field(255, ge=0, le=255, description="raw pixel value written (0..255)")
     gap: int = Field(2, ge=0, description="bars: pixels between bars, across and down")
+    levels: tuple[float, float] | None = Field(
+        None,
+        description="the trigger's white and black pixels as the model sees them, written "
+        "after normalisation (LeadFL's code: [2.8215, -0.4242], MNIST's normalisation of 1 and "
+        "0, into fmnist_raw's [0, 1] images); default: value and 0 written into the raw images",
+    )
     epochs: int | None = Field(
         None, ge=1, description="the attacker's local epochs (default: local.epochs)"
     )
@@ -286,9 +310,11 @@ def poison_indices(n: int, fraction: float, generator: torch.Generator) -> Tenso
 
 
 def poison(x: Tensor, y: Tensor, idx: Tensor, stamp: Stamp, target: int) -> tuple[Tensor, Tensor]:
-    """Raw images `x` and labels `y` with images `idx` triggered and relabelled `target`."""
-    x, y = x.clone(), y.clone()
-    x[idx] = stamp.apply(x[idx])
+    """Raw images `x` and labels `y` with images `idx` triggered and relabelled `target` (float
+    images when the stamp writes floats)."""
+    stamped = stamp.apply(x[idx])
+    x, y = x.to(stamped.dtype, copy=True), y.clone()
+    x[idx] = stamped
     y[idx] = target
     return x, y
 
@@ -345,6 +371,14 @@ class BackdoorAttack(Attack[BO]):
         _, h, w = exp.dataset.image_shape
         return self.trigger().stamp(h, w)
 
+    def written(self, exp: ExperimentContext, stamp: Stamp) -> Stamp:
+        """`stamp` as it is written into the dataset's raw images: with `levels`, float values
+        that the dataset's normalisation maps to them."""
+        if self.opts.levels is None:
+            return stamp
+        ds = exp.dataset
+        return stamp.with_levels(self.opts.value, self.opts.levels, ds.mean, ds.std)
+
     def check(self, exp: ExperimentContext) -> None:
         """One-line errors for options that do not fit the dataset: the target, and every
         attacker's trigger (built once here, so a misfit shows before any round)."""
@@ -367,7 +401,7 @@ class BackdoorAttack(Attack[BO]):
         x, y = ds.train_x[idx], ds.train_y[idx]
         gen = torch_generator(exp.cfg.seed, "poison", t, c)
         which = poison_indices(len(y), self.opts.poison_fraction, gen)
-        x, y = poison(x, y, which, self.local_stamp(exp, t, c), self.target)
+        x, y = poison(x, y, which, self.written(exp, self.local_stamp(exp, t, c)), self.target)
         return ds.normalize(x).to(exp.device, exp.dtype), y.to(exp.device)
 
     def epochs(self) -> int:
@@ -392,7 +426,7 @@ class BackdoorAttack(Attack[BO]):
         ds = exp.dataset
         idx = torch.from_numpy(exp.client_indices[c])
         raw = ds.train_x[idx]
-        triggered = self.local_stamp(exp, t, c).apply(raw)
+        triggered = self.written(exp, self.local_stamp(exp, t, c)).apply(raw)
         dev = (exp.device, exp.dtype)
         return (
             ds.normalize(raw).to(*dev),
@@ -404,7 +438,8 @@ class BackdoorAttack(Attack[BO]):
         return (n, self.cfg.local.batch_size, self.epochs(), self.opts.objective)
 
     def test_trigger(self, exp: ExperimentContext) -> Tensor:
-        """The test images (raw uint8) with the global trigger written into each."""
+        """The test images (raw, uint8 or float with `levels`) with the global trigger written
+        into each."""
         self.check(exp)
         _, h, w = exp.dataset.image_shape
-        return self.trigger().stamp(h, w).apply(exp.dataset.test_x)
+        return self.written(exp, self.trigger().stamp(h, w)).apply(exp.dataset.test_x)

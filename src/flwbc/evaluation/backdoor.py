@@ -42,8 +42,9 @@ def backdoor_success(
     include_target: bool = False,
 ) -> float:
     """Share of the non-target test images (every test image with `include_target`),
-    triggered (`triggered`, raw uint8, one per test image; the `eval.test_size` evaluated at
-    round t when set), that the model at w classifies as `target`."""
+    triggered (`triggered`, raw: uint8, or float with a trigger's `levels`; one per test
+    image; the `eval.test_size` evaluated at round t when set), that the model at w classifies
+    as `target`."""
     labels = exp.dataset.test_y
     idx = evaluated_test_indices(exp.cfg, len(labels), t)
     if idx is not None:
