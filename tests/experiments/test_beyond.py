@@ -9,11 +9,21 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats
 
 from flwbc.experiments.bench import BenchCell
-from flwbc.experiments.beyond import MARGIN, Paired, beyond_markdown, paired, verdict_not_worse
+from flwbc.experiments.beyond import (
+    MARGIN,
+    Paired,
+    beyond_markdown,
+    bursty_section,
+    load_spec,
+    paired,
+    verdict_not_worse,
+    verdict_threshold,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -144,3 +154,71 @@ def test_quantile_histograms_average_rounds_with_attackers_then_seeds(tmp_path: 
     got = quantile_hists(cells, tmp_path)
     want = [0.25] + [0.0] * 4 + [0.75] + [0.0] * 4
     assert got == {("iid", "BadNets", "median"): pytest.approx(want)}
+
+
+@pytest.mark.parametrize(
+    ("values", "threshold", "above", "want"),
+    [
+        ([0.9, 0.92, 0.88], 0.75, True, "holds here"),
+        ([0.5, 0.6, 0.55], 0.75, True, "refuted here"),
+        ([0.5, 0.95, 0.8], 0.75, True, "open"),
+        ([0.05, 0.06, 0.04], 0.10, False, "holds here"),
+        ([0.5, 0.6, 0.4], 0.10, False, "refuted here"),
+        ([0.02, 0.3, 0.1], 0.10, False, "open"),
+        ([0.05], 0.10, False, "open (one seed)"),
+        ([], 0.10, False, "not measured"),
+    ],
+)
+def test_threshold_verdicts_read_the_t_interval(
+    values: list[float], threshold: float, above: bool, want: str
+) -> None:
+    assert verdict_threshold(values, threshold, above) == want
+    if len(values) > 1:
+        lo, hi = stats.t.interval(
+            0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values)
+        )
+        side = lo > threshold if above else hi < threshold
+        assert (want == "holds here") == side
+
+
+def test_bursty_section_reads_leadfl_summary_numbers_from_the_records(tmp_path: Path) -> None:
+    spec = load_spec(ROOT / "results" / "beyond" / "leadfl-template.yaml")
+    rng = np.random.default_rng(0)
+    cells, means = [], {}
+    for defense, level in (("Bulyan", 0.9), ("Bulyan + LeadFL", 0.3), ("FedAvg", 0.95)):
+        for seed in range(3):
+            for kind in ("targeted", "clean"):
+                bd = rng.uniform(level - 0.05, level + 0.05, 4) if kind == "targeted" else [0.1] * 4
+                run = f"{defense}-{seed}-{kind}".replace(" ", "_")
+                (tmp_path / run).mkdir()
+                recs = [
+                    {"round": t + 1, "backdoor_acc": float(b), "test_acc": 0.8}
+                    for t, b in enumerate(bd)
+                ]
+                (tmp_path / run / "rounds.jsonl").write_text(
+                    "".join(json.dumps(r) + "\n" for r in recs)
+                )
+                attack = "blind 9-pixel" if kind == "targeted" else "none"
+                cells.append(
+                    BenchCell("targeted", "template", attack, defense, seed, kind, run=run)
+                )
+                means[(defense, seed, kind)] = float(np.mean(bd))
+    text = "\n".join(bursty_section(spec, cells, tmp_path, "CMD"))
+    bulyan = [means[("Bulyan", s, "targeted")] for s in range(3)]
+    leadfl = [means[("Bulyan + LeadFL", s, "targeted")] for s in range(3)]
+    row = next(line for line in text.splitlines() if line.startswith("| Bulyan |"))
+    assert f"{np.mean(bulyan):.3f} ±" in row and "| 0.100 ±" in row.replace(
+        "0.100 ± 0.000", "0.100 ±"
+    )
+    assert "| Bulyan alone lets it through: above 0.75 |" in text
+    assert "above 0.75 | " + f"{np.mean(bulyan):.3f}" in text
+    check = next(line for line in text.splitlines() if "above 0.75" in line)
+    assert check.endswith("| holds here |")
+    check = next(line for line in text.splitlines() if "below 0.10" in line)
+    assert check.endswith("| refuted here |")
+    diff = np.mean(np.array(leadfl) - np.array(bulyan))
+    row = next(
+        line for line in text.splitlines() if line.startswith("| Bulyan + LeadFL | Bulyan |")
+    )
+    assert f"{diff:+.3f} ±" in row and row.endswith("| holds here |")
+    assert "Bulyan + FL-WBC | Bulyan | backdoor, mean of rounds | – | not measured" in text

@@ -40,7 +40,14 @@ MARGIN = 0.05
 FINDINGS = "findings.md"
 """The hand-written findings beside the specs, appended to BEYOND.md as they are."""
 
-SPECS = ("composition", "adaptive", "adaptive-leadfl", "lockdown")
+SPECS = (
+    "composition",
+    "adaptive",
+    "adaptive-leadfl",
+    "lockdown",
+    "leadfl-template",
+    "leadfl-template-paper",
+)
 """The specs of results/beyond/ the report reads, in its order."""
 
 
@@ -69,8 +76,11 @@ ADAPTIVE = Claim(
     "FL-WBC (Sun et al., NeurIPS 2021), §5.2",
 )
 BURSTY = Claim(
-    "frequently reduces the backdoor accuracy from more than 75% ... to less than 10%",
-    "LeadFL (Zhu, Roos & Chen, ICML 2023), abstract; template configs/template.yaml",
+    "LeadFL frequently reduces the backdoor accuracy from more than 75% for state-of-the-art "
+    "defenses to less than 10% while its impact on the main task accuracy is always less than "
+    "for other client-side defenses",
+    "LeadFL (Zhu, Roos & Chen, ICML 2023), abstract (the repository's README); its template "
+    "configs/template.yaml",
 )
 
 
@@ -488,17 +498,203 @@ def lockdown_section(
     return lines + _table(header, verdicts) + _command(command)
 
 
-def open_claims_section() -> list[str]:
-    """The claims the issue names that no spec here has measured yet."""
-    return [
-        "## Not measured yet",
+def verdict_threshold(values: list[float], threshold: float, above: bool) -> str:
+    """The verdict on "the value is above (below) `threshold`" from its 95% interval over
+    seeds: *holds here* when the whole interval lies on the claimed side, *refuted here* when
+    it lies wholly on the other, *open* otherwise or with one seed."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return "not measured"
+    mean, half = t_interval(vals)
+    if half is None:
+        return "open (one seed)"
+    lo, hi = mean - half, mean + half
+    if not above:
+        lo, hi, threshold = -hi, -lo, -threshold
+    return "holds here" if lo > threshold else "refuted here" if hi < threshold else "open"
+
+
+BURSTY_MEASURES: tuple[tuple[str, str, str], ...] = (
+    ("backdoor, mean of rounds", "backdoor_acc", "mean"),
+    ("backdoor, last round", "backdoor_acc", "last"),
+    ("accuracy, last round", "test_acc", "last"),
+)
+"""(column, record field, over rounds): LeadFL's summary numbers (its federator's
+`backdoor_accuracy_avg`, the mean over every round, and `backdoor_accuracy_final`) and the
+main task's accuracy at the budget."""
+
+
+def _bursty_values(
+    cells: list[BenchCell], store: Path
+) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Per (defense, kind, seed) of the finished runs: each `BURSTY_MEASURES` value and the
+    per-round records."""
+    out: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for c in cells:
+        if not c.run:
+            continue
+        recs = read_jsonl(store / str(c.run) / "rounds.jsonl")
+        got: dict[str, Any] = {"records": recs}
+        for column, key, over in BURSTY_MEASURES:
+            got[column] = (
+                _window_mean(recs, key, 1, len(recs)) if over == "mean" else _last(recs, key)
+            )
+        out[(c.defense, c.kind, c.seed)] = got
+    return out
+
+
+BURSTY_FIGURE = "bursty"
+"""The template's figure, beside BEYOND.md (PNG and SVG)."""
+
+
+def plot_bursty(values: dict[tuple[str, str, int], dict[str, Any]], prefix: Path) -> list[Path]:
+    """Backdoor accuracy and main accuracy over rounds per defense under the bursty attack:
+    the mean over seeds (line) and the seeds' range (band)."""
+    from flwbc.plots import _finish, _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.2), squeeze=False)
+    defenses = sorted({d for d, k, _ in values if k == "targeted"})
+    colours = ("#4477aa", "#cc6677", "#228833", "#ccbb44", "#66ccee", "#aa3377")
+    for ax, key, label in zip(
+        axes[0],
+        ("backdoor_acc", "test_acc"),
+        ("backdoor accuracy (all test images)", "main-task accuracy"),
+        strict=True,
+    ):
+        for i, defense in enumerate(defenses):
+            runs = [
+                v["records"] for (d, k, _), v in values.items() if d == defense and k == "targeted"
+            ]
+            rounds = sorted({r["round"] for recs in runs for r in recs})
+            series = [
+                [r[key] for recs in runs for r in recs if r["round"] == t and key in r]
+                for t in rounds
+            ]
+            kept = [(t, s) for t, s in zip(rounds, series, strict=True) if s]
+            if not kept:
+                continue
+            xs = [t for t, _ in kept]
+            colour = colours[i % len(colours)]
+            ax.plot(xs, [sum(s) / len(s) for _, s in kept], color=colour, label=defense, lw=1.2)
+            ax.fill_between(
+                xs, [min(s) for _, s in kept], [max(s) for _, s in kept], color=colour, alpha=0.2
+            )
+        ax.set_xlabel("round")
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 1)
+    axes[0][0].legend(fontsize=8)
+    return _finish(
+        plt, fig, prefix, "LeadFL's template under bursty attackers (mean, seeds' range)"
+    )
+
+
+def bursty_section(
+    spec: BenchSpec,
+    cells: list[BenchCell],
+    store: Path,
+    command: str,
+    paper: tuple[BenchSpec, list[BenchCell], str] | None = None,
+) -> list[str]:
+    """LeadFL's headline claim on its template: each defense's backdoor and main accuracy
+    under the bursty attack and on the clean cell, the claim's two thresholds, LeadFL against
+    Bulyan alone and against FL-WBC, and (`paper`) LeadFL's paper form beside its code form."""
+    regime = spec.regimes["targeted"]
+    values = _bursty_values(cells, store)
+    columns = [m for m, _, _ in BURSTY_MEASURES]
+
+    def of(defense: str, kind: str, column: str) -> list[float]:
+        return [v[column] for (d, k, _), v in sorted(values.items()) if d == defense and k == kind]
+
+    rows = [
+        [defense]
+        + [mean_ci(of(defense, "targeted", m)) for m in columns]
+        + [mean_ci(of(defense, "clean", m)) for m in columns[0:1] + columns[2:]]
+        for defense in spec.defenses
+    ]
+
+    def diff(a: str, b: str, column: str) -> Paired | None:
+        by = {(d, s): v[column] for (d, k, s), v in values.items() if k == "targeted"}
+        return paired_of(
+            [
+                by[(b, s)] - by[(a, s)]
+                for s in spec.seeds
+                if by.get((a, s)) is not None and by.get((b, s)) is not None
+            ]
+        )
+
+    mean_col, acc_col = columns[0], columns[2]
+    checks = [
+        [
+            "Bulyan alone lets it through: above 0.75",
+            mean_ci(of("Bulyan", "targeted", mean_col)),
+            verdict_threshold(of("Bulyan", "targeted", mean_col), 0.75, above=True),
+        ],
+        [
+            "Bulyan + LeadFL keeps it below 0.10",
+            mean_ci(of("Bulyan + LeadFL", "targeted", mean_col)),
+            verdict_threshold(of("Bulyan + LeadFL", "targeted", mean_col), 0.10, above=False),
+        ],
+    ]
+    pairs = [
+        ("Bulyan", "Bulyan + LeadFL", mean_col, True),
+        ("Bulyan", "Bulyan + FL-WBC", mean_col, True),
+        ("Bulyan + FL-WBC", "Bulyan + LeadFL", mean_col, True),
+        ("Bulyan + FL-WBC", "Bulyan + LeadFL", acc_col, False),
+        ("FedAvg", "Bulyan", mean_col, True),
+    ]
+    paired_rows = []
+    for a, b, column, lower in pairs:
+        d = diff(a, b, column)
+        paired_rows.append([b, a, column, d.text() if d else "–", verdict_not_worse(d, lower)])
+    lines = [
+        "## LeadFL under bursty attackers, on its template",
         "",
-        f'- {BURSTY.source}: "{BURSTY.quote}". The template\'s pieces are built (Bulyan as '
-        "the code computes it, the nine-pixel trigger, the CNN with batch norm, the pool of 25 "
-        "attackers among 100 clients, `attack.pool: random`); its MGDA attacker objective is "
-        "not, so it has not run.",
+        f"> {BURSTY.quote}",
+        f"> — {BURSTY.source}",
+        "",
+        f"Spec `results/beyond/{spec.id}.yaml`: {spec.title}. Seeds {spec.seeds}; the attack in "
+        f"every round of {regime.rounds}. Backdoor accuracy is LeadFL's: every test image "
+        "triggered, the target class's included, so a model that never learnt the backdoor "
+        "still scores about 0.10 (the clean cell's column). The claim's numbers are read as the "
+        "mean over rounds (LeadFL's `backdoor_accuracy_avg`); the paper's own table was not "
+        "available here, so its values for this template are not compared.",
         "",
     ]
+    lines += _table(["defense", *columns, "clean: " + mean_col, "clean: " + acc_col], rows)
+    lines += [
+        "",
+        "The claim's two thresholds, on the mean over rounds (verdict from the 95% interval "
+        "over seeds):",
+        "",
+    ]
+    lines += _table(["claim", "measured", "verdict"], checks)
+    lines += [
+        "",
+        "Paired differences over seeds (the defense − the one it is compared with); the "
+        "verdict reads 'the defense is not worse' (backdoor: lower is better; accuracy: "
+        "higher).",
+        "",
+    ]
+    lines += _table(["defense", "against", "measure", "difference", "verdict"], paired_rows)
+    lines += _command(command)
+    if paper is not None:
+        pspec, pcells, pcommand = paper
+        pvalues = _bursty_values(pcells, store)
+        prow = []
+        for (d, k, s), v in sorted(pvalues.items()):
+            if k == "targeted":
+                prow.append(
+                    [d, str(s)] + [f"{v[m]:.3f}" if v[m] is not None else "–" for m in columns]
+                )
+        lines += [
+            f"LeadFL's paper form (the Hessian regulariser) beside the code form, spec "
+            f"`results/beyond/{pspec.id}.yaml`, seeds {pspec.seeds} (a probe of whether the "
+            "cheaper code form gives the same answer):",
+            "",
+        ]
+        lines += _table(["defense", "seed", *columns], prow) + _command(pcommand)
+    return lines
 
 
 def beyond_markdown(specs_dir: Path, store: Path) -> str:
@@ -550,7 +746,17 @@ def beyond_markdown(specs_dir: Path, store: Path) -> str:
         None,
     )
     lines += lockdown_section(specs["lockdown"], cells["lockdown"], store, bench("lockdown"))
-    lines += open_claims_section()
+    lines += bursty_section(
+        specs["leadfl-template"],
+        cells["leadfl-template"],
+        store,
+        bench("leadfl-template"),
+        (
+            specs["leadfl-template-paper"],
+            cells["leadfl-template-paper"],
+            bench("leadfl-template-paper"),
+        ),
+    )
     findings = specs_dir / FINDINGS
     if findings.exists():
         lines += ["## Findings (written by hand)", "", findings.read_text().strip(), ""]
@@ -567,5 +773,8 @@ def write_beyond(specs_dir: Path, store: Path, out: Path) -> list[Path]:
     hists = quantile_hists(cells, store)
     if hists:
         written += plot_quantiles(hists, out.parent / QUANTILE_FIGURE)
+    bursty = _bursty_values(spec_cells(load_spec(specs_dir / "leadfl-template.yaml"), store), store)
+    if any(k == "targeted" for _, k, _ in bursty):
+        written += plot_bursty(bursty, out.parent / BURSTY_FIGURE)
     atomic_write_bytes(out, (beyond_markdown(specs_dir, store) + "\n").encode())
     return [out, *written]
