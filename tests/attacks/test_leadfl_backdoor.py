@@ -89,12 +89,30 @@ def test_levels_on_fmnist_raw_are_the_official_trigger_on_unnormalised_images(
     opts = ATTACKS.options(
         "badnets", {"pattern": "nine_pixel", "x": 23, "y": 3, "target": 8, "levels": levels}
     )
-    att = ATTACKS["badnets"](flwbc.make_config({}), opts)
-    exp = SimpleNamespace(dataset=ds)
+    cfg = flwbc.make_config({"data": {"name": "fmnist_raw"}})
+    att = ATTACKS["badnets"](cfg, opts)
+    exp = SimpleNamespace(
+        cfg=cfg,
+        dataset=ds,
+        malicious_ids=[0],
+        client_indices={0: np.arange(16)},
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
     stamp = att.written(exp, opts.trigger().stamp(28, 28))
     ours = ds.normalize(stamp.apply(raw))
     official = raw.float() / 255.0 * (1 - mask) + pattern * mask
     torch.testing.assert_close(ours, official, rtol=0, atol=1e-6)
+    # what the backdoor metric tests and what the blind attacker trains on carry it too
+    tested = ds.normalize(att.test_trigger(exp)[:16])
+    torch.testing.assert_close(tested, official, rtol=0, atol=1e-6)
+    clean, labels, triggered = att.blind_data(exp, 1, 0)
+    train_raw = ds.train_x[:16]
+    torch.testing.assert_close(clean, train_raw.float() / 255.0, rtol=0, atol=0)
+    torch.testing.assert_close(
+        triggered, train_raw.float() / 255.0 * (1 - mask) + pattern * mask, rtol=0, atol=1e-6
+    )
+    assert torch.equal(labels, ds.train_y[:16])
     # the official contrast: white 2.8x the brightest clean pixel, where plain 255 gives 1.0
     assert float(ours.max()) == pytest.approx(2.8215, abs=1e-4)
     assert float(ds.normalize(opts.trigger().stamp(28, 28).apply(raw)).max()) == 1.0

@@ -113,3 +113,34 @@ def test_a_partial_fraction_triggers_the_first_round_fB_images_of_the_copy() -> 
     assert sorted(clean.x.flatten().tolist()) == list(range(10))
     assert back.y.tolist() == [3, 3] + [0] * 8  # round(2.5) = 2, Python's rounding
     assert torch.equal(back.x[:2], -clean.x[:2]) and torch.equal(back.x[2:], clean.x[2:])
+
+
+@pytest.mark.parametrize("name", ["fmnist_cnn", "fmnist_cnn_bn"])
+def test_balanced_steps_in_the_batched_engine_equal_each_client_alone(name: str) -> None:
+    """Three clients' blind-backdoor steps trained in lock-step through the grouped forward
+    equal each client trained alone through the model (the reference path)."""
+    from flwbc.client.local import local_train
+    from flwbc.engine.batched import batched_forward, grouped_loss
+
+    torch.manual_seed(1)
+    model = FlatModel(build_model(name, 1, 28, 10))
+    w0 = model.get_vector()
+    plans = []
+    for c in range(3):
+        x = torch.rand(20, 1, 28, 28)
+        y = torch.randint(0, 10, (20,))
+        xt = x.clone()
+        xt[:, :, 3:8, 23:26] = 2.8
+        gen = torch.Generator().manual_seed(c)
+        plans.append(list(blind_plan(x, y, xt, 8, 1.0, 8, 1, gen)))
+    alone = torch.stack([local_sgd(model, w0, p, lr=0.05, momentum=0.1).weights for p in plans])
+    together, _, steps = local_train(
+        model,
+        w0.expand(3, -1),
+        [iter(p) for p in plans],
+        lr=0.05,
+        momentum=0.1,
+        loss_fn=grouped_loss(batched_forward(model)),
+    )
+    assert steps == 3
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)

@@ -111,6 +111,41 @@ def test_clean_baselines_merge_refs_that_share_a_trigger() -> None:
     assert skipped is None
 
 
+def test_backdoors_differing_only_in_how_they_train_share_a_baseline() -> None:
+    """The training objective, the poisoned share and the epochs do not shape the trigger: the
+    blind (MGDA) backdoor and plain BadNets on one trigger share one clean baseline; the
+    `levels` of the trigger do shape it."""
+    from flwbc.evaluation.trigger import baseline_metric
+
+    trig = {"target": 8, "pattern": "nine_pixel", "x": 23, "y": 3}
+    blind = {"name": "badnets", "options": {**trig, "objective": "mgda", "poison_fraction": 1.0}}
+    plain = {"name": "badnets", "options": {**trig, "epochs": 2}}
+    got = baseline_metric([blind, plain])
+    assert got is not None and got["options"]["attacks"] == [{"name": "badnets", "options": trig}]
+    bright = {"name": "badnets", "options": {**trig, "levels": [2.8, -0.4]}}
+    assert baseline_metric([blind, bright], skip_ambiguous=True) is None
+
+
+def test_the_clean_baseline_scores_the_images_the_backdoor_metric_scores() -> None:
+    """A spec whose backdoor metric counts the target class's images (LeadFL's measure) gets a
+    clean baseline that counts them too; the others are unchanged."""
+    from flwbc.evaluation.trigger import baseline_metric
+
+    every = [{"name": "backdoor", "options": {"include_target": True}}]
+    got = baseline_metric([{"name": "badnets"}], metrics=every)
+    assert got is not None and got["options"]["include_target"] is True
+    got = baseline_metric([{"name": "badnets"}], metrics=["test_acc"])
+    assert got is not None and "include_target" not in got["options"]
+    spec = load_spec(ROOT / "results" / "beyond" / "leadfl-template.yaml")
+    from flwbc.experiments.bench import expand_bench
+
+    clean = [r for r in expand_bench(spec) if r.coords.get("attack") == "none"]
+    assert clean
+    for run in clean:
+        (trigger,) = [m for m in run.config["eval"]["metrics"] if m["name"] == "trigger"]
+        assert trigger["options"]["include_target"] is True
+
+
 def test_dba_refs_with_different_parts_keep_their_own_baselines() -> None:
     """DBA's trigger depends on `parts` (beyond BackdoorOptions): two part counts are two
     triggers, never merged; an option written at its default equals one left out."""
@@ -191,8 +226,10 @@ def test_bursty_section_reads_leadfl_summary_numbers_from_the_records(tmp_path: 
                 bd = rng.uniform(level - 0.05, level + 0.05, 4) if kind == "targeted" else [0.1] * 4
                 run = f"{defense}-{seed}-{kind}".replace(" ", "_")
                 (tmp_path / run).mkdir()
+                # a clean run records its baseline under the trigger metric's field only
+                field = "backdoor_acc" if kind == "targeted" else "backdoor_acc.badnets"
                 recs = [
-                    {"round": t + 1, "backdoor_acc": float(b), "test_acc": 0.8}
+                    {"round": t + 1, "backdoor_acc": None, field: float(b), "test_acc": 0.8}
                     for t, b in enumerate(bd)
                 ]
                 (tmp_path / run / "rounds.jsonl").write_text(

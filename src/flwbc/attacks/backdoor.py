@@ -88,7 +88,8 @@ the dataset `fmnist_raw` (ToTensor only) with the option `levels: [2.8215, -0.42
 @dataclass(frozen=True)
 class Stamp:
     """Pixels to overwrite in [.., C, H, W] images: where (`mask` [H, W]) and with what
-    (`values` [H, W] uint8, the same in every channel)."""
+    (`values` [H, W] uint8, the same in every channel; or [C, H, W] float32 raw values from
+    `with_levels`)."""
 
     mask: Tensor
     values: Tensor
@@ -280,6 +281,8 @@ class BackdoorOptions(PluginOptions):
     def _xy(self) -> BackdoorOptions:
         if (self.x is None) != (self.y is None):
             raise ValueError("give both x and y, or neither")
+        if self.levels is not None and self.value == 0:
+            raise ValueError("levels tells white from black by value: give a value above 0")
         return self
 
     def trigger(self, bars: int = 4) -> Trigger:
@@ -350,7 +353,11 @@ class BackdoorAttack(Attack[BO]):
     Options = BackdoorOptions
     goal = "targeted"
     metrics: ClassVar[tuple[str, ...]] = ("backdoor",)
-    trigger_fields: ClassVar[frozenset[str]] = frozenset(BackdoorOptions.model_fields)
+    trigger_fields: ClassVar[frozenset[str]] = frozenset(BackdoorOptions.model_fields) - {
+        "objective",
+        "poison_fraction",
+        "epochs",
+    }
     """The options that shape the global trigger and target: runs whose attacks agree on them
     share a clean baseline (`flwbc.evaluation.trigger.baseline_metric`)."""
 

@@ -173,7 +173,10 @@ def _loss_and_grad(
     `Balanced` step (every row's, as rows share their steps' shape) weighs its two terms by
     MGDA: each term's loss and gradient alone, then γ·L₁ + (1 − γ)·L₂ and the same sum of the
     gradients, the scales held constant as in the official code (one backward per term)."""
-    if not isinstance(terms[0], Balanced):
+    balanced = [isinstance(t, Balanced) for t in terms]
+    if any(balanced) and not all(balanced):
+        raise ValueError("a lock-step group mixes MGDA-balanced and plain steps")
+    if not balanced[0]:
         per_client = loss_fn(model, weights, terms)
         (grad,) = torch.autograd.grad(per_client.sum(), weights)
         return per_client, grad

@@ -62,13 +62,17 @@ def is_backdoor(name: str) -> bool:
 
 
 def baseline_metric(
-    attacks: Iterable[dict[str, Any]], *, skip_ambiguous: bool = False
+    attacks: Iterable[dict[str, Any]],
+    *,
+    skip_ambiguous: bool = False,
+    metrics: Iterable[Any] = (),
 ) -> dict[str, Any] | None:
     """The `trigger` metric that measures, on a clean run, the trigger of every backdoor among
     `attacks` (attack config sections: `name` and `options`), each once in order; None when
     there is none. Two backdoors of one name with different options cannot both be measured
     (their fields would be one): `skip_ambiguous` leaves them out, else the metric refuses
-    them."""
+    them. It scores the images the attacked runs' `backdoor` metric scores: with
+    `include_target` when a `backdoor` entry among their `eval.metrics` (`metrics`) sets it."""
     refs: list[dict[str, Any]] = []
     for section in attacks:
         name = str(section.get("name", "targeted"))
@@ -79,7 +83,17 @@ def baseline_metric(
     if skip_ambiguous:
         names = [r["name"] for r in refs]
         refs = [r for r in refs if names.count(r["name"]) == 1]
-    return {"name": "trigger", "options": {"attacks": refs}} if refs else None
+    if not refs:
+        return None
+    options: dict[str, Any] = {"attacks": refs}
+    if any(
+        isinstance(m, dict)
+        and m.get("name") == "backdoor"
+        and (m.get("options") or {}).get("include_target")
+        for m in metrics
+    ):
+        options["include_target"] = True
+    return {"name": "trigger", "options": options}
 
 
 def _merge_same_trigger(refs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -254,8 +254,11 @@ def expand_bench(
                 window["name"] = "continuous"
             # each backdoor's trigger as its attacked cells configure it (options merged)
             baselines = baseline_metric(
-                deep_merge(base, substitute(p, setting.vars, where)).get("attack", {})
-                for p in attacks.values()
+                (
+                    deep_merge(base, substitute(p, setting.vars, where)).get("attack", {})
+                    for p in attacks.values()
+                ),
+                metrics=base.get("eval", {}).get("metrics", []),
             )
             for seed in seeds or spec.seeds:
                 parent: RunSpec | None = None

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from flwbc.errors import FlwbcError
+from flwbc.evaluation.trigger import trigger_field
 from flwbc.experiments.bench import (
     BenchCell,
     BenchSpec,
@@ -525,10 +526,13 @@ main task's accuracy at the budget."""
 
 
 def _bursty_values(
-    cells: list[BenchCell], store: Path
+    spec: BenchSpec, cells: list[BenchCell], store: Path
 ) -> dict[tuple[str, str, int], dict[str, Any]]:
     """Per (defense, kind, seed) of the finished runs: each `BURSTY_MEASURES` value and the
-    per-round records."""
+    per-round records. A clean run's backdoor accuracy is its `trigger` metric's field for
+    the spec's backdoor (the same images, the attackers sending honest updates)."""
+    (attack,) = spec.regimes["targeted"].attacks.values()  # type: ignore[union-attr]
+    clean_field = trigger_field(attack["attack"]["name"])
     out: dict[tuple[str, str, int], dict[str, Any]] = {}
     for c in cells:
         if not c.run:
@@ -536,6 +540,8 @@ def _bursty_values(
         recs = read_jsonl(store / str(c.run) / "rounds.jsonl")
         got: dict[str, Any] = {"records": recs}
         for column, key, over in BURSTY_MEASURES:
+            if c.kind == "clean" and key == "backdoor_acc":
+                key = clean_field
             got[column] = (
                 _window_mean(recs, key, 1, len(recs)) if over == "mean" else _last(recs, key)
             )
@@ -600,7 +606,7 @@ def bursty_section(
     under the bursty attack and on the clean cell, the claim's two thresholds, LeadFL against
     Bulyan alone and against FL-WBC, and (`paper`) LeadFL's paper form beside its code form."""
     regime = spec.regimes["targeted"]
-    values = _bursty_values(cells, store)
+    values = _bursty_values(spec, cells, store)
     columns = [m for m, _, _ in BURSTY_MEASURES]
 
     def of(defense: str, kind: str, column: str) -> list[float]:
@@ -680,7 +686,7 @@ def bursty_section(
     lines += _command(command)
     if paper is not None:
         pspec, pcells, pcommand = paper
-        pvalues = _bursty_values(pcells, store)
+        pvalues = _bursty_values(pspec, pcells, store)
         prow = []
         for (d, k, s), v in sorted(pvalues.items()):
             if k == "targeted":
@@ -773,7 +779,8 @@ def write_beyond(specs_dir: Path, store: Path, out: Path) -> list[Path]:
     hists = quantile_hists(cells, store)
     if hists:
         written += plot_quantiles(hists, out.parent / QUANTILE_FIGURE)
-    bursty = _bursty_values(spec_cells(load_spec(specs_dir / "leadfl-template.yaml"), store), store)
+    template = load_spec(specs_dir / "leadfl-template.yaml")
+    bursty = _bursty_values(template, spec_cells(template, store), store)
     if any(k == "targeted" for _, k, _ in bursty):
         written += plot_bursty(bursty, out.parent / BURSTY_FIGURE)
     atomic_write_bytes(out, (beyond_markdown(specs_dir, store) + "\n").encode())

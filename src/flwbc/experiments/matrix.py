@@ -163,7 +163,8 @@ def with_baselines(spec: Spec) -> Spec:
         for a, point in spec.axes["attack"].items()
         if a != CLEAN
     ]
-    metric = baseline_metric(sections, skip_ambiguous=True)
+    metrics = deep_merge(spec.base, spec.branch.config).get("eval", {}).get("metrics", [])
+    metric = baseline_metric(sections, skip_ambiguous=True, metrics=metrics)
     if metric is None:
         return spec
     clean = spec.axes["attack"][CLEAN]
