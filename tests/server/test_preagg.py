@@ -72,3 +72,30 @@ def test_norm_floor_drops_what_a_brute_force_drops(k: int) -> None:
     np.testing.assert_array_equal(out.numpy(), updates.numpy()[keep])
     want = weights.numpy()[keep] * weights.numpy().sum() / weights.numpy()[keep].sum()
     np.testing.assert_allclose(w.numpy(), want, rtol=1e-12)
+
+
+def test_norm_floor_drops_non_finite_updates_and_takes_the_median_of_the_rest() -> None:
+    """An attacker whose training diverged sends NaN or inf: that row is dropped, and the
+    floor is computed from the finite rows' norms as if it were absent."""
+    (floor,) = build_pre_aggregators([Ref("norm_floor", fraction=0.5)])
+    gen = torch.Generator().manual_seed(3)
+    finite = torch.randn(7, 20, generator=gen, dtype=torch.float64)
+    finite[0] *= 0.1
+    weights = torch.ones(9, dtype=torch.float64)
+    bad = torch.full((2, 20), float("nan"), dtype=torch.float64)
+    bad[1, 0] = float("inf")
+    updates = torch.cat([bad, finite])
+    ctx = RoundContext(1, list(range(9)), torch.Generator(), torch.zeros(20))
+    out, w, info = floor.apply(updates, weights, ctx, torch.Generator())
+    ref_out, ref_w, ref_info = floor.apply(
+        finite,
+        weights[2:],
+        RoundContext(1, list(range(2, 9)), torch.Generator(), torch.zeros(20)),
+        torch.Generator(),
+    )
+    assert info["dropped"] == [0, 1, *ref_info["dropped"]] == [0, 1, 2]
+    assert torch.equal(out, ref_out)
+    np.testing.assert_allclose(w.numpy(), ref_w.numpy() * 9 / 7, rtol=1e-12)
+    two = RoundContext(1, [4, 5], torch.Generator(), torch.zeros(20))
+    out, w, info = floor.apply(bad, weights[:2], two, torch.Generator())
+    assert len(out) == 0 and info["dropped"] == [4, 5]

@@ -9,7 +9,9 @@ statistics in results/beyond/BEYOND.md). An update far below the median norm lac
 every benign client carries: this step drops the updates with norm < `fraction` × the median
 of the round's norms (torch's median: the lower middle value for an even count), and
 rescales the kept rows' weights to the round's total; it never drops the median row itself.
-Without FL-WBC benign and malicious norms are alike and few updates are dropped.
+Without FL-WBC benign and malicious norms are alike and few updates are dropped. Updates with
+a non-finite norm (an attacker whose training diverged) are dropped, and the median is taken
+over the others.
 
 Assumes: most of the round's updates are benign, and the attackers do not add FL-WBC's noise
 themselves; an attacker that trains through FL-WBC's perturbation (`wbc_aware`, mode eot)
@@ -50,10 +52,17 @@ class NormFloor(PreAggregator[NormFloorOptions]):
         self, updates: Tensor, weights: Tensor, ctx: RoundContext, generator: torch.Generator
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
         norms = updates.norm(dim=1)
-        keep = norms >= self.options.fraction * norms.median()
-        rows = ctx.client_ids if ctx.rows_are_clients else range(len(updates))
+        finite = norms.isfinite()
+        if not finite.any():
+            return updates[:0], weights[:0], {"dropped": list(self._rows(ctx, len(updates)))}
+        keep = finite & (norms >= self.options.fraction * norms[finite].median())
+        rows = self._rows(ctx, len(updates))
         dropped = [c for c, k in zip(rows, keep.tolist(), strict=True) if not k]
         kept = weights[keep]
         if kept.sum() > 0:
             kept = kept * (weights.sum() / kept.sum())
         return updates[keep], kept, {"dropped": dropped}
+
+    @staticmethod
+    def _rows(ctx: RoundContext, n: int) -> list[int]:
+        return list(ctx.client_ids) if ctx.rows_are_clients else list(range(n))
