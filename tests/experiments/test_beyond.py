@@ -257,3 +257,32 @@ def test_bursty_section_reads_leadfl_summary_numbers_from_the_records(tmp_path: 
     )
     assert f"{diff:+.3f} ±" in row and row.endswith("| holds here |")
     assert "Bulyan + FL-WBC | Bulyan | backdoor, mean of rounds | – | not measured" in text
+
+
+def test_adaptive_rows_count_diverged_runs_and_leave_them_out() -> None:
+    from flwbc.experiments.beyond import ADAPTIVE_PAIRS, adaptive_section
+
+    spec = load_spec(ROOT / "results" / "beyond" / "adaptive.yaml")
+    a, b = ADAPTIVE_PAIRS[2]
+    cells = []
+    for seed, (ea, eb, dead) in enumerate([(0.5, 0.9, False), (0.6, 0.5, True), (0.4, 0.6, False)]):
+        for attack, effect, div in ((a, ea, False), (b, eb, dead)):
+            cells.append(
+                BenchCell(
+                    "targeted",
+                    "iid/20%",
+                    attack,
+                    "FL-WBC",
+                    seed,
+                    "targeted",
+                    effect=effect,
+                    acc=0.1 if div else 0.8,
+                    diverged=div,
+                    run=f"r{seed}{attack}",
+                )
+            )
+    text = "\n".join(adaptive_section(spec, cells, "CMD", ADAPTIVE_PAIRS, "H", None))
+    row = next(r for r in text.splitlines() if r.startswith("| iid/20% | FL-WBC | " + b + " |"))
+    assert f"| {b} | 1 |" in row
+    assert "+0.300 ± " in row and "(2 seeds)" in row
+    assert "| 0.800 ± 0.000 (2) |" in row  # the diverged seed's accuracy is left out

@@ -318,16 +318,19 @@ def adaptive_section(
     rows = []
     for setting in spec.all_settings():
         for defense in spec.defenses:
-            sub = _select(cells, regime="targeted", setting=setting, defense=defense)
+            every = _select(cells, regime="targeted", setting=setting, defense=defense)
+            sub = [c for c in every if not c.diverged]
             for a, b in pairs:
                 d = paired(sub, a, b, across="attack")
                 pa = _select(sub, attack=a)
                 pb = _select(sub, attack=b)
+                lost = [c for c in _select(every, attack=b) if c.diverged and c.run]
                 rows.append(
                     [
                         setting,
                         defense,
                         b,
+                        str(len(lost)),
                         mean_ci([c.effect for c in pa]),
                         mean_ci([c.effect for c in pb]),
                         d.text() if d else "–",
@@ -351,14 +354,17 @@ def adaptive_section(
         "adaptive attack beside its non-adaptive counterpart under one defense: their effects "
         "(success over the clean baseline in the window), the paired difference (adaptive − "
         "counterpart), the rounds the success persists after the window (censored at the "
-        "budget) and the accuracy at the window's end under the adaptive attack. The verdict "
-        "reads the claim as 'the defense is not worse off against the adaptive attack'.",
+        "budget) and the accuracy at the window's end under the adaptive attack. Runs whose "
+        "training diverged (`diverged`: the attack destroyed the model, an untargeted "
+        "outcome) are counted and left out of every other column. The verdict reads the "
+        "claim as 'the defense is not worse off against the adaptive attack'.",
         "",
     ]
     header = [
         "setting",
         "defense",
         "adaptive attack",
+        "diverged (adaptive)",
         "counterpart effect",
         "adaptive effect",
         "difference",
