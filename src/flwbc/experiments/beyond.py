@@ -291,6 +291,8 @@ def mechanism_section(cells: list[BenchCell], store: Path, command: str) -> list
 ADAPTIVE_PAIRS = (
     ("BadNets", "wbc_aware eot"),
     ("BadNets", "wbc_aware offmask"),
+    ("eq. 3, 10 epochs", "eq. 3, 10 epochs, λ = 0.001"),
+    ("eq. 3, 10 epochs", "eq. 3, 10 epochs, λ = 0.003"),
     ("eq. 3, 10 epochs", "eq. 3, 10 epochs, λ = 0.01"),
     ("eq. 3, 10 epochs", "eq. 3, 10 epochs, λ = 0.1"),
     ("eq. 3, 10 epochs", "eq. 3, 10 epochs, λ = 1"),
