@@ -286,3 +286,19 @@ def test_adaptive_rows_count_diverged_runs_and_leave_them_out() -> None:
     assert f"| {b} | 1 |" in row
     assert "+0.300 ± " in row and "(2 seeds)" in row
     assert "| 0.800 ± 0.000 (2) |" in row  # the diverged seed's accuracy is left out
+
+
+def test_bursty_figure_draws_each_defense_over_rounds(tmp_path: Path) -> None:
+    from flwbc.experiments.beyond import plot_bursty
+
+    recs = [{"round": t, "backdoor_acc": 0.1 * t, "test_acc": 0.5} for t in range(1, 6)]
+    values = {
+        (d, k, s): {"records": recs}
+        for d in ("Bulyan", "Bulyan + LeadFL")
+        for k in ("targeted", "clean")
+        for s in range(2)
+    }
+    paths = plot_bursty(values, tmp_path / "bursty")
+    assert sorted(p.suffix for p in paths) == [".png", ".svg"]
+    svg = (tmp_path / "bursty.svg").read_text()
+    assert "Bulyan + LeadFL" in svg and "backdoor accuracy" in svg
