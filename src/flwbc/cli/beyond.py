@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> None:
         help="write BEYOND.md: the client-side defenses' claims tested beyond their papers",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Read the runs of the specs in --specs (composition, adaptive, "
-        "adaptive-leadfl, lockdown, leadfl-template and leadfl-template-paper .yaml, each "
+        "adaptive-leadfl, lockdown and the three leadfl-template .yaml, each "
         "run with `flwbc bench run SPEC --runs RUNS`) "
         "from the store RUNS, with the order "
         "statistics `flwbc order-stats` wrote into their run directories, and write BEYOND.md: "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ SPECS = (
     "lockdown",
     "leadfl-template",
     "leadfl-template-paper",
+    "leadfl-template-e10",
 )
 """The specs of results/beyond/ the report reads, in its order."""
 
@@ -608,11 +609,13 @@ def bursty_section(
     cells: list[BenchCell],
     store: Path,
     command: str,
-    paper: tuple[BenchSpec, list[BenchCell], str] | None = None,
+    probes: Sequence[tuple[BenchSpec, list[BenchCell], str]] = (),
 ) -> list[str]:
     """LeadFL's headline claim on its template: each defense's backdoor and main accuracy
     under the bursty attack and on the clean cell, the claim's two thresholds, LeadFL against
-    Bulyan alone and against FL-WBC, and (`paper`) LeadFL's paper form beside its code form."""
+    Bulyan alone and against FL-WBC; then each of `probes` (spec, cells, command), one-seed
+    variants of the template (LeadFL's paper form, the template's 10 local epochs), run by
+    run."""
     regime = spec.regimes["targeted"]
     values = _bursty_values(spec, cells, store)
     columns = [m for m, _, _ in BURSTY_MEASURES]
@@ -692,22 +695,18 @@ def bursty_section(
     ]
     lines += _table(["defense", "against", "measure", "difference", "verdict"], paired_rows)
     lines += _command(command)
-    if paper is not None:
-        pspec, pcells, pcommand = paper
+    for pspec, pcells, pcommand in probes:
         pvalues = _bursty_values(pspec, pcells, store)
-        prow = []
-        for (d, k, s), v in sorted(pvalues.items()):
-            if k == "targeted":
-                prow.append(
-                    [d, str(s)] + [f"{v[m]:.3f}" if v[m] is not None else "–" for m in columns]
-                )
+        prow = [
+            [d, k, str(seed)] + [f"{v[m]:.3f}" if v[m] is not None else "–" for m in columns]
+            for (d, k, seed), v in sorted(pvalues.items())
+        ]
         lines += [
-            f"LeadFL's paper form (the Hessian regulariser) beside the code form, spec "
-            f"`results/beyond/{pspec.id}.yaml`, seeds {pspec.seeds} (a probe of whether the "
-            "cheaper code form gives the same answer):",
+            f"Spec `results/beyond/{pspec.id}.yaml`: {pspec.title}. Seeds {pspec.seeds}, one "
+            "row per run (a probe):",
             "",
         ]
-        lines += _table(["defense", "seed", *columns], prow) + _command(pcommand)
+        lines += _table(["defense", "cell", "seed", *columns], prow) + _command(pcommand)
     return lines
 
 
@@ -765,11 +764,7 @@ def beyond_markdown(specs_dir: Path, store: Path) -> str:
         cells["leadfl-template"],
         store,
         bench("leadfl-template"),
-        (
-            specs["leadfl-template-paper"],
-            cells["leadfl-template-paper"],
-            bench("leadfl-template-paper"),
-        ),
+        [(specs[n], cells[n], bench(n)) for n in ("leadfl-template-paper", "leadfl-template-e10")],
     )
     findings = specs_dir / FINDINGS
     if findings.exists():
