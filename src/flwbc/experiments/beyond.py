@@ -552,7 +552,9 @@ def _bursty_values(
             if c.kind == "clean" and key == "backdoor_acc":
                 key = clean_field
             got[column] = (
-                _window_mean(recs, key, 1, len(recs)) if over == "mean" else _last(recs, key)
+                _window_mean(recs, key, 1, recs[-1]["round"])
+                if over == "mean"
+                else _last(recs, key)
             )
         out[(c.defense, c.kind, c.seed)] = got
     return out
