@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -224,6 +224,7 @@ def aggregate_round(
     updates: Tensor,
     mean_loss: float,
     stats: Sequence[ClientStats],
+    received: Callable[[Tensor], None] | None = None,
 ) -> RoundOutput:
     """Let a colluding attack craft its rows (adversarial rounds), then apply the
     pre-aggregation steps, the aggregator and the post-aggregation steps to the round's
@@ -231,7 +232,9 @@ def aggregate_round(
     aggregator's and the post steps', then each client stat's mean over its reporters; a rule
     that flags rows (`Aggregate.flagged`) adds `detection` (`detection_record`) when every
     step keeps the rows (`keeps_rows`). The new model is w + the aggregate, or, when the plan
-    has a `model_scale` (the reference code's average), model_scale·w + it."""
+    has a `model_scale` (the reference code's average), model_scale·w + it. `received`, if
+    given, is called with the updates as the server receives them (the attack's crafted rows
+    in place), before any pre-aggregation step: what an analysis of the round observes."""
     reference = None
     if exp.root_indices is not None:
         cached: list[Tensor] = []
@@ -268,6 +271,8 @@ def aggregate_round(
             return _post_aggregate(exp, post, plan.round, update, sim, True)[0]
 
         updates = exp.attack.craft_against(exp, plan.round, updates, plan.malicious, server)
+    if received is not None:
+        received(updates)
     updates, weights, pre_info, ctx = _pre_aggregate(
         exp, exp.pre_steps, plan.round, updates, weights, ctx
     )

@@ -17,6 +17,7 @@ from flwbc.analysis.order_stats import (
     middle_positions,
     null_middle_probability,
     order_statistics,
+    order_statistics_replay,
 )
 from flwbc.api import run
 from flwbc.cli import main
@@ -126,3 +127,33 @@ def test_the_command_replays_a_run(real_data_dir: Path, tmp_path: Path, capsys) 
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1
     assert (run_dir / "order_stats.jsonl").read_bytes() == kept
+
+
+@pytest.mark.slow
+def test_the_replay_sees_a_crafted_attack_as_the_server_receives_it(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
+    """ALIE with z = 50 sends μ − 50σ: below every benign value of each coordinate whose benign
+    values differ, so its quantile among them is 0 there (the attackers' honest updates, which
+    the replay used to measure, sit among the benign ones)."""
+    cfg = make_config(
+        {
+            "data": {"name": "fmnist", "dir": str(real_data_dir), "train_fraction": 0.025},
+            "federation": {"num_clients": 20, "clients_per_round": 6, "rounds": 1},
+            "local": {"epochs": 1, "batch_size": 10},
+            "attack": {"name": "alie", "options": {"z": 50.0}, "num_malicious": 2, "rounds": [1]},
+            "server": {"aggregator": "median"},
+            "threads": 1,
+            "output": {"dir": str(tmp_path), "name": "r"},
+        }
+    )
+    before = torch.get_num_threads()
+    try:
+        (rec,) = order_statistics_replay(cfg, coords=200, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert rec["attackers"] == 2
+    # coordinates without benign spread (a weight no benign client moved) tie at quantile 0.5
+    assert rec["attacker_quantile_hist"][0] >= 0.8
+    assert sum(rec["attacker_quantile_hist"][1:5]) == 0
+    assert rec["attacker_z_median"] == pytest.approx(50, abs=2)

@@ -6,7 +6,8 @@ observed: FL-WBC's noise spreads the benign values of each coordinate, while the
 consistent values end up in the middle, where the coordinate-wise median picks them. This
 replays a run along its own trajectory (as `flwbc compare-rules` does) and, in every round, for
 a sample of coordinates drawn from the stream (seed, "order-stats", t), measures on the client
-updates the rule receives (before any pre-aggregation step):
+updates the rule receives (a colluding attack's crafted rows included; before any pre-aggregation
+step):
 
 - `attacker_in_middle`: the share of coordinates where an attacker's value is one of the values
   the median takes (the middle one for an odd count, either middle one for an even count, as
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,14 @@ def order_statistics(updates: Tensor, malicious: Sequence[bool], coords: Tensor)
     return out
 
 
+def _observer(
+    into: list[dict[str, Any]], malicious: Sequence[bool], coords: Tensor
+) -> Callable[[Tensor], None]:
+    """`aggregate_round`'s `received` hook: the order statistics of the updates as the server
+    receives them, taken at once (before any step could change them)."""
+    return lambda received: into.append(order_statistics(received.cpu(), malicious, coords))
+
+
 def order_statistics_replay(
     cfg: ExperimentConfig,
     *,
@@ -130,12 +139,13 @@ def order_statistics_replay(
         p = u.updates.shape[1]
         gen = torch_generator(cfg.seed, "order-stats", t)
         picked = torch.randperm(p, generator=gen)[: min(coords, p)].sort().values
-        rec = {"round": t, "adversarial": plan.adversarial}
-        rec |= order_statistics(u.updates.cpu(), plan.malicious, picked)
+        seen: list[dict[str, Any]] = []
+        observe = _observer(seen, plan.malicious, picked)
+        w = aggregate_round(exp, plan, w, u.updates, u.mean_loss, u.stats, observe).weights
+        rec = {"round": t, "adversarial": plan.adversarial} | seen[0]
         records.append(rec)
         if log is not None:
             log.write(rec)
-        w = aggregate_round(exp, plan, w, u.updates, u.mean_loss, u.stats).weights
     return records
 
 
