@@ -302,3 +302,21 @@ def test_bursty_figure_draws_each_defense_over_rounds(tmp_path: Path) -> None:
     assert sorted(p.suffix for p in paths) == [".png", ".svg"]
     svg = (tmp_path / "bursty.svg").read_text()
     assert "Bulyan + LeadFL" in svg and "backdoor accuracy" in svg
+
+
+def test_bursty_mean_over_rounds_spans_the_records_rounds_not_their_count(tmp_path: Path) -> None:
+    """Records of rounds 2, 4, 6, 8 (a run evaluated every 2 rounds): LeadFL's mean over rounds
+    takes all four values, not those of rounds 1..4."""
+    from flwbc.experiments.beyond import _bursty_values
+
+    spec = load_spec(ROOT / "results" / "beyond" / "leadfl-template.yaml")
+    values = [0.2, 0.4, 0.6, 1.0]
+    (tmp_path / "r").mkdir()
+    recs = [
+        {"round": 2 * (i + 1), "backdoor_acc": v, "test_acc": 0.8} for i, v in enumerate(values)
+    ]
+    (tmp_path / "r" / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    cell = BenchCell("targeted", "template", "blind 9-pixel", "Bulyan", 0, "targeted", run="r")
+    got = _bursty_values(spec, [cell], tmp_path)[("Bulyan", "targeted", 0)]
+    means = [v for column, v in got.items() if column.endswith("mean of rounds")]
+    assert means == [pytest.approx(np.mean(values))]
