@@ -40,6 +40,7 @@ from flwbc.plugins import LOADED as PLUGINS_LOADED
 from flwbc.provenance import current_source
 from flwbc.round import RoundOutput
 from flwbc.runio import (
+    RECORDS_ONLY,
     JsonlLog,
     atomic_write_bytes,
     atomic_write_json,
@@ -103,6 +104,10 @@ def load_run(run_dir: str | Path) -> RunResult:
             w, _ = load_model(run_dir / name, exp_model)
             break
     else:
+        if (run_dir / RECORDS_ONLY).is_file():
+            raise FlwbcError(
+                f"{run_dir} was restored from an archive of records, without its model"
+            )
         raise FlwbcError(f"{run_dir} holds no model (model.safetensors or checkpoint.safetensors)")
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
     return RunResult(run_dir, read_jsonl(run_dir / "rounds.jsonl"), summary, w)

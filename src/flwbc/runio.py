@@ -24,6 +24,10 @@ from torch import Tensor
 from flwbc.errors import FlwbcError
 from flwbc.models import FlatModel
 
+RECORDS_ONLY = "records-only.json"
+"""Marks a finished run restored from an archive of its records, without its final model
+(`flwbc.experiments.pack`)."""
+
 
 def _umask() -> int:
     mask = os.umask(0)

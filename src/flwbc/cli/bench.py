@@ -1,5 +1,6 @@
 """`flwbc bench run` and `flwbc bench evaluate`: the leaderboard protocol, and one defense of a
-user's placed on it (`flwbc.experiments.bench`)."""
+user's placed on it (`flwbc.experiments.bench`); `flwbc bench pack` and `unpack`: its runs'
+records as one archive (`flwbc.experiments.pack`)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,26 @@ def add_parser(sub: Any) -> None:
         help=f"the stored leaderboard results to compare with (default {STORED})",
     )
     _common(ev, "bench-evaluate")
+    pack = bsub.add_parser(
+        "pack",
+        help="write a bench's finished runs into one archive of their records",
+        description="Write the finished runs of a bench spec (screening and confirming seeds) "
+        "into one tar.xz of their records, without their models except the warm-ups': what a "
+        "committed leaderboard is computed from. Rewrites --out.",
+    )
+    pack.add_argument("spec", nargs="?", default=DEFAULT_BENCH, help="bundled bench or .yaml")
+    pack.add_argument("--runs", default="runs/bench", help="run store (default runs/bench)")
+    pack.add_argument("--out", required=True, help="the archive to write (.tar.xz)")
+    pack.add_argument("--quick", action="store_true", help="the spec's quick settings only")
+    unpack = bsub.add_parser(
+        "unpack",
+        help="add the runs of an archive to a run store",
+        description="Add the runs of an archive written by `flwbc bench pack` to a run store, "
+        "keeping every run the store already holds; then `flwbc bench run --no-run` rebuilds "
+        "the leaderboard from them, or `flwbc bench run` continues the bench.",
+    )
+    unpack.add_argument("archive", help="the archive (.tar.xz)")
+    unpack.add_argument("--runs", default="runs/bench", help="run store (default runs/bench)")
 
 
 def _common(p: argparse.ArgumentParser, name: str) -> None:
@@ -127,9 +148,22 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
     from flwbc.experiments.specs import RunSpec
     from flwbc.plots import require_matplotlib
 
+    if args.bench_command == "unpack":
+        from flwbc.experiments.pack import unpack_runs
+
+        added, kept = unpack_runs(Path(args.archive), Path(args.runs))
+        print(f"{added} runs added to {args.runs}, {kept} already there and kept")
+        return 0
+    spec = load_bench(args.spec)
+    if args.bench_command == "pack":
+        from flwbc.experiments.pack import pack_runs
+
+        runs, _ = bench_runs(spec, Path(args.runs), quick=args.quick, run=False)
+        packed, models = pack_runs(runs, Path(args.runs), Path(args.out))
+        print(f"{packed} of {len(runs)} runs packed into {args.out} ({models} with their model)")
+        return 0
     require_matplotlib()
     check_workers(args)
-    spec = load_bench(args.spec)
     name = "bench" if args.bench_command == "run" else "bench-evaluate"
     store = Path(args.runs or (f"runs/{name}-quick" if args.quick else f"runs/{name}"))
     out = Path(args.out) if args.out else store / "results"

@@ -3,9 +3,10 @@ is asked to do; shared by every sweep backend, so that a store written by one is
 another.
 
 Each run lives in `<store>/<label>--<key>`. A run is finished when its `summary.json` says
-complete and its `model.safetensors` exists. Every file is written atomically, and a backend
-that copies a run's files into the store writes `summary.json` last, so a half-written result
-is never taken for a finished one.
+complete and its `model.safetensors` exists, or, for a run restored from an archive of records
+without its model, `records-only.json` does (`flwbc.experiments.pack`). Every file is written
+atomically, and a backend that copies a run's files into the store writes `summary.json` last,
+so a half-written result is never taken for a finished one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from flwbc.errors import FlwbcError
 from flwbc.experiments.specs import RunSpec, deep_merge
-from flwbc.runio import read_json
+from flwbc.runio import RECORDS_ONLY, read_json
 
 REQUEST = "request.json"
 WALL = "wall.json"
@@ -42,7 +43,9 @@ def run_dir(store: Path, run: RunSpec) -> Path:
 
 def is_finished(path: Path) -> bool:
     summary = path / "summary.json"
-    if not summary.is_file() or not (path / "model.safetensors").is_file():
+    if not summary.is_file():
+        return False
+    if not (path / "model.safetensors").is_file() and not (path / RECORDS_ONLY).is_file():
         return False
     try:
         return bool(read_json(summary).get("complete"))
