@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,9 @@ def test_end_to_end_run_writes_its_directory(real_data_dir: Path, tmp_path: Path
     }
     saved = json.loads((d / "config.json").read_text())
     assert saved["_meta"]["flwbc_version"] == flwbc.__version__
+    # the kernels' instruction set, which float results move with
+    assert saved["_meta"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert saved["_meta"]["machine"] == platform.machine()
     assert saved["defense"]["client"] == "wbc"
 
     records = [json.loads(line) for line in (d / "rounds.jsonl").read_text().splitlines()]

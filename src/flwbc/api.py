@@ -120,6 +120,9 @@ def _meta() -> dict[str, Any]:
         "plugins_loaded": list(PLUGINS_LOADED),  # in this process, entry points included
         "torch_version": torch.__version__,
         "python": platform.python_version(),
+        # float results move with the instruction set torch's kernels use (docs/bench.md)
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "created": datetime.now().isoformat(timespec="seconds"),
     }
 
