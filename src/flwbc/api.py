@@ -93,6 +93,8 @@ def load_run(run_dir: str | Path) -> RunResult:
     records, summary, and the final model's weights (the last checkpoint's for a run that did
     not finish)."""
     run_dir = Path(run_dir)
+    if (run_dir / RECORDS_ONLY).is_file():
+        raise FlwbcError(f"{run_dir} was restored from an archive of records, without its model")
     cfg = load_run_config(run_dir)
     c, h, _ = dataset_image_shape(cfg.data.name, cfg.data.dir)
     module = build_model(
@@ -104,10 +106,6 @@ def load_run(run_dir: str | Path) -> RunResult:
             w, _ = load_model(run_dir / name, exp_model)
             break
     else:
-        if (run_dir / RECORDS_ONLY).is_file():
-            raise FlwbcError(
-                f"{run_dir} was restored from an archive of records, without its model"
-            )
         raise FlwbcError(f"{run_dir} holds no model (model.safetensors or checkpoint.safetensors)")
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
     return RunResult(run_dir, read_jsonl(run_dir / "rounds.jsonl"), summary, w)
@@ -120,7 +118,7 @@ def _meta() -> dict[str, Any]:
         "plugins_loaded": list(PLUGINS_LOADED),  # in this process, entry points included
         "torch_version": torch.__version__,
         "python": platform.python_version(),
-        # float results move with the instruction set torch's kernels use (docs/bench.md)
+        # float results move with the instruction set torch's kernels use (README, Test)
         "machine": platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "created": datetime.now().isoformat(timespec="seconds"),
@@ -198,6 +196,10 @@ class RunSession:
     ):
         if resume is not None:
             run_dir = Path(resume)
+            if (run_dir / RECORDS_ONLY).is_file():
+                raise FlwbcError(
+                    f"{run_dir} was restored from an archive of its records: nothing to resume"
+                )
             cfg = load_run_config(run_dir, "nothing to resume")
             if threads is not None:  # threads change no number; config.json keeps its own
                 cfg = cfg.model_copy(update={"threads": threads})

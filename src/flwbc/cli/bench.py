@@ -77,9 +77,10 @@ def add_parser(sub: Any) -> None:
         "committed leaderboard is computed from. Rewrites --out.",
     )
     pack.add_argument("spec", nargs="?", default=DEFAULT_BENCH, help="bundled bench or .yaml")
-    pack.add_argument("--runs", default="runs/bench", help="run store (default runs/bench)")
+    pack.add_argument("--runs", default=None, help="run store (default runs/bench)")
     pack.add_argument("--out", required=True, help="the archive to write (.tar.xz)")
     pack.add_argument("--quick", action="store_true", help="the spec's quick settings only")
+    pack.add_argument("--force", action="store_true", help="replace an --out that holds more runs")
     unpack = bsub.add_parser(
         "unpack",
         help="add the runs of an archive to a run store",
@@ -127,6 +128,40 @@ def _derived_name(cfg: dict[str, Any]) -> str:
     return " + ".join(parts) or "defense"
 
 
+def _store(args: argparse.Namespace) -> Path:
+    name = "bench-evaluate" if args.bench_command == "evaluate" else "bench"
+    return Path(args.runs or (f"runs/{name}-quick" if args.quick else f"runs/{name}"))
+
+
+def _pack_or_unpack(args: argparse.Namespace) -> int:
+    from flwbc.experiments.bench import bench_runs, load_bench
+    from flwbc.experiments.pack import pack_runs, unpack_runs
+    from flwbc.runtime import Terminated
+
+    try:
+        if args.bench_command == "unpack":
+            got = unpack_runs(Path(args.archive), Path(args.runs))
+            print(
+                f"{got.added} runs added to {args.runs}; {got.kept} it held finished and "
+                f"{got.unfinished} unfinished were kept (a bench run continues those)"
+            )
+            return 0
+        store = _store(args)
+        runs, _ = bench_runs(load_bench(args.spec), store, quick=args.quick, run=False)
+        packed, models = pack_runs(runs, store, Path(args.out), force=args.force)
+        print(f"{packed} of {len(runs)} runs packed into {args.out} ({models} with their model)")
+        return 0
+    except KeyboardInterrupt as err:
+        what = "stopped by SIGTERM" if isinstance(err, Terminated) else "interrupted"
+        done = (
+            "the runs added so far are whole; run it again to add the rest"
+            if args.bench_command == "unpack"
+            else f"{args.out} is unchanged"
+        )
+        print(f"\nflwbc: {what}; {done}", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
+
+
 TABLES_EVERY = 60.0
 """Seconds between rewrites of cells.csv while a bench runs (so an interrupted one leaves it)."""
 
@@ -148,24 +183,12 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
     from flwbc.experiments.specs import RunSpec
     from flwbc.plots import require_matplotlib
 
-    if args.bench_command == "unpack":
-        from flwbc.experiments.pack import unpack_runs
-
-        added, kept = unpack_runs(Path(args.archive), Path(args.runs))
-        print(f"{added} runs added to {args.runs}, {kept} already there and kept")
-        return 0
+    if args.bench_command in ("pack", "unpack"):
+        return _pack_or_unpack(args)
     spec = load_bench(args.spec)
-    if args.bench_command == "pack":
-        from flwbc.experiments.pack import pack_runs
-
-        runs, _ = bench_runs(spec, Path(args.runs), quick=args.quick, run=False)
-        packed, models = pack_runs(runs, Path(args.runs), Path(args.out))
-        print(f"{packed} of {len(runs)} runs packed into {args.out} ({models} with their model)")
-        return 0
     require_matplotlib()
     check_workers(args)
-    name = "bench" if args.bench_command == "run" else "bench-evaluate"
-    store = Path(args.runs or (f"runs/{name}-quick" if args.quick else f"runs/{name}"))
+    store = _store(args)
     out = Path(args.out) if args.out else store / "results"
     command = " ".join(["flwbc", *(argv if argv is not None else sys.argv[1:])])
     sweep_options = {
