@@ -187,16 +187,20 @@ def test_the_cli_packs_unpacks_and_says_what_is_wrong_in_one_line(
     assert "is not a run archive" in err and "\n" not in err
 
 
-def test_a_records_only_run_refuses_to_load_a_model_in_one_line(tmp_path: Path) -> None:
-    from flwbc.api import load_run
-
+def _restored_branch(tmp_path: Path) -> Path:
+    """A branch run packed from one store and unpacked into another (records only)."""
     spec = BenchSpec.model_validate(TINY)
     runs = _store(tmp_path / "a", spec)
     pack_runs(runs, tmp_path / "a", tmp_path / "runs.tar.xz")
     unpack_runs(tmp_path / "runs.tar.xz", tmp_path / "b")
-    path = run_dir(tmp_path / "b", next(r for r in runs if r.role == "branch"))
+    return run_dir(tmp_path / "b", next(r for r in runs if r.role == "branch"))
+
+
+def test_a_records_only_run_refuses_to_load_a_model_in_one_line(tmp_path: Path) -> None:
+    from flwbc.api import load_run
+
     with pytest.raises(FlwbcError, match="restored from an archive of records, without its model"):
-        load_run(path)
+        load_run(_restored_branch(tmp_path))
 
 
 def test_pack_refuses_what_would_lose_runs(tmp_path: Path) -> None:
@@ -227,11 +231,7 @@ def test_pack_refuses_what_would_lose_runs(tmp_path: Path) -> None:
 def test_a_restored_run_refuses_to_resume(tmp_path: Path) -> None:
     from flwbc.api import run
 
-    spec = BenchSpec.model_validate(TINY)
-    runs = _store(tmp_path / "a", spec)
-    pack_runs(runs, tmp_path / "a", tmp_path / "runs.tar.xz")
-    unpack_runs(tmp_path / "runs.tar.xz", tmp_path / "b")
-    path = run_dir(tmp_path / "b", next(r for r in runs if r.role == "branch"))
+    path = _restored_branch(tmp_path)
     files = sorted(p.name for p in path.iterdir())
     with pytest.raises(FlwbcError, match="restored from an archive of its records: nothing to"):
         run(resume=path, progress=False)
