@@ -1,0 +1,377 @@
+"""The literature's claims about how defenses rank (results/leaderboard/literature.md, "Claims
+our board can test"), each checked against a leaderboard's summary.csv.
+
+Every check is a comparison of the board's own numbers (no threshold tuned to a claim): an
+ordering of means, with "within the intervals" added where the two 95% intervals overlap, so
+that an ordering the seeds cannot separate is not read as a verdict. A cell of one seed is a
+probe; its interval, where it has one, is its defense's pooled one (docs/bench.md). Claims
+whose setting the board does not have (bucketing before Krum, client momentum off) are listed
+as not measured, with the nearest numbers the board has.
+
+usage: python scripts/bench_claims.py OUT_DIR > results/leaderboard/claims.md
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+CLEAN = "none"
+IID, A05, A01 = "iid/20%", "α=0.5/20%", "α=0.1/20%"
+A05_30 = "α=0.5/30%"
+CLASSICAL = [
+    "median", "trimmed mean", "geometric median", "centered clipping", "Krum", "Multi-Krum",
+    "Bulyan (f=1)",
+]  # fmt: skip
+BACKDOORS = ["BadNets", "DBA", "model replacement", "Neurotoxin"]
+CHANCE = 0.10
+COLLAPSE = CHANCE + 0.05
+"""Accuracy counted as a collapse: within 5 points of chance (10 classes)."""
+
+
+@dataclass
+class Cell:
+    mean: float
+    half: float | None
+    seeds: int
+    persists: float | None
+
+    def __str__(self) -> str:
+        pm = f" ± {100 * self.half:.1f}" if self.half is not None else ""
+        return f"{100 * self.mean:.1f}{pm}"
+
+
+class Board:
+    """summary.csv keyed by (regime, setting, attack, defense)."""
+
+    def __init__(self, path: Path) -> None:
+        self.cells: dict[tuple[str, str, str, str], Cell] = {}
+        for r in csv.DictReader(path.open(encoding="utf-8")):
+            self.cells[(r["regime"], r["setting"], r["attack"], r["defense"])] = Cell(
+                float(r["mean"]),
+                float(r["half_width"]) if r["half_width"] else None,
+                int(r["seeds"]),
+                float(r["persists"]) if r["persists"] else None,
+            )
+
+    def get(self, setting: str, attack: str, defense: str, regime: str = "untargeted") -> Cell:
+        cell = self.cells.get((regime, setting, attack, defense))
+        if cell is None:
+            raise Missing(f"{regime} {setting} {attack} {defense}")
+        return cell
+
+    def attacks(self, regime: str = "untargeted") -> list[str]:
+        return sorted({a for (r, _, a, _) in self.cells if r == regime and a != CLEAN})
+
+    def worst(
+        self, setting: str, defense: str, regime: str = "untargeted", among: list[str] | None = None
+    ) -> tuple[str, Cell]:
+        """The attack with the lowest accuracy (untargeted) or highest effect (targeted); every
+        attack of the regime must be finished, or the worst case is not known."""
+        names = among or self.attacks(regime)
+        got = [(a, self.get(setting, a, defense, regime)) for a in names]
+        sign = 1 if regime == "targeted" else -1
+        return max(got, key=lambda p: sign * p[1].mean)
+
+    def drop(self, setting: str, attack: str, defense: str) -> float:
+        return self.get(setting, CLEAN, defense).mean - self.get(setting, attack, defense).mean
+
+
+class Missing(Exception):
+    """A cell the check needs is not finished."""
+
+
+def below(a: Cell, b: Cell) -> str:
+    """'' if a's and b's intervals are disjoint, else a note."""
+    if a.half is None or b.half is None:
+        return " (one seed, no interval)"
+    return " (within the intervals)" if a.mean + a.half >= b.mean - b.half else ""
+
+
+def verdict(holds: int, of: int) -> str:
+    if of == 0:
+        return "not measured"
+    return (
+        "holds" if holds == of else "does not hold" if holds == 0 else f"holds in {holds} of {of}"
+    )
+
+
+Check = Callable[[Board], tuple[str, str]]
+
+
+def c1(b: Board) -> tuple[str, str]:
+    worst = {d: b.worst(A01, d)[1] for d in CLASSICAL + ["FedAvg"]}
+    robust = [d for d in CLASSICAL if d not in ("Krum", "Multi-Krum")]
+    order = sorted(CLASSICAL, key=lambda d: worst[d].mean)
+    lf = b.get(A01, "label flipping", "Krum")
+    shows = (
+        f"worst case at {A01}, lowest first: "
+        + ", ".join(f"{d} {worst[d]}" for d in order)
+        + f"; Krum under label flipping {lf}"
+    )
+    held = sum(worst[k].mean < min(worst[d].mean for d in robust) for k in ("Krum", "Multi-Krum"))
+    return shows, verdict(held, 2)
+
+
+def _bucketing(b: Board, settings: list[str]) -> tuple[str, str]:
+    parts, held, of = [], 0, 0
+    for s in settings:
+        wins = [
+            a for a in b.attacks()
+            if b.get(s, a, "bucketing + median").mean > b.get(s, a, "median").mean
+        ]  # fmt: skip
+        parts.append(f"{s}: bucketing raises the median's accuracy under {len(wins)} of "
+                     f"{len(b.attacks())} attacks ({', '.join(wins) or 'none'})")  # fmt: skip
+        held += len(wins)
+        of += len(b.attacks())
+    return "; ".join(parts), verdict(held, of)
+
+
+def c2(b: Board) -> tuple[str, str]:
+    return _bucketing(b, [A05, A01])
+
+
+def c3(b: Board) -> tuple[str, str]:
+    return "the board has bucketing before the median only", "not measured"
+
+
+def c4(b: Board) -> tuple[str, str]:
+    rules = ["Krum", "median", "geometric median"]
+    iid = {d: b.drop(IID, "Mimic", d) for d in rules}
+    hi = {d: b.drop(A01, "Mimic", d) for d in rules}
+    fedavg = b.drop(A01, "Mimic", "FedAvg")
+    shows = (
+        "accuracy drop under Mimic (points), IID → α = 0.1: "
+        + ", ".join(f"{d} {100 * iid[d]:.1f} → {100 * hi[d]:.1f}" for d in rules)
+        + f"; FedAvg at α = 0.1: {100 * fedavg:.1f}"
+    )
+    held = sum(hi[d] > iid[d] and hi[d] > fedavg for d in rules)
+    return shows, verdict(held, len(rules))
+
+
+def c5(b: Board) -> tuple[str, str]:
+    parts, held, of = [], 0, 0
+    for s in (IID, A05, A01):
+        got = {d: b.worst(s, d, among=["ALIE", "IPM"])[1] for d in CLASSICAL}
+        best = max(got, key=lambda d: got[d].mean)
+        runner = max((d for d in got if d != best), key=lambda d: got[d].mean)
+        parts.append(f"{s}: best under the worse of ALIE and IPM is {best} {got[best]}, then "
+                     f"{runner} {got[runner]}{below(got[runner], got[best])}; "
+                     f"centered clipping {got['centered clipping']}")  # fmt: skip
+        held += best == "centered clipping"
+        of += 1
+    return "; ".join(parts), verdict(held, of)
+
+
+def c6(b: Board) -> tuple[str, str]:
+    parts, held = [], 0
+    rules = ["median", "trimmed mean", "geometric median"]
+    strong = ["ALIE", "IPM", "ALIE (adaptive)", "IPM (adaptive)"]
+    for d in rules:
+        attack, cell = b.worst(IID, d)
+        mild = max(b.drop(IID, a, d) for a in ("sign flipping", "label flipping"))
+        hard = max(b.drop(IID, a, d) for a in strong)
+        parts.append(
+            f"{d}: worst {attack} {cell}; largest drop from ALIE/IPM (fixed or adaptive) "
+            f"{100 * hard:.1f}, from sign or label flipping {100 * mild:.1f}"
+        )
+        held += attack in strong and mild < hard
+    return "IID/20%: " + "; ".join(parts), verdict(held, len(rules))
+
+
+def c7(b: Board) -> tuple[str, str]:
+    return "every client uses momentum 0.9; the board does not vary it", "not measured"
+
+
+def c8(b: Board) -> tuple[str, str]:
+    parts, held = [], 0
+    for d in ("median", "trimmed mean"):
+        agr = min(b.get(IID, a, d).mean for a in ("Min-Max", "Min-Sum"))
+        old = min(b.get(IID, a, d).mean for a in ("Fang (trimmed mean)", "ALIE"))
+        parts.append(f"{d}: Min-Max/Min-Sum {100 * agr:.1f}, Fang (trimmed mean)/ALIE "
+                     f"{100 * old:.1f}")  # fmt: skip
+        held += agr < old
+    return "IID/20%, the lower of each pair: " + "; ".join(parts), verdict(held, 2)
+
+
+def c9(b: Board) -> tuple[str, str]:
+    cell = b.get(IID, "ALIE", "Bulyan (f=1)")
+    attack, worst = b.worst(IID, "Bulyan (f=1)")
+    shows = (
+        f"Bulyan (f = 1, 2 attackers) under ALIE at IID/20%: {cell} (clean "
+        f"{b.get(IID, CLEAN, 'Bulyan (f=1)')}); its worst attack there: {attack} {worst}; "
+        f"collapse counted as ≤ {100 * COLLAPSE:.0f}%"
+    )
+    return shows, verdict(int(cell.mean <= COLLAPSE), 1)
+
+
+def c10(b: Board) -> tuple[str, str]:
+    got = {s: b.worst(s, "NNM + median") for s in (IID, A01, A05_30)}
+    shows = "NNM + median (not NNM + clipping), worst case: " + ", ".join(
+        f"{s} {a} {c}" for s, (a, c) in got.items()
+    )
+    return shows + "; ByzFL's collapse is at γ = 0 (one class per client), beyond α = 0.1", (
+        "not measured in its setting"
+    )
+
+
+def c11(b: Board) -> tuple[str, str]:
+    parts, held, of = [], 0, 0
+    for s in (A05, A01):
+        w = {d: b.worst(s, d)[1] for d in ("NNM + median", "median", "bucketing + median")}
+        parts.append(", ".join(f"{d} {c}" for d, c in w.items()) + f" at {s}")
+        held += w["NNM + median"].mean > w["median"].mean
+        held += w["NNM + median"].mean > w["bucketing + median"].mean
+        of += 2
+    return "worst case: " + "; ".join(parts), verdict(held, of)
+
+
+def c12(b: Board) -> tuple[str, str]:
+    rules = ["FedAvg"] + CLASSICAL
+    loss = {d: b.get(IID, CLEAN, d).mean - b.get(A01, CLEAN, d).mean for d in rules}
+    shows = "clean accuracy lost from IID to α = 0.1 (points): " + ", ".join(
+        f"{d} {100 * v:.1f}" for d, v in loss.items()
+    )
+    held = sum(loss[d] > loss["FedAvg"] for d in ("median", "geometric median"))
+    return shows + " (held: the median and the geometric median lose more than FedAvg)", verdict(
+        held, 2
+    )
+
+
+def _rank(b: Board) -> list[tuple[str, float]]:
+    defenses = sorted({d for (r, _, _, d) in b.cells if r == "untargeted"})
+    settings = sorted({s for (r, s, _, _) in b.cells if r == "untargeted"})
+    score = {d: sum(b.worst(s, d)[1].mean for s in settings) / len(settings) for d in defenses}
+    return sorted(score.items(), key=lambda p: -p[1])
+
+
+def c13(b: Board) -> tuple[str, str]:
+    order = [d for d, _ in _rank(b)]
+    named = ["median", "FLTrust", "DnC", "FLAME"]
+    shows = (
+        f"rank by the worst case averaged over {len(order)} defenses' settings: "
+        + ", ".join(f"{d} {order.index(d) + 1}" for d in named)
+        + f" of {len(order)}"
+    )
+    return shows + " (held: in the top half)", verdict(
+        sum(order.index(d) < len(order) / 2 for d in named), len(named)
+    )
+
+
+def c14(b: Board) -> tuple[str, str]:
+    defenses = sorted({d for (r, s, _, d) in b.cells if r == "untargeted" and s == A01})
+    got = sorted(((b.get(A01, "label flipping", d).mean, d) for d in defenses), reverse=True)
+    place = [d for _, d in got].index("FedAvg") + 1
+    shows = (
+        f"{A01} under label flipping: FedAvg {b.get(A01, 'label flipping', 'FedAvg')}, "
+        f"place {place} of {len(got)}; best {got[0][1]} {100 * got[0][0]:.1f}"
+    )
+    return shows, verdict(int(place == 1), 1)
+
+
+def c15(b: Board) -> tuple[str, str]:
+    settings = sorted({s for (r, s, _, _) in b.cells if r == "untargeted"})
+    got = {s: b.worst(s, "geometric median") for s in settings}
+    shows = "geometric median's worst attack: " + ", ".join(
+        f"{s} {a} {c}" for s, (a, c) in got.items()
+    )
+    return shows, verdict(sum(a == "sign flipping" for a, _ in got.values()), len(got))
+
+
+def c16(b: Board) -> tuple[str, str]:
+    settings = sorted({s for (r, s, _, _) in b.cells if r == "untargeted"})
+    parts, held = [], 0
+    for s in settings:
+        attack, cell = b.worst(s, "FLTrust")
+        clean = b.get(s, CLEAN, "FLTrust")
+        note = below(cell, clean)
+        parts.append(f"{s} {attack} {cell} against clean {clean}{note}")
+        held += note == " (within the intervals)"
+    shows = "FLTrust's worst case: " + "; ".join(parts)
+    return shows + " (held: within the clean cell's interval)", verdict(held, len(settings))
+
+
+def _targeted_settings(b: Board) -> list[str]:
+    got = sorted({s for (r, s, _, _) in b.cells if r == "targeted"})
+    if not got:
+        raise Missing("the targeted regime")
+    return got
+
+
+def c17(b: Board) -> tuple[str, str]:
+    parts, held, of = [], 0, 0
+    for s in _targeted_settings(b):
+        fa = b.get(s, "eq. 3 (paper)", "FedAvg", "targeted")
+        wbc = b.get(s, "eq. 3 (paper)", "FL-WBC", "targeted")
+        parts.append(f"{s}: persistence after the window, FedAvg {fa.persists:.1f} rounds, "
+                     f"FL-WBC {wbc.persists:.1f}")  # fmt: skip
+        held += (wbc.persists or 0) < (fa.persists or 0)
+        of += 1
+    return "eq. 3 (the paper's attack), attacked rounds 1-10: " + "; ".join(parts), verdict(
+        held, of
+    )
+
+
+def c18(b: Board) -> tuple[str, str]:
+    parts, held, of = [], 0, 0
+    for s in _targeted_settings(b):
+        lead = b.worst(s, "LeadFL + median", "targeted", BACKDOORS)
+        med = b.worst(s, "median", "targeted", BACKDOORS)
+        parts.append(f"{s}: median {med[0]} {med[1]}, LeadFL + median {lead[0]} {lead[1]}")
+        held += lead[1].mean < med[1].mean
+        of += 1
+    head = "worst backdoor's success over baseline (the fixed convention, not LeadFL's bursty one)"
+    return head + ": " + "; ".join(parts), verdict(held, of)
+
+
+def c19(b: Board) -> tuple[str, str]:
+    parts, held, of = [], 0, 0
+    for s in _targeted_settings(b):
+        defenses = sorted({d for (r, x, _, d) in b.cells if r == "targeted" and x == s})
+        hit = [d for d in defenses if b.worst(s, d, "targeted", BACKDOORS)[1].mean > 0.5]
+        parts.append(f"{s}: {len(hit)} of {len(defenses)}")
+        held += 2 * len(hit) > len(defenses)
+        of += 1
+    head = "defenses where some backdoor's success exceeds its baseline by more than 50 points"
+    return head + ": " + "; ".join(parts) + " (held: more than half)", verdict(held, of)
+
+
+CHECKS: list[Check] = [
+    c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19
+]  # fmt: skip
+
+
+def main(out: Path) -> int:
+    try:
+        board = Board(out / "summary.csv")
+    except FileNotFoundError:
+        print(f"bench_claims: no summary.csv in {out}", file=sys.stderr)
+        return 2
+    lines = [
+        "# The literature's claims against the board",
+        "",
+        "Generated by `python scripts/bench_claims.py OUT` from the board's summary.csv; the "
+        "claims and their sources are in literature.md (same numbers). Values in percent, "
+        "± the 95% interval's half-width.",
+        "",
+        "| # | the board shows | verdict |",
+        "|---|---|---|",
+    ]
+    for i, check in enumerate(CHECKS, 1):
+        try:
+            shows, said = check(board)
+        except Missing as err:
+            shows, said = f"needs {err}", "not finished"
+        lines.append(f"| {i} | {shows} | {said} |")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print(__doc__.strip().splitlines()[-1], file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(Path(sys.argv[1])))
