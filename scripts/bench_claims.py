@@ -2,11 +2,16 @@
 our board can test"), each checked against a leaderboard's summary.csv.
 
 Every check is a comparison of the board's own numbers (no threshold tuned to a claim): an
-ordering of means, with "within the intervals" added where the two 95% intervals overlap, so
-that an ordering the seeds cannot separate is not read as a verdict. A cell of one seed is a
-probe; its interval, where it has one, is its defense's pooled one (docs/bench.md). Claims
-whose setting the board does not have (bucketing before Krum, client momentum off) are listed
-as not measured, with the nearest numbers the board has.
+ordering of means, with "within the intervals" added to a pairwise comparison where the two
+95% intervals overlap, so that an ordering the seeds cannot separate is not read as a verdict;
+checks that count attacks or defenses count orderings of means. Two checks use a fixed line,
+stated in their row: a collapse is an accuracy within 5 points of chance, a backdoor evades a
+defense when its success over baseline is above zero beyond its interval. A cell of one seed
+is a probe; its interval, where it has one, is its defense's pooled one (docs/bench.md).
+Claims whose setting the board does not have (bucketing before Krum, client momentum off) are
+listed as not measured, with the nearest numbers the board has. The attacks a worst case is
+taken over are those the board holds in any setting; a setting missing one of them is named
+as not finished.
 
 usage: python scripts/bench_claims.py OUT_DIR > results/leaderboard/claims.md
 """
@@ -84,11 +89,17 @@ class Missing(Exception):
     """A cell the check needs is not finished."""
 
 
-def below(a: Cell, b: Cell) -> str:
-    """'' if a's and b's intervals are disjoint, else a note."""
+def overlap(a: Cell, b: Cell) -> bool | None:
+    """Whether a's and b's intervals overlap (None if either has none)."""
     if a.half is None or b.half is None:
-        return " (one seed, no interval)"
-    return " (within the intervals)" if a.mean + a.half >= b.mean - b.half else ""
+        return None
+    return max(a.mean - a.half, b.mean - b.half) <= min(a.mean + a.half, b.mean + b.half)
+
+
+def below(a: Cell, b: Cell) -> str:
+    """A note on comparing a with b: '' if their intervals are disjoint."""
+    got = overlap(a, b)
+    return " (no interval)" if got is None else " (within the intervals)" if got else ""
 
 
 def verdict(holds: int, of: int) -> str:
@@ -103,14 +114,14 @@ Check = Callable[[Board], tuple[str, str]]
 
 
 def c1(b: Board) -> tuple[str, str]:
-    worst = {d: b.worst(A01, d)[1] for d in CLASSICAL + ["FedAvg"]}
+    worst = {d: b.worst(A01, d)[1] for d in CLASSICAL}
     robust = [d for d in CLASSICAL if d not in ("Krum", "Multi-Krum")]
     order = sorted(CLASSICAL, key=lambda d: worst[d].mean)
     lf = b.get(A01, "label flipping", "Krum")
     shows = (
         f"worst case at {A01}, lowest first: "
         + ", ".join(f"{d} {worst[d]}" for d in order)
-        + f"; Krum under label flipping {lf}"
+        + f"; Krum under label flipping {lf} (the logs: ~1%; not scored)"
     )
     held = sum(worst[k].mean < min(worst[d].mean for d in robust) for k in ("Krum", "Multi-Krum"))
     return shows, verdict(held, 2)
@@ -144,9 +155,10 @@ def c4(b: Board) -> tuple[str, str]:
     hi = {d: b.drop(A01, "Mimic", d) for d in rules}
     fedavg = b.drop(A01, "Mimic", "FedAvg")
     shows = (
-        "accuracy drop under Mimic (points), IID → α = 0.1: "
+        "accuracy drop under Mimic from the rule's clean cell (points), IID → α = 0.1: "
         + ", ".join(f"{d} {100 * iid[d]:.1f} → {100 * hi[d]:.1f}" for d in rules)
-        + f"; FedAvg at α = 0.1: {100 * fedavg:.1f}"
+        + f"; FedAvg at α = 0.1: {100 * fedavg:.1f}; accuracy under Mimic at α = 0.1: "
+        + ", ".join(f"{d} {b.get(A01, 'Mimic', d)}" for d in [*rules, "FedAvg"])
     )
     held = sum(hi[d] > iid[d] and hi[d] > fedavg for d in rules)
     return shows, verdict(held, len(rules))
@@ -156,26 +168,25 @@ def c5(b: Board) -> tuple[str, str]:
     parts, held, of = [], 0, 0
     for s in (IID, A05, A01):
         got = {d: b.worst(s, d, among=["ALIE", "IPM"])[1] for d in CLASSICAL}
-        best = max(got, key=lambda d: got[d].mean)
-        runner = max((d for d in got if d != best), key=lambda d: got[d].mean)
-        parts.append(f"{s}: best under the worse of ALIE and IPM is {best} {got[best]}, then "
-                     f"{runner} {got[runner]}{below(got[runner], got[best])}; "
-                     f"centered clipping {got['centered clipping']}")  # fmt: skip
-        held += best == "centered clipping"
+        cc = got["centered clipping"]
+        other = max((d for d in got if d != "centered clipping"), key=lambda d: got[d].mean)
+        parts.append(f"{s}: under the worse of ALIE and IPM, centered clipping {cc}, the best "
+                     f"other rule {other} {got[other]}{below(cc, got[other])}")  # fmt: skip
+        held += cc.mean >= got[other].mean
         of += 1
-    return "; ".join(parts), verdict(held, of)
+    return "the fixed ALIE and IPM, as in the logs. " + "; ".join(parts), verdict(held, of)
 
 
 def c6(b: Board) -> tuple[str, str]:
     parts, held = [], 0
     rules = ["median", "trimmed mean", "geometric median"]
     strong = ["ALIE", "IPM", "ALIE (adaptive)", "IPM (adaptive)"]
-    for d in rules:
-        attack, cell = b.worst(IID, d)
+    for d in rules:  # the logs' attacks: ALIE, IPM, sign and label flipping
+        attack, cell = b.worst(IID, d, among=[*strong, "sign flipping", "label flipping"])
         mild = max(b.drop(IID, a, d) for a in ("sign flipping", "label flipping"))
         hard = max(b.drop(IID, a, d) for a in strong)
         parts.append(
-            f"{d}: worst {attack} {cell}; largest drop from ALIE/IPM (fixed or adaptive) "
+            f"{d}: worst of those {attack} {cell}; largest drop from ALIE/IPM (fixed or adaptive) "
             f"{100 * hard:.1f}, from sign or label flipping {100 * mild:.1f}"
         )
         held += attack in strong and mild < hard
@@ -222,7 +233,8 @@ def c11(b: Board) -> tuple[str, str]:
     parts, held, of = [], 0, 0
     for s in (A05, A01):
         w = {d: b.worst(s, d)[1] for d in ("NNM + median", "median", "bucketing + median")}
-        parts.append(", ".join(f"{d} {c}" for d, c in w.items()) + f" at {s}")
+        note = below(w["median"], w["NNM + median"]).strip()
+        parts.append(", ".join(f"{d} {c}" for d, c in w.items()) + f" at {s} {note}")
         held += w["NNM + median"].mean > w["median"].mean
         held += w["NNM + median"].mean > w["bucketing + median"].mean
         of += 2
@@ -241,57 +253,64 @@ def c12(b: Board) -> tuple[str, str]:
     )
 
 
-def _rank(b: Board) -> list[tuple[str, float]]:
+def _rank(b: Board) -> dict[str, int]:
+    """Each defense's rank by its worst case averaged over the settings (the board's score;
+    every defense must have every setting's worst case); ties share the better rank."""
     defenses = sorted({d for (r, _, _, d) in b.cells if r == "untargeted"})
     settings = sorted({s for (r, s, _, _) in b.cells if r == "untargeted"})
     score = {d: sum(b.worst(s, d)[1].mean for s in settings) / len(settings) for d in defenses}
-    return sorted(score.items(), key=lambda p: -p[1])
+    return {d: 1 + sum(v > score[d] for v in score.values()) for d in defenses}
 
 
 def c13(b: Board) -> tuple[str, str]:
-    order = [d for d, _ in _rank(b)]
+    place = _rank(b)
     named = ["median", "FLTrust", "DnC", "FLAME"]
+    if any(d not in place for d in named):
+        raise Missing("one of " + ", ".join(named))
     shows = (
-        f"rank by the worst case averaged over {len(order)} defenses' settings: "
-        + ", ".join(f"{d} {order.index(d) + 1}" for d in named)
-        + f" of {len(order)}"
+        "rank by the worst case averaged over the settings: "
+        + ", ".join(f"{d} {place[d]}" for d in named)
+        + f" of {len(place)} defenses"
     )
-    return shows + " (held: in the top half)", verdict(
-        sum(order.index(d) < len(order) / 2 for d in named), len(named)
+    return shows + " (held: rank ≤ half of them)", verdict(
+        sum(place[d] <= len(place) / 2 for d in named), len(named)
     )
 
 
 def c14(b: Board) -> tuple[str, str]:
-    defenses = sorted({d for (r, s, _, d) in b.cells if r == "untargeted" and s == A01})
-    got = sorted(((b.get(A01, "label flipping", d).mean, d) for d in defenses), reverse=True)
-    place = [d for _, d in got].index("FedAvg") + 1
+    fedavg = b.get(A01, "label flipping", "FedAvg")
+    best = max(CLASSICAL, key=lambda d: b.get(A01, "label flipping", d).mean)
+    top = b.get(A01, "label flipping", best)
     shows = (
-        f"{A01} under label flipping: FedAvg {b.get(A01, 'label flipping', 'FedAvg')}, "
-        f"place {place} of {len(got)}; best {got[0][1]} {100 * got[0][0]:.1f}"
+        f"{A01} under label flipping: FedAvg {fedavg}; the best of the classical rules: "
+        f"{best} {top}{below(top, fedavg)}"
     )
-    return shows, verdict(int(place == 1), 1)
+    return shows, verdict(int(fedavg.mean > top.mean), 1)
 
 
 def c15(b: Board) -> tuple[str, str]:
     settings = sorted({s for (r, s, _, _) in b.cells if r == "untargeted"})
     got = {s: b.worst(s, "geometric median") for s in settings}
-    shows = "geometric median's worst attack: " + ", ".join(
-        f"{s} {a} {c}" for s, (a, c) in got.items()
+    shows = (
+        "the claim (literature.md finds it unsupported): geometric median's worst attack: "
+        + ", ".join(f"{s} {a} {c}" for s, (a, c) in got.items())
     )
     return shows, verdict(sum(a == "sign flipping" for a, _ in got.values()), len(got))
 
 
 def c16(b: Board) -> tuple[str, str]:
     settings = sorted({s for (r, s, _, _) in b.cells if r == "untargeted"})
-    parts, held = [], 0
+    parts, held, of = [], 0, 0
     for s in settings:
         attack, cell = b.worst(s, "FLTrust")
         clean = b.get(s, CLEAN, "FLTrust")
-        note = below(cell, clean)
-        parts.append(f"{s} {attack} {cell} against clean {clean}{note}")
-        held += note == " (within the intervals)"
+        same = overlap(cell, clean)
+        parts.append(f"{s} {attack} {cell} against clean {clean}{below(cell, clean)}")
+        if cell.mean >= clean.mean or same is not None:
+            held += cell.mean >= clean.mean or bool(same)
+            of += 1
     shows = "FLTrust's worst case: " + "; ".join(parts)
-    return shows + " (held: within the clean cell's interval)", verdict(held, len(settings))
+    return shows + " (held: not below the clean cell beyond the intervals)", verdict(held, of)
 
 
 def _targeted_settings(b: Board) -> list[str]:
@@ -303,16 +322,21 @@ def _targeted_settings(b: Board) -> list[str]:
 
 def c17(b: Board) -> tuple[str, str]:
     parts, held, of = [], 0, 0
+    rules = ["FedAvg", "median", "trimmed mean", "FL-WBC"]
     for s in _targeted_settings(b):
-        fa = b.get(s, "eq. 3 (paper)", "FedAvg", "targeted")
-        wbc = b.get(s, "eq. 3 (paper)", "FL-WBC", "targeted")
-        parts.append(f"{s}: persistence after the window, FedAvg {fa.persists:.1f} rounds, "
-                     f"FL-WBC {wbc.persists:.1f}")  # fmt: skip
-        held += (wbc.persists or 0) < (fa.persists or 0)
-        of += 1
-    return "eq. 3 (the paper's attack), attacked rounds 1-10: " + "; ".join(parts), verdict(
-        held, of
+        got = {d: b.get(s, "eq. 3 (paper)", d, "targeted").persists for d in rules}
+        parts.append(f"{s}: " + ", ".join(
+            f"{d} {'n/a' if v is None else f'{v:.1f}'}" for d, v in got.items()
+        ))  # fmt: skip
+        if all(v is not None for v in got.values()):
+            held += got["FL-WBC"] < min(got["median"], got["trimmed mean"])  # type: ignore[operator]
+            of += 1
+    head = (
+        "eq. 3 (the paper's attack) in rounds 1-10, not one round; rounds its success stays "
+        "above one half after the window (a lower bound where it lasts to the end)"
     )
+    tail = " (held: FL-WBC below the median and the trimmed mean)"
+    return head + ": " + "; ".join(parts) + tail, verdict(held, of)
 
 
 def c18(b: Board) -> tuple[str, str]:
@@ -320,7 +344,8 @@ def c18(b: Board) -> tuple[str, str]:
     for s in _targeted_settings(b):
         lead = b.worst(s, "LeadFL + median", "targeted", BACKDOORS)
         med = b.worst(s, "median", "targeted", BACKDOORS)
-        parts.append(f"{s}: median {med[0]} {med[1]}, LeadFL + median {lead[0]} {lead[1]}")
+        note = below(lead[1], med[1])
+        parts.append(f"{s}: median {med[0]} {med[1]}, LeadFL + median {lead[0]} {lead[1]}{note}")
         held += lead[1].mean < med[1].mean
         of += 1
     head = "worst backdoor's success over baseline (the fixed convention, not LeadFL's bursty one)"
@@ -330,12 +355,18 @@ def c18(b: Board) -> tuple[str, str]:
 def c19(b: Board) -> tuple[str, str]:
     parts, held, of = [], 0, 0
     for s in _targeted_settings(b):
-        defenses = sorted({d for (r, x, _, d) in b.cells if r == "targeted" and x == s})
-        hit = [d for d in defenses if b.worst(s, d, "targeted", BACKDOORS)[1].mean > 0.5]
+        defenses = sorted(
+            {d for (r, x, _, d) in b.cells if r == "targeted" and x == s and d != "FedAvg"}
+        )
+        worst = [b.worst(s, d, "targeted", BACKDOORS)[1] for d in defenses]
+        hit = [c for c in worst if c.half is not None and c.mean - c.half > 0]
         parts.append(f"{s}: {len(hit)} of {len(defenses)}")
         held += 2 * len(hit) > len(defenses)
         of += 1
-    head = "defenses where some backdoor's success exceeds its baseline by more than 50 points"
+    head = (
+        "defenses (FedAvg aside) where some backdoor's success is above its clean baseline "
+        "beyond its interval"
+    )
     return head + ": " + "; ".join(parts) + " (held: more than half)", verdict(held, of)
 
 
