@@ -30,18 +30,22 @@ def test_peak_is_the_highest_evaluated_accuracy(tmp_path: Path) -> None:
     assert peak_script.peak(tmp_path / run(tmp_path, "s", [None, None])) is None
 
 
-def cells_csv(out: Path, rows: list[list[object]]) -> None:
+def report(tmp_path: Path, rows: list[list[object]], capsys: pytest.CaptureFixture[str]) -> str:
+    """The script's output on a board of these cells.csv rows (runs under tmp_path/store)."""
+    out = tmp_path / "out"
     out.mkdir()
     with (out / "cells.csv").open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["regime", "setting", "attack", "defense", "seed", "kind", "acc", "run"])
         w.writerows(rows)
+    assert peak_script.main("leaderboard", tmp_path / "store", out) == 0
+    return capsys.readouterr().out
 
 
 def test_a_late_collapse_ranks_last_by_last_round_and_first_by_peak(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store, out = tmp_path / "store", tmp_path / "out"
+    store = tmp_path / "store"
     # A: steady at 0.7; B: reaches 0.9 and is broken to 0.2 at the last round
     curves = {"A": [0.6, 0.7], "B": [0.9, 0.2]}
     rows: list[list[object]] = []
@@ -50,9 +54,7 @@ def test_a_late_collapse_ranks_last_by_last_round_and_first_by_peak(
             got = curve if attack == "IPM" else [0.5, 0.8]
             name = run(store, f"{d}-{attack}", got)
             rows.append(["untargeted", "iid/20%", attack, d, 0, kind, got[-1], name])
-    cells_csv(out, rows)
-    assert peak_script.main("leaderboard", store, out) == 0
-    table = capsys.readouterr().out
+    table = report(tmp_path, rows, capsys)
     assert "| A | 1 | 70.0 | 2 | 70.0 |" in table
     assert "| B | 2 | 20.0 | 1 | 90.0 |" in table
     assert "Kendall τ between the two scores over 2 defenses: -1.00." in table
@@ -61,16 +63,14 @@ def test_a_late_collapse_ranks_last_by_last_round_and_first_by_peak(
 def test_the_worst_attack_that_changes_and_a_run_without_evaluations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store, out = tmp_path / "store", tmp_path / "out"
+    store = tmp_path / "store"
     curves = {"IPM": [0.9, 0.2], "ALIE": [0.4, 0.4], "Mimic": [None, None]}
     rows: list[list[object]] = []
     for attack, got in curves.items():
         name = run(store, attack, got)
         last = got[-1] if got[-1] is not None else 0.5
         rows.append(["untargeted", "iid/20%", attack, "C", 0, "untargeted", last, name])
-    cells_csv(out, rows)
-    assert peak_script.main("leaderboard", store, out) == 0
-    table = capsys.readouterr().out
+    table = report(tmp_path, rows, capsys)
     assert "1 without an evaluated round left out" in table
     assert "over 1 defenses: n/a." in table
     # last round: Mimic's recorded 0.5 > ALIE 0.4 > IPM 0.2; peak: Mimic is left out
