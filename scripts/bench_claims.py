@@ -71,6 +71,9 @@ class Board:
     def attacks(self, regime: str = "untargeted") -> list[str]:
         return sorted({a for (r, _, a, _) in self.cells if r == regime and a != CLEAN})
 
+    def settings(self, regime: str = "untargeted") -> list[str]:
+        return sorted({s for (r, s, _, _) in self.cells if r == regime})
+
     def worst(
         self, setting: str, defense: str, regime: str = "untargeted", among: list[str] | None = None
     ) -> tuple[str, Cell]:
@@ -257,7 +260,7 @@ def _rank(b: Board) -> dict[str, int]:
     """Each defense's rank by its worst case averaged over the settings (the board's score;
     every defense must have every setting's worst case); ties share the better rank."""
     defenses = sorted({d for (r, _, _, d) in b.cells if r == "untargeted"})
-    settings = sorted({s for (r, s, _, _) in b.cells if r == "untargeted"})
+    settings = b.settings()
     score = {d: sum(b.worst(s, d)[1].mean for s in settings) / len(settings) for d in defenses}
     return {d: 1 + sum(v > score[d] for v in score.values()) for d in defenses}
 
@@ -289,7 +292,7 @@ def c14(b: Board) -> tuple[str, str]:
 
 
 def c15(b: Board) -> tuple[str, str]:
-    settings = sorted({s for (r, s, _, _) in b.cells if r == "untargeted"})
+    settings = b.settings()
     got = {s: b.worst(s, "geometric median") for s in settings}
     shows = (
         "the claim (literature.md finds it unsupported): geometric median's worst attack: "
@@ -299,7 +302,7 @@ def c15(b: Board) -> tuple[str, str]:
 
 
 def c16(b: Board) -> tuple[str, str]:
-    settings = sorted({s for (r, s, _, _) in b.cells if r == "untargeted"})
+    settings = b.settings()
     parts, held, of = [], 0, 0
     for s in settings:
         attack, cell = b.worst(s, "FLTrust")
@@ -314,7 +317,7 @@ def c16(b: Board) -> tuple[str, str]:
 
 
 def _targeted_settings(b: Board) -> list[str]:
-    got = sorted({s for (r, s, _, _) in b.cells if r == "targeted"})
+    got = b.settings("targeted")
     if not got:
         raise Missing("the targeted regime")
     return got
