@@ -8,6 +8,15 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker computes on one thread: the workers are the parallelism,
+    and two workers with a thread per core each would contend for the same cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The folder with the real datasets: $FLWBC_DATA_DIR, else shared/data beside the repo."""
