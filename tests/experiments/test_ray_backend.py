@@ -45,7 +45,7 @@ from .test_sweep import (
 )
 
 pytest.importorskip("ray")
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+pytestmark = pytest.mark.slow
 
 WARMUP_ROUNDS, BRANCH_ROUNDS = 2, 6
 START_TIMEOUT = 120.0

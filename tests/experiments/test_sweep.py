@@ -24,7 +24,7 @@ from flwbc.experiments.sweep import WALL, is_finished, run_sweep, threads_per_wo
 from flwbc.runio import model_metadata
 from flwbc.runtime import usable_cpus
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweep")]
+pytestmark = pytest.mark.slow
 
 JOBS = 2  # the same in every sweep whose results are compared (so the same threads per worker)
 

@@ -15,9 +15,6 @@ import torch
 
 pytest.importorskip("flwr")
 
-# the module fixture `native` is computed once when the module stays on one xdist worker
-pytestmark = pytest.mark.xdist_group("flower-apps")
-
 from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
