@@ -512,3 +512,47 @@ def test_a_clean_run_keeps_the_specs_own_metrics_beside_the_trigger_baseline() -
         clean_targeted = run.coords["attack"] == CLEAN and run.coords["regime"] == "targeted"
         assert names == (["lockdown_cf", "trigger"] if clean_targeted else ["lockdown_cf"])
     assert any(r.coords["attack"] == CLEAN and r.coords["regime"] == "targeted" for r in branches)
+
+
+def test_eq3_and_backdoors_share_one_unit_the_share_hitting_the_target(tmp_path: Path) -> None:
+    """The targeted regime scores eq. 3 by D_M's share classified as the target (target_acc), a
+    success rate like a backdoor's, not by D_M's mean target probability (target_conf): the two
+    attacks share one colour scale and one worst case."""
+    from flwbc.experiments.bench import collect_bench
+    from flwbc.experiments.store import run_dir
+    from flwbc.runio import RECORDS_ONLY, atomic_write_json
+
+    regime = {**TINY["regimes"]["targeted"], "attacks": ["badnets", "targeted"]}
+    spec = BenchSpec.model_validate({**TINY, "regimes": {"targeted": regime}})
+    rng = random.Random(5)
+    written: dict[str, list[dict]] = {}
+    for run in (r for r in expand_bench(spec) if r.role == "branch"):
+        recs = [
+            {
+                "round": t,
+                "adversarial": t <= 2 and run.coords["attack"] != CLEAN,
+                "test_acc": rng.uniform(0.5, 0.9),
+                "train_loss": 0.5,
+                "target_conf": rng.uniform(0, 1),
+                "target_acc": rng.uniform(0, 1),
+                "backdoor_acc": rng.uniform(0, 1),
+                "backdoor_acc.badnets": rng.uniform(0, 1),
+            }
+            for t in (1, 2, 3)
+        ]
+        path = run_dir(tmp_path, run)
+        path.mkdir(parents=True)
+        (path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (path / RECORDS_ONLY).write_text("")
+        atomic_write_json(path / "summary.json", {"complete": True})
+        written[run.coords["attack"]] = recs
+    cells = {c.attack: c for c in collect_bench(spec, expand_bench(spec), tmp_path)}
+    in_window = [0, 1]  # rounds 1-2 of the window [1, 2]
+    for attack, got, base in (
+        ("targeted", "target_acc", "target_acc"),
+        ("badnets", "backdoor_acc", "backdoor_acc.badnets"),
+    ):
+        success = sum(written[attack][i][got] for i in in_window) / 2
+        baseline = sum(written[CLEAN][i][base] for i in in_window) / 2
+        assert cells[attack].success == pytest.approx(success, abs=1e-12)
+        assert cells[attack].effect == pytest.approx(success - baseline, abs=1e-12)

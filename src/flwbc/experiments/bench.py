@@ -342,7 +342,7 @@ class BenchCell:
     acc_drop: float | None = None
     """The clean cell's acc (same defense, setting, seed) minus this one's."""
     success: float | None = None
-    """Targeted: the attack's success (backdoor_acc, or target_conf for eq. 3) averaged over
+    """Targeted: the attack's success (backdoor_acc, or D_M's target_acc for eq. 3) averaged over
     the window's rounds."""
     baseline: float | None = None
     """Targeted: the same measurement on the clean cell over the same rounds."""
@@ -371,11 +371,14 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def _success_field(attack_cfg: dict[str, Any]) -> tuple[str, str]:
-    """(field in the attacked run, field in the clean run) of a targeted attack's success."""
+    """(field in the attacked run, field in the clean run) of a targeted attack's success: a
+    share of inputs classified as the attacker's target for every attack, so the regime has one
+    unit. For eq. 3 that is D_M's share classified as the target (`target_acc`), not its mean
+    target probability (`target_conf`, the paper's §7.1 confidence), which is in the records."""
     name = attack_cfg.get("name", "targeted")
     if is_backdoor(name):
         return "backdoor_acc", trigger_field(name)
-    return "target_conf", "target_conf"
+    return "target_acc", "target_acc"
 
 
 def diverged(records: list[dict[str, Any]]) -> bool:
