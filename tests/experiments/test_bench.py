@@ -556,3 +556,29 @@ def test_eq3_and_backdoors_share_one_unit_the_share_hitting_the_target(tmp_path:
         baseline = sum(written[CLEAN][i][base] for i in in_window) / 2
         assert cells[attack].success == pytest.approx(success, abs=1e-12)
         assert cells[attack].effect == pytest.approx(success - baseline, abs=1e-12)
+
+
+def test_the_heatmap_prints_a_negative_effect_as_measured(tmp_path: Path, monkeypatch) -> None:
+    """An attack that succeeds less than on the clean cell has a negative effect: its colour is
+    the scale's lowest, and its printed number is the measured one, not 0."""
+    import matplotlib.pyplot as plt
+
+    from flwbc.experiments.bench_report import plot_regime
+
+    spec = BenchSpec.model_validate(TINY)
+    summaries = [
+        Summary("targeted", "iid/40%", "badnets", "FedAvg", "effect", -0.031, None, 1, None),
+        Summary("targeted", "iid/40%", "dba", "FedAvg", "effect", 0.42, None, 1, None),
+    ]
+    figures = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", figures.append)
+    plot_regime(spec, "targeted", summaries, tmp_path / "heat")
+    fig = figures[0]
+    panel = next(ax for ax in fig.axes if ax.get_label() != "<colorbar>")
+    assert sorted(t.get_text() for t in panel.texts) == ["-3", "42"]
+    image = panel.get_images()[0]
+    cmap, norm = image.get_cmap(), image.norm
+    assert image.get_clim() == (0.0, 100.0)
+    assert cmap(norm(-3.1)) == cmap(norm(0.0))  # below the scale: its lowest colour
+    real_close(fig)

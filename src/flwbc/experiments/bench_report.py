@@ -223,7 +223,7 @@ def plot_regime(spec: BenchSpec, regime: str, summaries: list[Summary], prefix: 
             for d, defense in enumerate(defenses):
                 s = by.get((setting, attack, defense))
                 if s is not None:
-                    grid[d, a] = 100 * max(s.mean, 0.0)
+                    grid[d, a] = 100 * s.mean  # below vmin: the scale's lowest colour
         img = ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
         ax.set_title(setting, fontsize=9)
         ax.set_xticks(range(len(attacks)), attacks, fontsize=7, rotation=60, ha="right")
