@@ -582,3 +582,21 @@ def test_the_heatmap_prints_a_negative_effect_as_measured(tmp_path: Path, monkey
     assert image.get_clim() == (0.0, 100.0)
     assert cmap(norm(-3.1)) == cmap(norm(0.0))  # below the scale: its lowest colour
     real_close(fig)
+
+
+def test_evaluate_against_a_folder_without_a_bench_is_one_line(tmp_path: Path, capsys) -> None:
+    """--against a matrix's results (its cells.csv has no regime, setting or seed) is refused in
+    one line with exit 2, and nothing is left behind."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY, allow_unicode=True))
+    matrix = tmp_path / "matrix"
+    matrix.mkdir()
+    (matrix / "cells.csv").write_text("attack,defense,kind,test_acc\nnone,A,clean,0.9\n")
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    argv = _argv(["evaluate"], spec, runs, out, tmp_path)
+    argv += ["--defense", "{server: {aggregator: median}}", "--against", str(matrix)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a bench's cells.csv" in err, err
+    assert "regime" in err and "Traceback" not in err
+    assert not runs.exists() and not out.exists()

@@ -690,6 +690,10 @@ def read_cells(path: Path) -> list[BenchCell]:
     except FileNotFoundError:
         raise FlwbcError(f"no stored bench results: {path} not found") from None
     names = {f for f in BenchCell.__dataclass_fields__}
+    needed = {"regime", "setting", "attack", "defense", "seed", "kind"}
+    if rows and not needed <= set(rows[0]):
+        missing = ", ".join(sorted(needed - set(rows[0])))
+        raise FlwbcError(f"{path} is not a bench's cells.csv (no column {missing})")
     out = []
     for r in rows:
         coords = {k: v for k, v in r.items() if k not in names}
