@@ -600,3 +600,34 @@ def test_evaluate_against_a_folder_without_a_bench_is_one_line(tmp_path: Path, c
     assert len(err.splitlines()) == 1 and "is not a bench's cells.csv" in err, err
     assert "regime" in err and "Traceback" not in err
     assert not runs.exists() and not out.exists()
+
+
+def test_the_report_card_names_each_attack_it_loses_to() -> None:
+    """Beside its worst case, the card lists every attack under which the defense does worse
+    than the median defense under that same attack, the largest gap first."""
+    from flwbc.experiments.bench import BenchCell
+    from flwbc.experiments.bench_report import report_card
+
+    spec = BenchSpec.model_validate(TINY)
+    acc = {  # defense: (clean, gauss, flip, ipm)
+        "A": (0.90, 0.80, 0.70, 0.60),
+        "B": (0.90, 0.78, 0.68, 0.58),
+        "C": (0.90, 0.76, 0.66, 0.56),
+        "D": (0.90, 0.60, 0.50, 0.42),
+        "N": (0.90, 0.62, 0.69, 0.55),
+    }
+    cells = [
+        BenchCell("untargeted", "iid/40%", a, d, 0, "clean" if a == CLEAN else "untargeted",
+                  acc=v)
+        for d, values in acc.items()
+        for a, v in zip((CLEAN, "gauss", "flip", "ipm"), values, strict=True)
+    ]  # fmt: skip
+
+    def row(name: str) -> str:
+        card = report_card(spec, name, cells, command="x")
+        return next(line for line in card.splitlines() if line.startswith("| iid/40% |"))
+
+    # the median defense under each attack (5 defenses): gauss 76, flip 68, ipm 56
+    assert row("N").endswith("| gauss (62.0 / 76.0), ipm (55.0 / 56.0) |"), row("N")
+    assert row("A").endswith("| none |")
+    assert row("D").endswith("| flip (50.0 / 68.0), gauss (60.0 / 76.0), ipm (42.0 / 56.0) |")

@@ -316,15 +316,39 @@ def report_card(spec: BenchSpec, name: str, cells: list[BenchCell], *, command: 
             peers = sorted(x.mean for x in worst if x.regime == rname and x.setting == w.setting)
             median = peers[len(peers) // 2]
             verdict = "loses" if sign * (w.mean - median) > 0 else "holds"
-            rows.append([w.setting, w.attack, _value(w), _pct(median), verdict])
+            losses = _losses(summaries, rname, w.setting, name, sign)
+            rows.append([w.setting, w.attack, _value(w), _pct(median), verdict, losses])
         lines += [
             *_table(
-                ["setting", "worst attack", "value", "median defense's worst", "verdict"], rows
+                [
+                    "setting",
+                    "worst attack",
+                    "value",
+                    "median defense's worst",
+                    "verdict",
+                    "worse than the median defense under (its value / theirs)",
+                ],
+                rows,
             ),
             "",
         ]
     mine = [c for c in cells if c.defense == name and c.run is not None]
     return "\n".join(lines + _divergence_lines(spec, mine))
+
+
+def _losses(summaries: list[Summary], regime: str, setting: str, name: str, sign: float) -> str:
+    """The attacks of a setting under which `name` does worse than the median defense does
+    under the same attack, the largest gap first."""
+    gaps = []
+    for s in summaries:
+        if (s.regime, s.setting, s.defense) != (regime, setting, name) or s.attack == CLEAN:
+            continue
+        cell = (regime, setting, s.attack)
+        peers = sorted(x.mean for x in summaries if (x.regime, x.setting, x.attack) == cell)
+        median = peers[len(peers) // 2]
+        if sign * (s.mean - median) > 0:
+            gaps.append((sign * (s.mean - median), f"{s.attack} ({_pct(s.mean)} / {_pct(median)})"))
+    return ", ".join(text for _, text in sorted(gaps, reverse=True)) or "none"
 
 
 def card_inputs(stored: list[BenchCell], new: list[BenchCell], name: str) -> list[BenchCell]:
