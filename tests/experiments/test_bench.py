@@ -631,3 +631,25 @@ def test_the_report_card_names_each_attack_it_loses_to() -> None:
     assert row("N").endswith("| gauss (62.0 / 76.0), ipm (55.0 / 56.0) |"), row("N")
     assert row("A").endswith("| none |")
     assert row("D").endswith("| flip (50.0 / 68.0), gauss (60.0 / 76.0), ipm (42.0 / 56.0) |")
+
+
+def test_rewriting_a_board_from_a_smaller_store_is_refused(tmp_path: Path, capsys) -> None:
+    """`--no-run` pointed at a store that holds fewer finished runs than the board at --out
+    leaves the board as it is (one line, exit 2); --overwrite replaces it."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY, allow_unicode=True))
+    out = tmp_path / "board"
+    out.mkdir()
+    header = "regime,setting,attack,defense,seed,kind,acc,run\n"
+    rows = "".join(f"untargeted,iid/40%,{a},FedAvg,0,x,0.8,r{a}\n" for a in (CLEAN, "sign_flip"))
+    (out / "cells.csv").write_text(header + rows)
+    before = (out / "cells.csv").read_bytes()
+    argv = _argv(["run"], spec, tmp_path / "empty", out, tmp_path) + ["--no-run"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds 2 finished runs" in err and "with 0" in err
+    assert (out / "cells.csv").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["cells.csv"]
+    assert not (tmp_path / "empty").exists()
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "cells.csv").read_bytes() != before

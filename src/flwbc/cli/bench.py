@@ -100,6 +100,11 @@ def _common(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     add_data_dir_arg(p)
     p.add_argument("--no-run", action="store_true", help="only rewrite the outputs")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs that hold more finished runs than this store gives",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -239,6 +244,12 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
         on_progress=partial,
     )
     cells = tables(runs)
+    done = sum(c.run is not None for c in cells)
+    if done < before and not args.overwrite:
+        raise FlwbcError(
+            f"{existing} holds {before} finished runs and this would replace it with {done}; "
+            "point --runs at the store that holds its runs, or pass --overwrite"
+        )
     if args.bench_command == "evaluate":
         assert defenses is not None
         files = write_bench(spec, cells, out, command=command)
