@@ -495,7 +495,7 @@ def test_a_clean_cell_that_diverged_leaves_its_drops_and_baselines_unmeasured(
         spec, list(cells.values()), summaries, worst, ranking(worst, spec.regimes), command="x"
     )
     assert "## Runs that diverged" in md and "3 of 8 finished runs" in md
-    assert "2 of them are clean cells" in md and "clean 10.0 (1 of 1 seeds diverged)" in md
+    assert "2 of them are clean cells" in md and "clean 10.0 (1 seed) (1 of 1 seeds diverged)" in md
 
 
 def test_a_clean_run_keeps_the_specs_own_metrics_beside_the_trigger_baseline() -> None:
@@ -653,3 +653,27 @@ def test_rewriting_a_board_from_a_smaller_store_is_refused(tmp_path: Path, capsy
     assert not (tmp_path / "empty").exists()
     assert main([*argv, "--overwrite"]) == 0
     assert (out / "cells.csv").read_bytes() != before
+
+
+def test_the_score_carries_the_interval_of_a_mean_of_its_settings() -> None:
+    """A score is the mean of k settings' worst cases; its half-width is that of a mean of k
+    independent estimates, sqrt(Σ hᵢ²)/k, checked against a Monte Carlo of normal means; a
+    setting without an interval leaves the score without one."""
+    import numpy as np
+
+    regimes = {"untargeted": load_bench("leaderboard").regimes["untargeted"]}
+    halves = {"s1": 0.03, "s2": 0.05, "s3": 0.01}
+    worst = [
+        Summary("untargeted", s, "a", "A", "acc", 0.7, h, 3, None) for s, h in halves.items()
+    ] + [
+        Summary("untargeted", "s1", "a", "B", "acc", 0.6, 0.02, 3, None),
+        Summary("untargeted", "s2", "a", "B", "acc", 0.6, None, 1, None),
+        Summary("untargeted", "s3", "a", "B", "acc", 0.6, 0.02, 3, None),
+    ]
+    ranks = {r.defense: r for r in ranking(worst, regimes)}
+    # each setting's mean ~ normal with sd hᵢ/z; the 95% half-width of their average
+    rng = np.random.default_rng(0)
+    z = stats.norm.ppf(0.975)
+    draws = sum(rng.normal(0, h / z, 400_000) for h in halves.values()) / len(halves)
+    assert ranks["A"].half_width == pytest.approx(z * draws.std(), rel=0.01)
+    assert ranks["B"].half_width is None

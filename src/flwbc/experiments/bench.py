@@ -612,6 +612,9 @@ class Rank:
     worst_attack: str
     worst_value: float
     settings: int
+    half_width: float | None = None
+    """Of the score: sqrt(Σ hᵢ²)/k over its k settings' worst-case half-widths hᵢ, as if the
+    settings' means were independent and normal (None when one of them has no interval)."""
 
 
 def ranking(worst: list[Summary], regimes: dict[str, Regime]) -> list[Rank]:
@@ -635,13 +638,21 @@ def ranking(worst: list[Summary], regimes: dict[str, Regime]) -> list[Rank]:
         scored = []
         for defense, ws in per.items():
             score = sum(w.mean for w in ws) / len(ws)
+            halves = [w.half_width for w in ws]
+            half = (
+                None
+                if any(h is None for h in halves)
+                else math.sqrt(sum(h * h for h in halves if h is not None)) / len(ws)
+            )
             bad = max(ws, key=lambda w: sign * w.mean)
-            scored.append((score, defense, bad, len(ws)))
+            scored.append((score, defense, bad, len(ws), half))
         scored.sort(key=lambda x: sign * x[0])
-        for i, (score, defense, bad, n) in enumerate(scored):
+        for i, (score, defense, bad, n, half) in enumerate(scored):
             prev = [r for r in out if r.regime == regime]
             rank = prev[-1].rank if prev and math.isclose(prev[-1].score, score) else i + 1
-            out.append(Rank(regime, defense, score, rank, bad.setting, bad.attack, bad.mean, n))
+            out.append(
+                Rank(regime, defense, score, rank, bad.setting, bad.attack, bad.mean, n, half)
+            )
     return out
 
 

@@ -42,6 +42,10 @@ def _value(s: Summary) -> str:
     return f"{_pct(s.mean)} ± {100 * s.half_width:.1f}" + (" (1 seed, pooled)" if s.pooled else "")
 
 
+def _score(r: Rank) -> str:
+    return _pct(r.score) + ("" if r.half_width is None else f" ± {100 * r.half_width:.1f}")
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [
         "| " + " | ".join(header) + " |",
@@ -95,7 +99,8 @@ def leaderboard_markdown(
             f"## {regime.title or rname}: ranking",
             "",
             f"Score: the worst case over attacks ({UNITS[regime.kind]}; {better} is better), "
-            "averaged over settings; then the single worst setting and attack.",
+            "averaged over settings (± the 95% half-width of that mean, the settings taken as "
+            "independent); then the single worst setting and attack.",
             "",
             *_table(
                 ["rank", "defense", "score", "settings", "worst setting", "worst attack", "value"],
@@ -103,7 +108,7 @@ def leaderboard_markdown(
                     [
                         str(r.rank),
                         r.defense,
-                        _pct(r.score),
+                        _score(r),
                         str(r.settings),
                         r.worst_setting,
                         r.worst_attack,
@@ -187,7 +192,7 @@ def _clean(by: dict[tuple[str, str, str, str], Summary], r: str, s: str, d: str)
     c = by.get((r, s, CLEAN, d))
     if c is None:
         return _pct(None)
-    return _pct(c.mean) + (f" ({c.diverged} of {c.seeds} seeds diverged)" if c.diverged else "")
+    return _value(c) + (f" ({c.diverged} of {c.seeds} seeds diverged)" if c.diverged else "")
 
 
 def plot_regime(spec: BenchSpec, regime: str, summaries: list[Summary], prefix: Path) -> list[Path]:
@@ -305,7 +310,7 @@ def report_card(spec: BenchSpec, name: str, cells: list[BenchCell], *, command: 
         lines += [
             f"## {regime.title or rname}",
             "",
-            f"Rank {r.rank} of {len(rr)} (score {_pct(r.score)}, {UNITS[regime.kind]}, over "
+            f"Rank {r.rank} of {len(rr)} (score {_score(r)}, {UNITS[regime.kind]}, over "
             f"{r.settings} settings). Worst: {r.worst_attack} in {r.worst_setting}, "
             f"{_value(by_summary[(rname, r.worst_setting, r.worst_attack, name)])}.",
             "",
@@ -417,7 +422,7 @@ def leaderboard_html(
             cells = [
                 (r.rank, str(r.rank)),
                 (r.defense, r.defense),
-                (r.score, _pct(r.score)),
+                (r.score, _score(r)),
                 (r.worst_setting, r.worst_setting),
                 (r.worst_attack, r.worst_attack),
                 (s.mean, _pct(s.mean)),
