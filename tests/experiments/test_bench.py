@@ -677,3 +677,26 @@ def test_the_score_carries_the_interval_of_a_mean_of_its_settings() -> None:
     draws = sum(rng.normal(0, h / z, 400_000) for h in halves.values()) / len(halves)
     assert ranks["A"].half_width == pytest.approx(z * draws.std(), rel=0.01)
     assert ranks["B"].half_width is None
+
+
+def test_cross_gives_every_combination_with_its_coordinates_and_merged_config() -> None:
+    """`cross` settings are the product of its dimensions' points, named `a/b`, each with its
+    coordinate on every dimension, the points' configs merged and their `vars` taken out."""
+    het = {
+        "iid": {"data": {"partition": "iid"}},
+        "α=0.5": {"data": {"partition": "dirichlet", "dirichlet_alpha": 0.5}},
+    }
+    frac = {"10%": {"vars": {"f": 1}, "attack": {"num_malicious": 1}},
+            "30%": {"vars": {"f": 3}, "attack": {"num_malicious": 3}}}  # fmt: skip
+    listed = {"mine": {"vars": {"f": 0}, "config": {"seed": 1}, "coords": {"het": "x"}}}
+    spec = BenchSpec.model_validate(
+        {**TINY, "settings": listed, "cross": {"het": het, "frac": frac}}
+    )
+    got = spec.all_settings()
+    assert list(got) == ["mine", "iid/10%", "iid/30%", "α=0.5/10%", "α=0.5/30%"]
+    for (h, hc), (f, fc) in itertools.product(het.items(), frac.items()):
+        setting, coords = got[f"{h}/{f}"]
+        assert coords == {"het": h, "frac": f}
+        assert setting.vars == fc["vars"]
+        assert setting.config == {**hc, "attack": fc["attack"]}
+    assert got["mine"][1] == {"het": "x"} and got["mine"][0].vars == {"f": 0}

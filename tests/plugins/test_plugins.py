@@ -387,3 +387,27 @@ def test_bench_evaluate_places_a_plugin_defense_with_one_command(
         branch = json.loads((path / "request.json").read_text())["role"] == "branch"
         assert saved["plugins"] == (["myplug"] if branch else [])
         assert branch or (tmp_path / "runs" / path.name).is_dir()
+
+
+def test_a_bench_regime_of_all_attacks_includes_a_plugins(plugin_dir: Path) -> None:
+    """`attacks: all` is every registered attack of the regime's kind at the time the spec is
+    expanded, a plug-in's too, and no attack of the other kind."""
+    from flwbc.attacks import ATTACKS
+    from flwbc.experiments.bench import CLEAN, Regime, attack_kind_of, regime_attacks
+    from flwbc.plugins import load_plugins
+
+    untargeted = Regime.model_validate({"kind": "untargeted", "rounds": 3, "attacks": "all"})
+    before, registered = regime_attacks(untargeted), set(ATTACKS)
+    assert "label_shift" not in before
+    load_plugins(["myplug.attack"])
+    after = regime_attacks(untargeted)
+    assert list(after) == [CLEAN, *sorted(n for n in ATTACKS if ATTACKS[n].goal == "untargeted")]
+    new = {n for n in ATTACKS if n not in registered and ATTACKS[n].goal == "untargeted"}
+    assert "label_shift" in new and set(after) - set(before) == new
+    assert after["label_shift"] == {"attack": {"name": "label_shift"}}
+    targeted = Regime.model_validate(
+        {"kind": "targeted", "rounds": 3, "warmup_rounds": 1, "attacks": "all"}
+    )
+    names = set(regime_attacks(targeted)) - {CLEAN}
+    assert names and all(attack_kind_of(n) == "targeted" for n in names)
+    assert "label_shift" not in names and "badnets" in names
