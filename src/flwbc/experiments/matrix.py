@@ -144,7 +144,8 @@ def matrix_spec(name: str | None) -> Spec:
     if set(spec.axes) != set(AXES):
         raise FlwbcError(
             f"spec {spec.id}: a matrix has exactly the axes attack and defense, not "
-            f"{', '.join(spec.axes)}"
+            f"{', '.join(spec.axes)}; for further axes (settings, attacker fractions, seeds "
+            "with intervals) write a bench spec (`flwbc bench`, docs/bench.md)"
         )
     if CLEAN not in spec.axes["attack"]:
         raise FlwbcError(

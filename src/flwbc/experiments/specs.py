@@ -320,7 +320,8 @@ def load_spec(name: str, settings: Settings | None = None) -> Spec:
         if s not in settings.settings:
             raise FlwbcError(
                 f"spec {spec.id}: unknown setting '{s}'; settings.yaml defines "
-                f"{', '.join(settings.settings)}"
+                f"{', '.join(settings.settings)} (a bench spec defines its own settings: "
+                "docs/bench.md)"
             )
     return spec
 
