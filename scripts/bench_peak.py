@@ -44,7 +44,7 @@ def main(spec_name: str, runs: Path, out: Path) -> int:
         by[name] = {(x.regime, x.setting, x.attack, x.defense): x.mean for x in summaries}
         w = worst_cases(summaries, regimes)
         worst[name] = {(s.regime, s.setting, s.defense): s for s in w}
-        ranks[name] = ranking(w, regimes)
+        ranks[name] = ranking(w, regimes, spec.families)
     (a, ra), (b, rb) = ranks.items()
     lines = [
         "# The untargeted ranking by last-round and by peak accuracy",

@@ -700,3 +700,55 @@ def test_cross_gives_every_combination_with_its_coordinates_and_merged_config() 
         assert setting.vars == fc["vars"]
         assert setting.config == {**hc, "attack": fc["attack"]}
     assert got["mine"][1] == {"het": "x"} and got["mine"][0].vars == {"f": 0}
+
+
+def test_a_defense_grid_expands_into_named_variants() -> None:
+    """`grid: {dotted.path: [values]}` gives one defense per combination of values, its options
+    set at the path, named by the path's last key (the whole path where two end alike)."""
+    grid = {"server.options.beta": [0.1, 0.2], "server.options.f": ["$f", 3]}
+    point = {"server": {"aggregator": "trimmed_mean", "options": {"beta": 0.5}}, "grid": grid}
+    spec = BenchSpec.model_validate({**TINY, "defenses": {"FedAvg": {}, "trimmed mean": point}})
+    names = [f"trimmed mean [beta={b}, f={f}]" for b in (0.1, 0.2) for f in ("$f", 3)]
+    assert list(spec.defenses) == ["FedAvg", *names]
+    for name, (b, f) in zip(names, itertools.product((0.1, 0.2), ("$f", 3)), strict=True):
+        assert spec.defenses[name] == {
+            "server": {"aggregator": "trimmed_mean", "options": {"beta": b, "f": f}}
+        }
+    assert spec.families == {n: "trimmed mean" for n in names}
+    same_end = {"server.options.s": [1], "defense.options.s": [2]}
+    spec = BenchSpec.model_validate({**TINY, "defenses": {"x": {"grid": same_end}}})
+    assert list(spec.defenses) == ["x [server.options.s=1, defense.options.s=2]"]
+    with pytest.raises(ValueError, match="non-empty lists"):
+        BenchSpec.model_validate({**TINY, "defenses": {"x": {"grid": {"a.b": []}}}})
+
+
+def test_the_ranking_keeps_each_grids_best_variant() -> None:
+    """Of one defense's grid variants the ranking keeps the one with the best score (mean worst
+    case over settings), under its variant name; other defenses are ranked as before."""
+    regimes = {"untargeted": load_bench("leaderboard").regimes["untargeted"]}
+    worst = {  # defense: worst case in settings s1, s2
+        "A [k=1]": (0.50, 0.70),
+        "A [k=2]": (0.65, 0.60),
+        "A [k=3]": (0.40, 0.90),
+        "B": (0.55, 0.58),
+    }
+    summaries = [
+        Summary("untargeted", s, "a", d, "acc", v, None, 1, None)
+        for d, values in worst.items()
+        for s, v in zip(("s1", "s2"), values, strict=True)
+    ]
+    families = {f"A [k={k}]": "A" for k in (1, 2, 3)}
+    ranks = ranking(summaries, regimes, families)
+    # scores: k=1 0.60, k=2 0.625, k=3 0.65 (kept), B 0.565
+    assert [(r.defense, r.rank) for r in ranks] == [("A [k=3]", 1), ("B", 2)]
+    assert ranks[0].score == pytest.approx(0.65)
+    assert len(ranking(summaries, regimes)) == 4
+    # leaderboard.md names the kept variant, out of how many
+    from flwbc.experiments.bench_report import _grid_lines
+
+    defenses = {"A": {"grid": {"server.options.k": [1, 2, 3]}}, "B": {}}
+    spec = BenchSpec.model_validate({**TINY, "defenses": defenses})
+    assert spec.families == families
+    (line, _) = _grid_lines(spec, ranks)
+    assert line.endswith("A: [k=3] of 3 variants.")
+    assert _grid_lines(spec, ranks[1:]) == []

@@ -173,6 +173,7 @@ TABLES_EVERY = 60.0
 
 def command(args: argparse.Namespace, argv: list[str] | None) -> int:
     from flwbc.experiments.bench import (
+        GRID,
         BenchCell,
         bench_runs,
         collect_bench,
@@ -209,6 +210,8 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
         mods = [m.strip() for m in args.plugins.split(",") if m.strip()]
         load_plugins(mods)
         cfg = _defense_config(args.defense)
+        if GRID in cfg:
+            raise FlwbcError("--defense: a grid belongs in a bench spec; evaluate one config")
         if mods:
             cfg = {**cfg, "plugins": [*cfg.get("plugins", []), *mods]}
         label = args.name or _derived_name(cfg)

@@ -14,7 +14,8 @@ A bench spec (`benches/NAME.yaml`, or a user's file; docs/bench.md) declares:
   its persistence after the window. Each regime lists its attacks (`all`: every registered
   attack of its kind, plug-ins included) and always has the clean cell `none` (the attackers
   take part but send honest updates);
-- `defenses`: named partial configs (server rule, pre-aggregation chain, client defenses);
+- `defenses`: named partial configs (server rule, pre-aggregation chain, client defenses),
+  each optionally with an options `grid` whose variants compete, the best one ranked;
 - `seeds`, and `confirm`: more seeds for each defense's `worst` attacks in each regime and
   setting after the first seed screened every cell, so intervals are spent where worst cases are
   decided.
@@ -39,7 +40,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from flwbc.config import make_config
 from flwbc.errors import FlwbcError
@@ -65,6 +66,8 @@ PERSIST_BELOW = 0.5
 CONFIDENCE = 0.95
 DIVERGED_LOSS = 1e6
 """A training loss above this (or a non-finite one) marks a run as diverged."""
+GRID = "grid"
+"""A defense's key for its options grid: `{dotted.path: [values]}`."""
 
 
 class _Strict(BaseModel):
@@ -128,11 +131,29 @@ class BenchSpec(_Strict):
     confirm: Confirm | None = None
     quick: BenchQuick = Field(default_factory=BenchQuick)
 
+    _families: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @model_validator(mode="after")
     def _some_setting(self) -> BenchSpec:
         if not self.settings and not self.cross:
             raise ValueError("give settings or cross (or both)")
         return self
+
+    @model_validator(mode="after")
+    def _grids(self) -> BenchSpec:
+        expanded: dict[str, dict[str, Any]] = {}
+        for name, point in self.defenses.items():
+            variants = expand_grid(name, point)
+            expanded.update(variants)
+            if GRID in point:
+                self._families.update({v: name for v in variants})
+        self.defenses = expanded
+        return self
+
+    @property
+    def families(self) -> dict[str, str]:
+        """Each grid variant's defense: the name the grid was declared under."""
+        return dict(self._families)
 
     def all_settings(self) -> dict[str, tuple[BenchSetting, dict[str, str]]]:
         """Every setting with its coordinates: the listed ones, then the cross's product."""
@@ -149,6 +170,38 @@ class BenchSpec(_Strict):
             coords = {d: p for d, (p, _) in zip(dims, combo, strict=True)}
             out[name] = (BenchSetting(title=name, vars=variables, config=config), coords)
         return out
+
+
+def expand_grid(name: str, point: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A defense declared with `grid: {dotted.path: [values]}` as one variant per combination
+    of the values, named `NAME [key=value, ...]` (the path's last key, or the whole path where
+    two paths end alike); a defense without a grid as itself. The ranking keeps each defense's
+    best variant (ByzFL's choice of hyperparameters by worst case)."""
+    grid = point.get(GRID)
+    if grid is None:
+        return {name: point}
+    if not (
+        isinstance(grid, dict) and grid and all(isinstance(v, list) and v for v in grid.values())
+    ):
+        raise ValueError(
+            f"defense {name!r}: grid maps dotted option paths to non-empty lists of values"
+        )
+    base = {k: v for k, v in point.items() if k != GRID}
+    paths = [str(p) for p in grid]
+    lasts = [p.rsplit(".", 1)[-1] for p in paths]
+    labels = lasts if len(set(lasts)) == len(lasts) else paths
+    out: dict[str, dict[str, Any]] = {}
+    for values in itertools.product(*(grid[p] for p in paths)):
+        over: dict[str, Any] = {}
+        for path, value in zip(paths, values, strict=True):
+            *head, last = path.split(".")
+            node = over
+            for key in head:
+                node = node.setdefault(key, {})
+            node[last] = value
+        label = ", ".join(f"{k}={v}" for k, v in zip(labels, values, strict=True))
+        out[f"{name} [{label}]"] = deep_merge(base, over)
+    return out
 
 
 def coordinate_names(spec: BenchSpec) -> list[str]:
@@ -617,10 +670,13 @@ class Rank:
     settings' means were independent and normal (None when one of them has no interval)."""
 
 
-def ranking(worst: list[Summary], regimes: dict[str, Regime]) -> list[Rank]:
+def ranking(
+    worst: list[Summary], regimes: dict[str, Regime], families: dict[str, str] | None = None
+) -> list[Rank]:
     """Per regime, defenses ordered by their worst case averaged over the settings all of them
     have a worst case in (ties share the better rank), with the single worst (setting,
-    attack)."""
+    attack). Of the variants of one defense's grid (`families`: variant -> defense), only the
+    best-scored is ranked."""
     out = []
     for regime in regimes:
         sign = 1.0 if regimes[regime].kind == "targeted" else -1.0
@@ -647,6 +703,11 @@ def ranking(worst: list[Summary], regimes: dict[str, Regime]) -> list[Rank]:
             bad = max(ws, key=lambda w: sign * w.mean)
             scored.append((score, defense, bad, len(ws), half))
         scored.sort(key=lambda x: sign * x[0])
+        if families:
+            best: dict[str, Any] = {}
+            for item in scored:
+                best.setdefault(families.get(item[1], item[1]), item)
+            scored = list(best.values())
         for i, (score, defense, bad, n, half) in enumerate(scored):
             prev = [r for r in out if r.regime == regime]
             rank = prev[-1].rank if prev and math.isclose(prev[-1].score, score) else i + 1

@@ -42,6 +42,25 @@ def _value(s: Summary) -> str:
     return f"{_pct(s.mean)} ± {100 * s.half_width:.1f}" + (" (1 seed, pooled)" if s.pooled else "")
 
 
+def _grid_lines(spec: BenchSpec, ranks: list[Rank]) -> list[str]:
+    """Which variant of each defense's options grid the ranking kept."""
+    families = spec.families
+    chosen = [r.defense for r in ranks if r.defense in families]
+    if not chosen:
+        return []
+    sizes = {f: list(families.values()).count(f) for f in set(families.values())}
+    picks = "; ".join(
+        f"{families[d]}: {d.removeprefix(families[d]).strip()} of {sizes[families[d]]} variants"
+        for d in chosen
+    )
+    return [
+        "Options chosen from a grid by the score, one choice per defense and regime over all its "
+        "settings, on the measure reported (no validation split, so a chosen variant's score is "
+        f"biased upwards; every variant is in the heatmaps): {picks}.",
+        "",
+    ]
+
+
 def _score(r: Rank) -> str:
     return _pct(r.score) + ("" if r.half_width is None else f" ± {100 * r.half_width:.1f}")
 
@@ -118,6 +137,7 @@ def leaderboard_markdown(
                 ],
             ),
             "",
+            *_grid_lines(spec, rr),
         ]
         settings = list(dict.fromkeys(w.setting for w in worst if w.regime == rname))
         defenses = [r.defense for r in rr]
@@ -265,7 +285,7 @@ def write_bench(
     out.mkdir(parents=True, exist_ok=True)
     summaries = summarize(cells)
     worst = worst_cases(summaries, spec.regimes)
-    ranks = ranking(worst, spec.regimes)
+    ranks = ranking(worst, spec.regimes, spec.families)
     files = {
         "cells.csv": _csv(cells_rows(cells, coordinate_names(spec))),
         "summary.csv": _csv([asdict(s) for s in summaries]),
@@ -298,7 +318,7 @@ def report_card(spec: BenchSpec, name: str, cells: list[BenchCell], *, command: 
     loses (the settings and attacks in which it is worse than the median defense)."""
     summaries = summarize(cells)
     worst = worst_cases(summaries, spec.regimes)
-    ranks = ranking(worst, spec.regimes)
+    ranks = ranking(worst, spec.regimes, spec.families)
     lines = [f"# Report card: {name}", "", f"Command: `{command}`.", ""]
     by_summary = {(s.regime, s.setting, s.attack, s.defense): s for s in summaries}
     for rname, regime in spec.regimes.items():
