@@ -752,3 +752,46 @@ def test_the_ranking_keeps_each_grids_best_variant() -> None:
     (line, _) = _grid_lines(spec, ranks)
     assert line.endswith("A: [k=3] of 3 variants.")
     assert _grid_lines(spec, ranks[1:]) == []
+
+
+@pytest.mark.parametrize(
+    ("row", "says"),
+    [
+        ("untargeted,α=0.1/20%,sign_flip,FedAvg,0,untargeted,0.8,r", "setting α=0.1/20%"),
+        ("untargeted,iid/40%,ipm,FedAvg,0,untargeted,0.8,r", "attack ipm"),
+        ("fig3,iid/40%,sign_flip,FedAvg,0,untargeted,0.8,r", "regime fig3"),
+        (None, "no stored board"),
+    ],
+)
+def test_evaluate_against_another_specs_board_is_one_line(
+    tmp_path: Path, capsys, row: str | None, says: str
+) -> None:
+    """A stored board with a cell the spec does not define (another spec's board), or none at
+    all, is refused in one line with exit 2 before anything runs or is written."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY, allow_unicode=True))
+    board = tmp_path / "board"
+    if row is not None:
+        board.mkdir()
+        (board / "cells.csv").write_text(
+            "regime,setting,attack,defense,seed,kind,acc,run\n"
+            "untargeted,iid/40%,sign_flip,FedAvg,0,untargeted,0.8,r\n" + row + "\n"
+        )
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    argv = _argv(["evaluate"], spec, runs, out, tmp_path)
+    argv += ["--defense", "{server: {aggregator: median}}", "--against", str(board)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert not runs.exists() and not out.exists()
+
+
+def test_an_unknown_quick_setting_or_regime_names_quick() -> None:
+    from flwbc.errors import FlwbcError
+
+    spec = BenchSpec.model_validate({**TINY, "quick": {"settings": ["nope"]}})
+    with pytest.raises(FlwbcError, match=r"quick\.settings: unknown setting 'nope'.*iid/40%"):
+        expand_bench(spec, quick=True)
+    spec = BenchSpec.model_validate({**TINY, "quick": {"regimes": ["nada"]}})
+    with pytest.raises(FlwbcError, match=r"quick\.regimes: unknown regime 'nada'"):
+        expand_bench(spec, quick=True)

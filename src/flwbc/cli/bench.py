@@ -176,6 +176,7 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
         GRID,
         BenchCell,
         bench_runs,
+        check_stored,
         collect_bench,
         load_bench,
         read_cells,
@@ -215,7 +216,14 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
         if mods:
             cfg = {**cfg, "plugins": [*cfg.get("plugins", []), *mods]}
         label = args.name or _derived_name(cfg)
-        stored = read_cells(Path(args.against) / "cells.csv")
+        against = Path(args.against) / "cells.csv"
+        if not against.is_file():
+            raise FlwbcError(
+                f"--against: no stored board at {against} (the committed one is "
+                f"{STORED} in a checkout of the repository; run from its root or give the path)"
+            )
+        stored = read_cells(against)
+        check_stored(spec, stored, against)
         if label in spec.defenses or any(c.defense == label for c in stored):
             raise FlwbcError(f"a defense named '{label}' is on the leaderboard; choose --name")
         spec.defenses[label] = cfg

@@ -279,12 +279,17 @@ def expand_bench(
     all_settings = spec.all_settings()
     setting_names = spec.quick.settings if quick and spec.quick.settings else list(all_settings)
     regime_names = spec.quick.regimes if quick and spec.quick.regimes else list(spec.regimes)
+    where = "quick.settings: " if quick and spec.quick.settings else ""
     for s in setting_names:
         if s not in all_settings:
-            raise FlwbcError(f"bench {spec.id}: unknown setting '{s}'")
+            raise FlwbcError(
+                f"bench {spec.id}: {where}unknown setting '{s}'; the spec defines "
+                f"{', '.join(all_settings)}"
+            )
     for r in regime_names:
         if r not in spec.regimes:
-            raise FlwbcError(f"bench {spec.id}: unknown regime '{r}'")
+            where = "quick.regimes: " if quick and spec.quick.regimes else ""
+            raise FlwbcError(f"bench {spec.id}: {where}unknown regime '{r}'")
         for s in spec.regimes[r].settings or []:
             if s not in all_settings:
                 raise FlwbcError(f"bench {spec.id}: regime {r}: unknown setting '{s}'")
@@ -787,6 +792,25 @@ def read_cells(path: Path) -> list[BenchCell]:
                 kw[k] = float(v) if v else None
         out.append(BenchCell(**kw, coords=coords))
     return out
+
+
+def check_stored(spec: BenchSpec, stored: list[BenchCell], path: Path) -> None:
+    """Raise unless every stored cell is one `spec` defines (regime, setting, attack): a board
+    computed from another spec would place a defense against other settings' runs."""
+    settings = spec.all_settings()
+    attacks = {name: regime_attacks(r) for name, r in spec.regimes.items()}
+    for c in stored:
+        regime = spec.regimes.get(c.regime)
+        if not (
+            regime is not None
+            and c.setting in settings
+            and (regime.settings is None or c.setting in regime.settings)
+            and c.attack in attacks[c.regime]
+        ):
+            raise FlwbcError(
+                f"{path} holds a cell bench {spec.id} does not define (regime {c.regime}, "
+                f"setting {c.setting}, attack {c.attack}); compare with a board of the same spec"
+            )
 
 
 def _sweep(runs: list[RunSpec], store: Path, desc: str, **kw: Any) -> Any:
