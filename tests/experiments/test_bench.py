@@ -347,8 +347,8 @@ def _write_tiny_page(out: Path) -> Path:
 
 
 def test_the_static_page_sorts_and_embeds_its_heatmaps(tmp_path: Path) -> None:
-    """index.html: one sortable table per regime whose cells carry their sort values, and
-    the heatmaps inline (no file beside it needed)."""
+    """index.html: sortable tables per regime (ranking, worst case per setting) whose cells
+    carry their sort values, and the heatmaps inline (no file beside it needed)."""
     from html.parser import HTMLParser
 
     index = _write_tiny_page(tmp_path)
@@ -373,11 +373,17 @@ def test_the_static_page_sorts_and_embeds_its_heatmaps(tmp_path: Path) -> None:
 
     page = Page()
     page.feed(index.read_text())
-    assert page.svgs == 1 and page.scripts == 1 and len(page.tables) == 1
+    assert page.svgs == 1 and page.scripts == 1 and len(page.tables) == 2
     rows = [r for r in page.tables[0] if r]
     # Krum's worst (0.74) beats FedAvg's mean of 0.5 and 0.7 (0.6, with its interval)
     assert [r[1] for r in rows] == ["Krum", "FedAvg"]
     assert float(rows[1][5]) == pytest.approx(0.6) and float(rows[1][6]) > 0
+    # the worst case per setting: a row per ranked defense, its one setting's worst value
+    worst = [r for r in page.tables[1] if r]
+    assert [(r[0], float(r[1])) for r in worst] == [
+        ("Krum", pytest.approx(0.74)),
+        ("FedAvg", pytest.approx(0.6)),
+    ]
 
 
 BROWSER_WANTED = os.environ.get("FLWBC_BROWSER_TESTS") == "1"

@@ -307,7 +307,7 @@ def write_bench(
                 paths += drawn
                 svgs[regime] = next(p for p in drawn if p.suffix == ".svg").read_text()
     by = {(s.regime, s.setting, s.attack, s.defense): s for s in summaries}
-    html = leaderboard_html(spec, ranks, by, svgs)
+    html = leaderboard_html(spec, ranks, by, svgs, worst)
     atomic_write_bytes(out / "index.html", html.encode())
     paths.append(out / "index.html")
     return paths
@@ -405,14 +405,42 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 
+def _worst_table_html(regime: str, defenses: list[str], worst: list[Summary]) -> list[str]:
+    """A regime's worst case per setting: a row per ranked defense, a column per setting, each
+    cell the worst attack and its value, sorted by the value."""
+    from html import escape
+
+    mine = {(w.setting, w.defense): w for w in worst if w.regime == regime}
+    settings = list(dict.fromkeys(w.setting for w in worst if w.regime == regime))
+    if not mine:
+        return []
+    out = [
+        "<h3>Worst case per setting</h3>",
+        f"<table class='sortable' id='worst-{escape(regime)}'><thead><tr><th>defense</th>"
+        + "".join(f"<th>{escape(s)}</th>" for s in settings)
+        + "</tr></thead><tbody>",
+    ]
+    for d in defenses:
+        cells = [f"<td data-value='{escape(d)}'>{escape(d)}</td>"]
+        for s in settings:
+            w = mine.get((s, d))
+            value, text = ("", "–") if w is None else (w.mean, f"{w.attack}: {_value(w)}")
+            cells.append(f"<td data-value='{escape(str(value))}'>{escape(text)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return out
+
+
 def leaderboard_html(
     spec: BenchSpec,
     ranks: list[Rank],
     by: dict[tuple[str, str, str, str], Summary],
     svgs: dict[str, str],
+    worst: list[Summary] | None = None,
 ) -> str:
-    """The leaderboard as one static page (open it from disk, no server): per regime a table
-    sortable by any column (click its header) and the regime's heatmap inline."""
+    """The leaderboard as one static page (open it from disk, no server): per regime the
+    ranking and the worst case per setting, tables sortable by any column (click its header),
+    and the regime's heatmap inline."""
     from html import escape
 
     parts = [
@@ -456,6 +484,7 @@ def leaderboard_html(
                 + "</tr>"
             )
         parts.append("</tbody></table>")
+        parts += _worst_table_html(rname, [r.defense for r in rr], worst or [])
         if rname in svgs:
             svg = svgs[rname]
             parts.append(svg[svg.find("<svg") :])
