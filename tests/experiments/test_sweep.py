@@ -413,3 +413,22 @@ def test_a_reused_worker_gives_the_bits_of_a_fresh_process(done_sweep, tmp_path,
         assert (a / "rounds.jsonl").read_bytes() == (b / "rounds.jsonl").read_bytes()
         wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_one_slot_runs_every_run_of_a_sweep_in_one_worker(real_data_dir, tmp_path, monkeypatch):
+    """With reuse (the default) a slot starts one worker process and hands it run after run:
+    a sweep of three runs on one slot spawns one process."""
+    from flwbc.experiments.local_backend import LocalBackend
+
+    spawned: list[list[str]] = []
+    real = LocalBackend._spawn
+
+    def counting(self, args, out, serve):  # noqa: ANN001, ANN202
+        spawned.append(args)
+        return real(self, args, out, serve)
+
+    monkeypatch.setattr(LocalBackend, "_spawn", counting)
+    runs = tiny_runs(tmp_path / "spec", real_data_dir, warmup_rounds=1, branch_rounds=1)
+    report = run_sweep(runs, tmp_path / "store", jobs=1, progress=False)
+    assert len(report.finished) == len(runs) == 3
+    assert spawned == [["--serve"]]
