@@ -520,19 +520,32 @@ def test_a_clean_run_keeps_the_specs_own_metrics_beside_the_trigger_baseline() -
     assert any(r.coords["attack"] == CLEAN and r.coords["regime"] == "targeted" for r in branches)
 
 
+def _fake_runs(store: Path, runs: list, records) -> None:  # noqa: ANN001
+    """Each of `runs` finished in `store` (records only) with `records(run)` as its rounds."""
+    from flwbc.experiments.store import run_dir
+    from flwbc.runio import RECORDS_ONLY, atomic_write_json
+
+    for run in runs:
+        path = run_dir(store, run)
+        path.mkdir(parents=True, exist_ok=True)
+        recs = records(run)
+        (path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (path / RECORDS_ONLY).write_text("")
+        atomic_write_json(path / "summary.json", {"complete": True})
+
+
 def test_eq3_and_backdoors_share_one_unit_the_share_hitting_the_target(tmp_path: Path) -> None:
     """The targeted regime scores eq. 3 by D_M's share classified as the target (target_acc), a
     success rate like a backdoor's, not by D_M's mean target probability (target_conf): the two
     attacks share one colour scale and one worst case."""
     from flwbc.experiments.bench import collect_bench
-    from flwbc.experiments.store import run_dir
-    from flwbc.runio import RECORDS_ONLY, atomic_write_json
 
     regime = {**TINY["regimes"]["targeted"], "attacks": ["badnets", "targeted"]}
     spec = BenchSpec.model_validate({**TINY, "regimes": {"targeted": regime}})
     rng = random.Random(5)
     written: dict[str, list[dict]] = {}
-    for run in (r for r in expand_bench(spec) if r.role == "branch"):
+
+    def records(run) -> list[dict]:  # noqa: ANN001
         recs = [
             {
                 "round": t,
@@ -546,12 +559,10 @@ def test_eq3_and_backdoors_share_one_unit_the_share_hitting_the_target(tmp_path:
             }
             for t in (1, 2, 3)
         ]
-        path = run_dir(tmp_path, run)
-        path.mkdir(parents=True)
-        (path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-        (path / RECORDS_ONLY).write_text("")
-        atomic_write_json(path / "summary.json", {"complete": True})
         written[run.coords["attack"]] = recs
+        return recs
+
+    _fake_runs(tmp_path, [r for r in expand_bench(spec) if r.role == "branch"], records)
     cells = {c.attack: c for c in collect_bench(spec, expand_bench(spec), tmp_path)}
     in_window = [0, 1]  # rounds 1-2 of the window [1, 2]
     for attack, got, base in (
@@ -801,3 +812,36 @@ def test_an_unknown_quick_setting_or_regime_names_quick() -> None:
     spec = BenchSpec.model_validate({**TINY, "quick": {"regimes": ["nada"]}})
     with pytest.raises(FlwbcError, match=r"quick\.regimes: unknown regime 'nada'"):
         expand_bench(spec, quick=True)
+
+
+def test_confirmation_follows_the_worst_case_when_the_confirmed_mean_moves(
+    tmp_path: Path,
+) -> None:
+    """The screening seed makes sign_flip FedAvg's worst attack (0.50 against gaussian's 0.60);
+    its confirming seeds lift its mean to 0.70, so gaussian becomes the worst case, and gets the
+    confirming seeds too: every worst case rests on all three seeds."""
+    from flwbc.experiments.bench import bench_runs, collect_bench
+
+    regime = {**TINY["regimes"]["untargeted"], "attacks": ["sign_flip", "gaussian"]}
+    spec = BenchSpec.model_validate(
+        {**TINY, "regimes": {"untargeted": regime}, "confirm": {"seeds": [1, 2], "worst": 1}}
+    )
+    acc = {(CLEAN, 0): 0.8, ("sign_flip", 0): 0.5, ("gaussian", 0): 0.6}
+    acc |= {(CLEAN, s): 0.8 for s in (1, 2)} | {("sign_flip", s): 0.8 for s in (1, 2)}
+    acc |= {("gaussian", s): 0.62 for s in (1, 2)}
+
+    def records(run) -> list[dict]:  # noqa: ANN001
+        a = acc[(run.coords["attack"], run.coords["seed"])]
+        return [{"round": 3, "adversarial": True, "test_acc": a, "train_loss": 0.5}]
+
+    every = expand_bench(spec, seeds=[0, 1, 2])
+    _fake_runs(tmp_path, [r for r in every if r.role == "branch"], records)
+    runs, reports = bench_runs(spec, tmp_path, run=False)
+    assert reports == []
+    seeds = {}
+    for c in collect_bench(spec, runs, tmp_path):
+        seeds.setdefault(c.attack, set()).add(c.seed)
+    assert seeds == {CLEAN: {0, 1, 2}, "sign_flip": {0, 1, 2}, "gaussian": {0, 1, 2}}
+    (worst,) = worst_cases(summarize(collect_bench(spec, runs, tmp_path)), spec.regimes)
+    assert (worst.attack, worst.seeds) == ("gaussian", 3)
+    assert worst.mean == pytest.approx((0.6 + 0.62 + 0.62) / 3)

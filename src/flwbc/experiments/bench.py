@@ -832,17 +832,26 @@ def bench_runs(
 ) -> tuple[list[RunSpec], list[Any]]:
     """Screen every cell with the spec's seeds, then (unless quick without `quick.confirm`)
     run the confirming seeds on each defense's worst attacks; the runs and the sweeps' reports.
-    Only the spec's screening seeds decide which cells are confirmed, so the choice does not
-    depend on what else the store holds. `on_progress(runs)` is called now and then while
-    runs finish (`run_sweep`), with every run of the bench so far."""
+
+    The screening seeds choose the first cells to confirm. When the confirmed means move
+    another attack to the worst (`worst`) of a defense, that cell is confirmed too, until the
+    worst cases all have the confirming seeds; so the choice depends on the runs of the spec's
+    seeds alone, not on what else the store holds. `on_progress(runs)` is called now and then
+    while runs finish (`run_sweep`), with every run of the bench so far."""
     opts = dict(sweep_options or {})
     runs = expand_bench(spec, quick=quick, defenses=defenses, data_dir=data_dir)
     if on_progress is not None:
         opts["on_progress"] = lambda: on_progress(runs)
     reports = [_sweep(runs, store, f"bench {spec.id}", **opts)] if run else []
-    if spec.confirm is not None and (not quick or spec.quick.confirm):
-        screened = summarize(collect_bench(spec, runs, store))
-        chosen = confirm_cells(spec, screened, spec.confirm.worst)
+    if spec.confirm is None or (quick and not spec.quick.confirm):
+        return runs, reports
+    confirmed: set[tuple[str, str, str, str]] = set()
+    while True:
+        summaries = summarize(collect_bench(spec, runs, store))
+        chosen = confirm_cells(spec, summaries, spec.confirm.worst) - confirmed
+        if not chosen:
+            return runs, reports
+        confirmed |= chosen
         more = expand_bench(
             spec,
             quick=quick,
@@ -851,9 +860,7 @@ def bench_runs(
             cells=chosen,
             data_dir=data_dir,
         )
-        runs = runs + [r for r in more if r.key not in {x.key for x in runs}]
-        if on_progress is not None:
-            opts["on_progress"] = lambda: on_progress(runs)
+        known = {x.key for x in runs}
+        runs.extend(r for r in more if r.key not in known)  # the list on_progress is given
         if run and more:
             reports.append(_sweep(more, store, f"bench {spec.id} (confirming seeds)", **opts))
-    return runs, reports
