@@ -2,7 +2,8 @@
 placed on a stored leaderboard with one command, timed from an empty run store.
 
 The package (written to a temporary folder and put on PYTHONPATH, as a user's own would be)
-registers a coordinate-wise clipped mean; the command is what docs/bench.md gives a user:
+registers the plug-in tests' coordinate-wise clipped mean (tests/plugins/conftest.py); the
+command is what docs/bench.md gives a user:
 
     flwbc bench evaluate --quick --defense "{server: {aggregator: coord_clip_mean}}" \\
         --plugins qtplug --name "clipped mean" --against BOARD
@@ -23,28 +24,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
 from flwbc.experiments.results import timing_seconds
 
-PLUGIN = '''
-"""A coordinate-wise clipped mean, registered from outside flwbc."""
-from flwbc import register_aggregator
-from flwbc.server import Aggregate, Aggregator
-
-
-@register_aggregator("coord_clip_mean")
-class CoordClipMean(Aggregator):
-    """Weighted mean of the updates after clipping every coordinate to [-c, c]."""
-
-    def __init__(self, c: float = 0.05) -> None:
-        self.c = float(c)
-
-    def aggregate(self, updates, weights, ctx):
-        clipped = updates.clamp(-self.c, self.c)
-        return Aggregate((weights.to(updates.dtype).unsqueeze(1) * clipped).sum(0))
-'''
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.plugins.conftest import AGGREGATOR as PLUGIN  # noqa: E402 - the tests' plug-in
 
 
 def main() -> int:
@@ -55,7 +42,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "site" / "qtplug").mkdir(parents=True)
-        (root / "site" / "qtplug" / "__init__.py").write_text(PLUGIN)
+        (root / "site" / "qtplug" / "__init__.py").write_text(textwrap.dedent(PLUGIN))
         env = {**os.environ, "PYTHONPATH": str(root / "site"), "FLWBC_DATA_DIR": args.data_dir}
         cmd = [
             sys.executable, "-m", "flwbc.cli", "bench", "evaluate", "--quick",
