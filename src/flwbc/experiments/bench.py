@@ -580,6 +580,8 @@ class Summary:
     """Seeds whose run diverged (`BenchCell.diverged`)."""
     clean_diverged: int = 0
     """Seeds whose clean cell diverged: their targeted effect is not measured."""
+    df: int | None = None
+    """Degrees of freedom of half_width: seeds − 1, or the pooled spread's (None without)."""
 
 
 def pooled_spread(groups: list[list[float]]) -> tuple[float, int] | None:
@@ -619,6 +621,7 @@ def summarize(cells: list[BenchCell], confidence: float = CONFIDENCE) -> list[Su
     for key, (measure, got) in values.items():
         group = groups[key]
         mean, half = t_interval(got, confidence)
+        df: int | None = len(got) - 1 if half is not None else None
         pooled = spread[(key[0], key[3], measure)]
         use_pool = half is None and pooled is not None
         if use_pool:
@@ -640,6 +643,7 @@ def summarize(cells: list[BenchCell], confidence: float = CONFIDENCE) -> list[Su
                 pooled=use_pool,
                 diverged=sum(c.diverged for c in group),
                 clean_diverged=sum(c.clean_diverged for c in group),
+                df=df,
             )
         )
     return out
@@ -671,8 +675,26 @@ class Rank:
     worst_value: float
     settings: int
     half_width: float | None = None
-    """Of the score: sqrt(Σ hᵢ²)/k over its k settings' worst-case half-widths hᵢ, as if the
-    settings' means were independent and normal (None when one of them has no interval)."""
+    """Of the score, at the cells' confidence: `mean_half_width` of its settings' worst cases
+    (None when one of them has no interval)."""
+
+
+def mean_half_width(cells: list[Summary], confidence: float = CONFIDENCE) -> float | None:
+    """Half-width of the confidence interval of the mean of k independent cell means: each
+    cell's standard error hᵢ / t(dfᵢ) from its own interval, combined as sqrt(Σ seᵢ²) / k, with
+    Welch-Satterthwaite's degrees of freedom (Σ seᵢ²)² / Σ (seᵢ⁴ / dfᵢ). None when a cell has
+    no interval."""
+    if any(c.half_width is None or not c.df for c in cells):
+        return None
+    from scipy import stats
+
+    q = 0.5 + confidence / 2
+    se2 = [(c.half_width / float(stats.t.ppf(q, c.df))) ** 2 for c in cells]  # type: ignore[operator]
+    total = sum(se2)
+    if total == 0:
+        return 0.0
+    df = total**2 / sum(v * v / c.df for v, c in zip(se2, cells, strict=True))  # type: ignore[operator]
+    return float(stats.t.ppf(q, df)) * math.sqrt(total) / len(cells)
 
 
 def ranking(
@@ -699,12 +721,7 @@ def ranking(
         scored = []
         for defense, ws in per.items():
             score = sum(w.mean for w in ws) / len(ws)
-            halves = [w.half_width for w in ws]
-            half = (
-                None
-                if any(h is None for h in halves)
-                else math.sqrt(sum(h * h for h in halves if h is not None)) / len(ws)
-            )
+            half = mean_half_width(ws)
             bad = max(ws, key=lambda w: sign * w.mean)
             scored.append((score, defense, bad, len(ws), half))
         scored.sort(key=lambda x: sign * x[0])
