@@ -738,6 +738,12 @@ def test_a_defense_grid_expands_into_named_variants() -> None:
     assert list(spec.defenses) == ["x [server.options.s=1, defense.options.s=2]"]
     with pytest.raises(ValueError, match="non-empty lists"):
         BenchSpec.model_validate({**TINY, "defenses": {"x": {"grid": {"a.b": []}}}})
+    for defenses in (
+        {"A": {"grid": {"server.options.k": [1]}}, "A [k=1]": {}},
+        {"A": {"grid": {"server.options.k": [0.1, "0.1"]}}},
+    ):
+        with pytest.raises(ValueError, match="two defenses are named 'A \\[k="):
+            BenchSpec.model_validate({**TINY, "defenses": defenses})
 
 
 def test_the_ranking_keeps_each_grids_best_variant() -> None:
@@ -761,6 +767,13 @@ def test_the_ranking_keeps_each_grids_best_variant() -> None:
     assert [(r.defense, r.rank) for r in ranks] == [("A [k=3]", 1), ("B", 2)]
     assert ranks[0].score == pytest.approx(0.65)
     assert len(ranking(summaries, regimes)) == 4
+    # a defense outside the grid that bears the grid's name is not one of its variants
+    lone = [Summary("untargeted", s, "a", "A", "acc", 0.3, None, 1, None) for s in ("s1", "s2")]
+    assert [r.defense for r in ranking([*summaries, *lone], regimes, families)] == [
+        "A [k=3]",
+        "B",
+        "A",
+    ]
     # leaderboard.md names the kept variant, out of how many
     from flwbc.experiments.bench_report import _grid_lines
 
@@ -846,3 +859,40 @@ def test_confirmation_follows_the_worst_case_when_the_confirmed_mean_moves(
     (worst,) = worst_cases(summarize(collect_bench(spec, runs, tmp_path)), spec.regimes)
     assert (worst.attack, worst.seeds) == ("gaussian", 3)
     assert worst.mean == pytest.approx((0.6 + 0.62 + 0.62) / 3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--name", "median"], "a defense named 'median' is on the leaderboard"),
+        (["--defense", "{server: {aggregator: krum}, grid: {server.options.f: [0, 1]}}"],
+         "a grid belongs in a bench spec"),
+    ],
+)  # fmt: skip
+def test_evaluate_refuses_a_grids_name_and_a_grid(
+    tmp_path: Path, capsys, extra: list[str], says: str
+) -> None:
+    """The new defense cannot take the name of a grid declared in the spec (it would join the
+    grid's variants in the ranking), and --defense is one config, not a grid."""
+    raw = {
+        **TINY,
+        "defenses": {
+            "FedAvg": {},
+            "median": {"server": {"aggregator": "median"}, "grid": {"server.options.x": [1]}},
+        },
+    }
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "cells.csv").write_text(
+        "regime,setting,attack,defense,seed,kind,acc,run\n"
+        "untargeted,iid/40%,sign_flip,FedAvg,0,untargeted,0.8,r\n"
+    )
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    argv = _argv(["evaluate"], spec, runs, out, tmp_path) + ["--against", str(board)]
+    argv += ["--defense", "{server: {aggregator: trimmed_mean}}", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert not runs.exists() and not out.exists()

@@ -224,7 +224,8 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
             )
         stored = read_cells(against)
         check_stored(spec, stored, against)
-        if label in spec.defenses or any(c.defense == label for c in stored):
+        taken = {*spec.defenses, *spec.families.values(), *(c.defense for c in stored)}
+        if label in taken:
             raise FlwbcError(f"a defense named '{label}' is on the leaderboard; choose --name")
         spec.defenses[label] = cfg
         defenses = [label]

@@ -144,6 +144,9 @@ class BenchSpec(_Strict):
         expanded: dict[str, dict[str, Any]] = {}
         for name, point in self.defenses.items():
             variants = expand_grid(name, point)
+            for variant in variants:
+                if variant in expanded:
+                    raise ValueError(f"two defenses are named {variant!r} (a grid's variants?)")
             expanded.update(variants)
             if GRID in point:
                 self._families.update({v: name for v in variants})
@@ -200,7 +203,10 @@ def expand_grid(name: str, point: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 node = node.setdefault(key, {})
             node[last] = value
         label = ", ".join(f"{k}={v}" for k, v in zip(labels, values, strict=True))
-        out[f"{name} [{label}]"] = deep_merge(base, over)
+        variant = f"{name} [{label}]"
+        if variant in out:
+            raise ValueError(f"two defenses are named {variant!r} (a grid's values alike)")
+        out[variant] = deep_merge(base, over)
     return out
 
 
@@ -726,9 +732,10 @@ def ranking(
             scored.append((score, defense, bad, len(ws), half))
         scored.sort(key=lambda x: sign * x[0])
         if families:
-            best: dict[str, Any] = {}
-            for item in scored:
-                best.setdefault(families.get(item[1], item[1]), item)
+            best: dict[tuple[str, str], Any] = {}
+            for item in scored:  # a defense outside every grid is its own family
+                family = ("grid", families[item[1]]) if item[1] in families else ("", item[1])
+                best.setdefault(family, item)
             scored = list(best.values())
         for i, (score, defense, bad, n, half) in enumerate(scored):
             prev = [r for r in out if r.regime == regime]
