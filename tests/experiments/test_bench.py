@@ -896,3 +896,40 @@ def test_evaluate_refuses_a_grids_name_and_a_grid(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and says in err, err
     assert not runs.exists() and not out.exists()
+
+
+def test_a_cell_confirmed_late_on_a_shared_run_gets_that_runs_seeds(tmp_path: Path) -> None:
+    """Two attack names with one config share their runs. When the second becomes the worst
+    case after the first was confirmed, the confirming runs stand for it too (three seeds),
+    and the true worst case (gaussian) is confirmed in turn."""
+    from flwbc.experiments.bench import bench_runs, collect_bench
+
+    attacks = {
+        "sf": {"attack": {"name": "sign_flip"}},
+        "sf again": {"attack": {"name": "sign_flip"}},
+        "gauss": {"attack": {"name": "gaussian"}},
+    }
+    regime = {**TINY["regimes"]["untargeted"], "attacks": attacks}
+    spec = BenchSpec.model_validate(
+        {**TINY, "regimes": {"untargeted": regime}, "confirm": {"seeds": [1, 2], "worst": 1}}
+    )
+    acc = {("honest", 0): 0.8, ("sign_flip", 0): 0.5, ("gaussian", 0): 0.6}
+    acc |= {("honest", s): 0.8 for s in (1, 2)} | {("sign_flip", s): 0.8 for s in (1, 2)}
+    acc |= {("gaussian", s): 0.62 for s in (1, 2)}
+
+    def records(run) -> list[dict]:  # noqa: ANN001
+        a = acc[(run.config["attack"]["name"], run.config["seed"])]
+        return [{"round": 3, "adversarial": True, "test_acc": a, "train_loss": 0.5}]
+
+    every = expand_bench(spec, seeds=[0, 1, 2])
+    _fake_runs(tmp_path, [r for r in every if r.role == "branch"], records)
+    runs, _ = bench_runs(spec, tmp_path, run=False)
+    summaries = {s.attack: s for s in summarize(collect_bench(spec, runs, tmp_path))}
+    assert {a: s.seeds for a, s in summaries.items()} == {
+        CLEAN: 3,
+        "sf": 3,
+        "sf again": 3,
+        "gauss": 3,
+    }
+    (worst,) = worst_cases(list(summaries.values()), spec.regimes)
+    assert (worst.attack, worst.seeds) == ("gauss", 3)

@@ -870,6 +870,7 @@ def bench_runs(
     if spec.confirm is None or (quick and not spec.quick.confirm):
         return runs, reports
     confirmed: set[tuple[str, str, str, str]] = set()
+    by_key = {r.key: r for r in runs}
     while True:
         summaries = summarize(collect_bench(spec, runs, store))
         chosen = confirm_cells(spec, summaries, spec.confirm.worst) - confirmed
@@ -884,7 +885,21 @@ def bench_runs(
             cells=chosen,
             data_dir=data_dir,
         )
-        known = {x.key for x in runs}
-        runs.extend(r for r in more if r.key not in known)  # the list on_progress is given
-        if run and more:
-            reports.append(_sweep(more, store, f"bench {spec.id} (confirming seeds)", **opts))
+        branches = []
+        for r in (r for r in more if r.role == "branch"):
+            known = by_key.get(r.key)
+            if known is None:
+                branches.append(r)
+                continue
+            for c in [r.coords, *r.also]:  # a run the bench has stands for this cell too
+                if c != known.coords and c not in known.also:
+                    known.also.append(c)
+        parents = {r.parent for r in branches if r.parent is not None}
+        warmups = [r for r in more if r.key in parents]
+        for r in [*warmups, *branches]:  # `runs` is the list on_progress is given
+            if r.key not in by_key:
+                by_key[r.key] = r
+                runs.append(r)
+        if run and branches:
+            todo = [by_key[k] for k in sorted(parents)] + branches
+            reports.append(_sweep(todo, store, f"bench {spec.id} (confirming seeds)", **opts))
