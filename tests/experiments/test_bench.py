@@ -670,6 +670,10 @@ def test_rewriting_a_board_from_a_smaller_store_is_refused(tmp_path: Path, capsy
     assert not (tmp_path / "empty").exists()
     assert main([*argv, "--overwrite"]) == 0
     assert (out / "cells.csv").read_bytes() != before
+    # a cells.csv that is not a bench's is replaced with --overwrite, not read
+    (out / "cells.csv").write_text("attack,defense,kind,test_acc\nnone,A,clean,0.9\n")
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "cells.csv").read_text().startswith("regime,setting,")
 
 
 def test_the_score_carries_the_interval_of_a_mean_of_its_settings() -> None:

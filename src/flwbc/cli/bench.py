@@ -238,7 +238,9 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
         return card_inputs([c for c in stored if (c.regime, c.setting) in mine], cells, defenses[0])
 
     existing = out / "cells.csv"
-    before = sum(c.run is not None for c in read_cells(existing)) if existing.is_file() else 0
+    before = 0
+    if existing.is_file() and not args.overwrite:
+        before = sum(c.run is not None for c in read_cells(existing))
 
     def partial(runs: list[RunSpec]) -> None:  # never a table with fewer finished cells
         cells = tables(runs)
@@ -259,8 +261,9 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
     done = sum(c.run is not None for c in cells)
     if done < before and not args.overwrite:
         raise FlwbcError(
-            f"{existing} holds {before} finished runs and this would replace it with {done}; "
-            "point --runs at the store that holds its runs, or pass --overwrite"
+            f"{existing} holds {before} finished runs and this would replace it with {done} "
+            "(a --quick or smaller selection, or a store without its runs); give another "
+            "--out, point --runs at its store, or pass --overwrite"
         )
     if args.bench_command == "evaluate":
         assert defenses is not None
