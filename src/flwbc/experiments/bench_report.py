@@ -338,10 +338,10 @@ def report_card(spec: BenchSpec, name: str, cells: list[BenchCell], *, command: 
         sign = 1.0 if regime.kind == "targeted" else -1.0
         rows = []
         for w in [w for w in worst if w.regime == rname and w.defense == name]:
-            peers = sorted(x.mean for x in worst if x.regime == rname and x.setting == w.setting)
-            median = peers[len(peers) // 2]
+            ranked = {r.defense for r in rr}  # a grid counts once, by its kept variant
+            median = _median_defense(worst, (rname, w.setting), ranked)
             verdict = "loses" if sign * (w.mean - median) > 0 else "holds"
-            losses = _losses(summaries, rname, w.setting, name, sign)
+            losses = _losses(summaries, rname, w.setting, name, sign, ranked)
             rows.append([w.setting, w.attack, _value(w), _pct(median), verdict, losses])
         lines += [
             *_table(
@@ -361,16 +361,27 @@ def report_card(spec: BenchSpec, name: str, cells: list[BenchCell], *, command: 
     return "\n".join(lines + _divergence_lines(spec, mine))
 
 
-def _losses(summaries: list[Summary], regime: str, setting: str, name: str, sign: float) -> str:
+def _median_defense(summaries: list[Summary], where: tuple[str, ...], ranked: set[str]) -> float:
+    """The median value over the ranked defenses of the summaries at `where`, a (regime,
+    setting) or (regime, setting, attack) prefix (the upper one of an even count)."""
+    peers = sorted(
+        x.mean
+        for x in summaries
+        if (x.regime, x.setting, x.attack)[: len(where)] == where and x.defense in ranked
+    )
+    return peers[len(peers) // 2]
+
+
+def _losses(
+    summaries: list[Summary], regime: str, setting: str, name: str, sign: float, ranked: set[str]
+) -> str:
     """The attacks of a setting under which `name` does worse than the median defense does
     under the same attack, the largest gap first."""
     gaps = []
     for s in summaries:
         if (s.regime, s.setting, s.defense) != (regime, setting, name) or s.attack == CLEAN:
             continue
-        cell = (regime, setting, s.attack)
-        peers = sorted(x.mean for x in summaries if (x.regime, x.setting, x.attack) == cell)
-        median = peers[len(peers) // 2]
+        median = _median_defense(summaries, (regime, setting, s.attack), ranked)
         if sign * (s.mean - median) > 0:
             gaps.append((sign * (s.mean - median), f"{s.attack} ({_pct(s.mean)} / {_pct(median)})"))
     return ", ".join(text for _, text in sorted(gaps, reverse=True)) or "none"
