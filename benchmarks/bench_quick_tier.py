@@ -5,8 +5,8 @@ The package (written to a temporary folder and put on PYTHONPATH, as a user's ow
 registers the plug-in tests' coordinate-wise clipped mean (tests/plugins/conftest.py); the
 command is what docs/bench.md gives a user:
 
-    flwbc bench evaluate --quick --defense "{server: {aggregator: coord_clip_mean}}" \\
-        --plugins qtplug --name "clipped mean" --against BOARD
+    flwbc bench evaluate --quick --plugins qtplug --name "clipped mean" --against BOARD \\
+        --defense "{server: {aggregator: coord_clip_mean, options: {c: 0.05}}}"
 
 It runs the spec's quick settings for that defense alone (every attack and the clean cell,
 the targeted regime's warm-up included), then writes its report card against BOARD's cells.
@@ -53,15 +53,18 @@ def main() -> int:
         start = time.perf_counter()
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
-        rows = (root / "out" / "cells.csv").read_text().splitlines()
+        cells = root / "out" / "cells.csv"
+        rows = cells.read_text().splitlines() if cells.is_file() else []
         mine = [r for r in rows if ",clipped mean," in r]
-        compute = sum(timing_seconds(d) for d in (root / "store").iterdir())
+        store = root / "store"
+        runs = list(store.iterdir()) if store.is_dir() else []
+        compute = sum(timing_seconds(d) for d in runs)
         print(
             json.dumps(
                 {
                     "wall_s": round(wall, 1),
                     "compute_s": round(compute, 1),
-                    "runs": len(list((root / "store").iterdir())),
+                    "runs": len(runs),
                     "cells": len(mine),
                     "cores": os.cpu_count(),
                     "exit": done.returncode,

@@ -750,7 +750,8 @@ def confirm_cells(
     spec: BenchSpec, summaries: list[Summary], worst: int
 ) -> set[tuple[str, str, str, str]]:
     """The cells that get the confirming seeds: per (regime, setting, defense) the `worst`
-    attacks by the screening seed's measure, and the clean cell (every baseline)."""
+    attacks by their mean over the seeds finished so far, and the clean cell (every
+    baseline)."""
     chosen: set[tuple[str, str, str, str]] = set()
     groups: dict[tuple[str, str, str], list[Summary]] = {}
     for s in summaries:
