@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from flwbc.experiments.bench import (
     CLEAN,
@@ -432,14 +433,24 @@ def _worst_table_html(regime: str, defenses: list[str], worst: list[Summary]) ->
         + "</tr></thead><tbody>",
     ]
     for d in defenses:
-        cells = [f"<td data-value='{escape(d)}'>{escape(d)}</td>"]
+        cells: list[tuple[Any, str]] = [(d, d)]
         for s in settings:
             w = mine.get((s, d))
-            value, text = ("", "–") if w is None else (w.mean, f"{w.attack}: {_value(w)}")
-            cells.append(f"<td data-value='{escape(str(value))}'>{escape(text)}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
+            cells.append(("", "–") if w is None else (w.mean, f"{w.attack}: {_value(w)}"))
+        out.append(_row_html(cells))
     out.append("</tbody></table>")
     return out
+
+
+def _row_html(cells: list[tuple[Any, str]]) -> str:
+    """A table row of (sort value, text) cells: the page's script sorts by the values."""
+    from html import escape
+
+    return (
+        "<tr>"
+        + "".join(f"<td data-value='{escape(str(v))}'>{escape(text)}</td>" for v, text in cells)
+        + "</tr>"
+    )
 
 
 def leaderboard_html(
@@ -487,13 +498,7 @@ def leaderboard_html(
                 (s.mean, _pct(s.mean)),
                 (s.half_width if s.half_width is not None else "", half or "1 seed"),
             ]
-            parts.append(
-                "<tr>"
-                + "".join(
-                    f"<td data-value='{escape(str(v))}'>{escape(text)}</td>" for v, text in cells
-                )
-                + "</tr>"
-            )
+            parts.append(_row_html(cells))
         parts.append("</tbody></table>")
         parts += _worst_table_html(rname, [r.defense for r in rr], worst or [])
         if rname in svgs:
