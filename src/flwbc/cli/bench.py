@@ -259,7 +259,7 @@ def command(args: argparse.Namespace, argv: list[str] | None) -> int:
     )
     cells = tables(runs)
     done = sum(c.run is not None for c in cells)
-    if done < before and not args.overwrite:
+    if done < before:  # 0 with --overwrite
         raise FlwbcError(
             f"{existing} holds {before} finished runs and this would replace it with {done} "
             "(a --quick or smaller selection, or a store without its runs); give another "
