@@ -5,6 +5,7 @@ baseline in the targeted one), and a defense's report card (`flwbc bench evaluat
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def _grid_lines(spec: BenchSpec, ranks: list[Rank]) -> list[str]:
     chosen = [r.defense for r in ranks if r.defense in families]
     if not chosen:
         return []
-    sizes = {f: list(families.values()).count(f) for f in set(families.values())}
+    sizes = Counter(families.values())
     picks = "; ".join(
         f"{families[d]}: {d.removeprefix(families[d]).strip()} of {sizes[families[d]]} variants"
         for d in chosen
