@@ -24,7 +24,7 @@ from flwbc.client.transform import ClientRun, ClientTransform
 from flwbc.context import RoundPlan
 from flwbc.experiment import Experiment
 from flwbc.rng import torch_generator
-from flwbc.server import RoundContext
+from flwbc.server import Aggregate, Aggregator, RoundContext
 
 ClientStats = dict[str, float]
 """Per-client numbers a defense reports for the round record (e.g. FL-WBC's perturbed share),
@@ -217,6 +217,20 @@ def _post_aggregate(
     return update, info
 
 
+def _aggregate(rule: Aggregator, updates: Tensor, weights: Tensor, ctx: RoundContext) -> Aggregate:
+    """`rule.aggregate`, except that a rule failing on non-finite updates (a training that has
+    diverged: HDBSCAN, an SVD or a solver refuses NaN) gives a NaN aggregate, recorded as
+    `nonfinite_input`, so the run goes on diverged as it would under FedAvg instead of
+    crashing. A rule that fails on finite updates still raises."""
+    try:
+        return rule.aggregate(updates, weights, ctx)
+    except Exception:
+        if bool(torch.isfinite(updates).all()):
+            raise
+        nan = torch.full_like(updates[0], float("nan"))
+        return Aggregate(nan, {"nonfinite_input": True})
+
+
 def aggregate_round(
     exp: Experiment,
     plan: RoundPlan,
@@ -267,7 +281,7 @@ def aggregate_round(
             )
             steps, rule, post = copy.deepcopy((exp.pre_steps, exp.aggregator, exp.post_steps))
             u, wt, _, sim = _pre_aggregate(exp, steps, plan.round, candidate, weights, sim, True)
-            update = rule.aggregate(u, wt, sim).update
+            update = _aggregate(rule, u, wt, sim).update
             return _post_aggregate(exp, post, plan.round, update, sim, True)[0]
 
         updates = exp.attack.craft_against(exp, plan.round, updates, plan.malicious, server)
@@ -278,7 +292,7 @@ def aggregate_round(
     )
     if updates.shape[0] != len(plan.clients):
         exp.aggregator.check(updates.shape[0])  # checked before the run for a row per client
-    agg = exp.aggregator.aggregate(updates, weights, ctx)
+    agg = _aggregate(exp.aggregator, updates, weights, ctx)
     update, post_info = _post_aggregate(exp, exp.post_steps, plan.round, agg.update, ctx)
     info: dict[str, Any] = {}
     if pre_info:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from sklearn.cluster import HDBSCAN
 from sklearn.metrics.pairwise import cosine_distances
+from torch import Tensor
 
 import flwbc
 from flwbc.api import _summary
@@ -311,6 +312,58 @@ def test_detection_is_recorded_end_to_end(real_data_dir: Path, tmp_path: Path, e
         for k in ("tp", "fp", "fn", "tn"):
             assert summary["detection"][k] == sum(r["detection"][k] for r in records)
         assert torch.isfinite(res.weights).all()
+
+
+class _Raises(Aggregator):
+    name = "raises"
+
+    def aggregate(self, updates, weights, ctx):  # noqa: ANN001, ANN201
+        raise ValueError("refused")
+
+
+class _Probe:
+    """An attack that asks the deployed server for the aggregate of the round's updates, as
+    the adaptive attacks do, and sends the updates unchanged."""
+
+    seen: list[Tensor] = []
+
+    def craft_against(self, exp, t, updates, malicious, server):  # noqa: ANN001, ANN201
+        self.seen.append(server(updates))
+        return updates
+
+
+def test_a_diverged_round_goes_on_as_nan_instead_of_crashing() -> None:
+    # FLAME's HDBSCAN refuses NaN (sklearn: "np.nan values found"); a run whose benign updates
+    # are NaN once the model diverged must record a NaN model, as FedAvg's would be, both in the
+    # adaptive attack's simulated server and in the real round
+    plan = RoundPlan(
+        round=2,
+        adversarial=True,
+        clients=list(range(6)),
+        malicious=[True, False, False, False, False, False],
+        weights=torch.full((6,), 1 / 6, dtype=torch.float64),
+    )
+    w = torch.zeros(4, dtype=torch.float64)
+    bad = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="nan"):
+        HDBSCAN(metric="precomputed").fit(np.full((6, 6), np.nan))
+    exp = _fake_exp(build_aggregator("flame", {}))
+    exp.attack = _Probe()
+    out = aggregate_round(exp, plan, w, bad, 0.5, [{}] * 6)
+    assert torch.isnan(out.weights).all()
+    assert out.info["aggregator"] == {"nonfinite_input": True}
+    assert len(_Probe.seen) == 1 and torch.isnan(_Probe.seen[0]).all()
+    # finite updates through FLAME: no marker; a rule that fails on finite updates still raises
+    fine = aggregate_round(
+        _fake_exp(build_aggregator("flame", {})), plan, w, bad.nan_to_num(), 0.5, [{}] * 6
+    )
+    assert torch.isfinite(fine.weights).all()
+    assert "nonfinite_input" not in fine.info.get("aggregator", {})
+    with pytest.raises(ValueError, match="refused"):
+        aggregate_round(_fake_exp(_Raises()), plan, w, bad.nan_to_num(), 0.5, [{}] * 6)
+    nan = aggregate_round(_fake_exp(_Raises()), plan, w, bad, 0.5, [{}] * 6)
+    assert torch.isnan(nan.weights).all()
 
 
 def test_rules_see_whether_rows_are_still_clients(real_data_dir: Path) -> None:
