@@ -325,7 +325,8 @@ class _Probe:
     """An attack that asks the deployed server for the aggregate of the round's updates, as
     the adaptive attacks do, and sends the updates unchanged."""
 
-    seen: list[Tensor] = []
+    def __init__(self) -> None:
+        self.seen: list[Tensor] = []
 
     def craft_against(self, exp, t, updates, malicious, server):  # noqa: ANN001, ANN201
         self.seen.append(server(updates))
@@ -349,11 +350,11 @@ def test_a_diverged_round_goes_on_as_nan_instead_of_crashing() -> None:
     with pytest.raises(ValueError, match="nan"):
         HDBSCAN(metric="precomputed").fit(np.full((6, 6), np.nan))
     exp = _fake_exp(build_aggregator("flame", {}))
-    exp.attack = _Probe()
+    probe = exp.attack = _Probe()
     out = aggregate_round(exp, plan, w, bad, 0.5, [{}] * 6)
     assert torch.isnan(out.weights).all()
     assert out.info["aggregator"] == {"nonfinite_input": True}
-    assert len(_Probe.seen) == 1 and torch.isnan(_Probe.seen[0]).all()
+    assert len(probe.seen) == 1 and torch.isnan(probe.seen[0]).all()
     # finite updates through FLAME: no marker; a rule that fails on finite updates still raises
     fine = aggregate_round(
         _fake_exp(build_aggregator("flame", {})), plan, w, bad.nan_to_num(), 0.5, [{}] * 6
