@@ -27,6 +27,7 @@ from flwbc.experiments.bench import (
     t_interval,
     worst_cases,
 )
+from flwbc.experiments.bench_report import rankings_side_by_side
 
 
 def _pct(s: Summary) -> str:
@@ -63,15 +64,8 @@ def main(spec_name: str, out: Path) -> int:
         "defense looks better once confirmed (higher accuracy, lower success over baseline).",
         "",
     ]
-    from scipy.stats import kendalltau
-
     for regime, spec_regime in spec.regimes.items():
         sign = 1.0 if spec_regime.kind == "untargeted" else -1.0
-        before = {r.defense: r for r in ranks["screened"] if r.regime == regime}
-        after = {r.defense: r for r in ranks["confirmed"] if r.regime == regime}
-        common = [d for d in after if d in before]
-        scores = [before[d].score for d in common], [after[d].score for d in common]
-        tau = f"{kendalltau(*scores).statistic:.2f}" if len(common) > 1 else "n/a"
         shifts, confirmed, moved = [], 0, []
         for key, s in sorted(worst["screened"].items()):
             if key[0] != regime:
@@ -104,16 +98,10 @@ def main(spec_name: str, out: Path) -> int:
             lines.append("No screened worst case has more seeds yet.")
         lines += [
             "",
-            f"Kendall τ between the two scores over {len(common)} defenses: {tau}.",
-            "",
-            "| defense | screened: rank | score | confirmed: rank | score |",
-            "|---|---|---|---|---|",
+            *rankings_side_by_side(
+                regime, ("screened", ranks["screened"]), ("confirmed", ranks["confirmed"])
+            ),
         ]
-        for d in common:
-            lines.append(
-                f"| {d} | {before[d].rank} | {100 * before[d].score:.1f} | {after[d].rank} | "
-                f"{100 * after[d].score:.1f} |"
-            )
         lines += ["", f"Worst attacks the confirmation changed: {len(moved)}.", "", *moved, ""]
     sys.stdout.write("\n".join(lines))
     return 0

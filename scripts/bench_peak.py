@@ -20,6 +20,7 @@ from pathlib import Path
 
 from flwbc.errors import FlwbcError
 from flwbc.experiments.bench import load_bench, ranking, read_cells, summarize, worst_cases
+from flwbc.experiments.bench_report import rankings_side_by_side
 
 
 def peak(run: Path) -> float | None:
@@ -56,27 +57,12 @@ def main(spec_name: str, runs: Path, out: Path) -> int:
         "whole test set, so it also gains from the subset's noise.",
         "",
     ]
-    from scipy.stats import kendalltau
-
     for regime in regimes:
-        pa = {r.defense: r for r in ra if r.regime == regime}
-        pb = {r.defense: r for r in rb if r.regime == regime}
-        common = [d for d in pa if d in pb]
-        scores = [pa[d].score for d in common], [pb[d].score for d in common]
-        tau = f"{kendalltau(*scores).statistic:.2f}" if len(common) > 1 else "n/a"
         lines += [
             f"## {spec.regimes[regime].title}",
             "",
-            f"Kendall τ between the two scores over {len(common)} defenses: {tau}.",
-            "",
-            f"| defense | {a}: rank | score | {b}: rank | score |",
-            "|---|---|---|---|---|",
+            *rankings_side_by_side(regime, (a, ra), (b, rb)),
         ]
-        for d in common:
-            lines.append(
-                f"| {d} | {pa[d].rank} | {100 * pa[d].score:.1f} | {pb[d].rank} | "
-                f"{100 * pb[d].score:.1f} |"
-            )
         moved = []
         for key, s in worst[a].items():
             t = worst[b].get(key)

@@ -75,6 +75,32 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def rankings_side_by_side(
+    regime: str, a: tuple[str, list[Rank]], b: tuple[str, list[Rank]]
+) -> list[str]:
+    """Two rankings of one regime's defenses, each `(name, ranks)` (by two measures, or before
+    and after the confirming seeds), as Markdown: the Kendall τ between the two scores over the
+    defenses both rank, then one table with the rank and score under each."""
+    (name_a, ra), (name_b, rb) = a, b
+    pa = {r.defense: r for r in ra if r.regime == regime}
+    pb = {r.defense: r for r in rb if r.regime == regime}
+    common = [d for d in pa if d in pb]
+    tau = "n/a"
+    if len(common) > 1:
+        from scipy.stats import kendalltau
+
+        scores = [pa[d].score for d in common], [pb[d].score for d in common]
+        tau = f"{kendalltau(*scores).statistic:.2f}"
+    rows = [
+        [d, str(pa[d].rank), _pct(pa[d].score), str(pb[d].rank), _pct(pb[d].score)] for d in common
+    ]
+    return [
+        f"Kendall τ between the two scores over {len(common)} defenses: {tau}.",
+        "",
+        *_table(["defense", f"{name_a}: rank", "score", f"{name_b}: rank", "score"], rows),
+    ]
+
+
 def leaderboard_markdown(
     spec: BenchSpec,
     cells: list[BenchCell],
