@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flwbc.experiments.bench import severity
+
 CLEAN = "none"
 IID, A05, A01 = "iid/20%", "α=0.5/20%", "α=0.1/20%"
 A05_30 = "α=0.5/30%"
@@ -77,12 +79,12 @@ class Board:
     def worst(
         self, setting: str, defense: str, regime: str = "untargeted", among: list[str] | None = None
     ) -> tuple[str, Cell]:
-        """The attack with the lowest accuracy (untargeted) or highest effect (targeted); every
-        attack of the regime must be finished, or the worst case is not known."""
+        """The attack with the lowest accuracy (untargeted) or highest effect (targeted), ties
+        as on the board (`severity`); every attack of the regime must be finished, or the worst
+        case is not known."""
         names = among or self.attacks(regime)
         got = [(a, self.get(setting, a, defense, regime)) for a in names]
-        sign = 1 if regime == "targeted" else -1
-        return max(got, key=lambda p: sign * p[1].mean)
+        return max(got, key=lambda p: severity(p[1].mean, p[1].seeds, regime))
 
     def drop(self, setting: str, attack: str, defense: str) -> float:
         return self.get(setting, CLEAN, defense).mean - self.get(setting, attack, defense).mean

@@ -650,6 +650,25 @@ def test_the_report_card_names_each_attack_it_loses_to() -> None:
     assert row("D").endswith("| flip (50.0 / 68.0), gauss (60.0 / 76.0), ipm (42.0 / 56.0) |")
 
 
+def test_the_report_card_does_not_count_float_noise_as_a_loss() -> None:
+    """A defense at 0.1 beside peers whose three diverged seeds average to 0.10000000000000002
+    holds: it is not worse than the median defense."""
+    from flwbc.experiments.bench import BenchCell
+    from flwbc.experiments.bench_report import report_card
+
+    spec = BenchSpec.model_validate(TINY)
+    cells = [
+        BenchCell("untargeted", "iid/40%", a, d, seed, "clean" if a == CLEAN else "untargeted",
+                  acc=0.9 if a == CLEAN else 0.1)
+        for d, seeds in (("A", 3), ("B", 3), ("C", 3), ("N", 1))
+        for seed in range(seeds)
+        for a in (CLEAN, "ipm")
+    ]  # fmt: skip
+    card = report_card(spec, "N", cells, command="x")
+    row = next(line for line in card.splitlines() if line.startswith("| iid/40% |"))
+    assert row.endswith("| 10.0 | holds | none |"), row
+
+
 def test_rewriting_a_board_from_a_smaller_store_is_refused(tmp_path: Path, capsys) -> None:
     """`--no-run` pointed at a store that holds fewer finished runs than the board at --out
     leaves the board as it is (one line, exit 2); --overwrite replaces it."""
@@ -863,6 +882,63 @@ def test_confirmation_follows_the_worst_case_when_the_confirmed_mean_moves(
     (worst,) = worst_cases(summarize(collect_bench(spec, runs, tmp_path)), spec.regimes)
     assert (worst.attack, worst.seeds) == ("gaussian", 3)
     assert worst.mean == pytest.approx((0.6 + 0.62 + 0.62) / 3)
+
+
+def test_a_tie_but_for_float_rounding_keeps_the_confirmed_worst_case() -> None:
+    """Three diverged seeds at 0.1 average to 0.10000000000000002: a one-seed cell at 0.1 ties
+    with that mean, and the cell with more seeds stays the worst case (a real difference, 0.0999,
+    still wins); a bench whose confirmation followed float noise would confirm every tied
+    attack in turn."""
+    spec = load_bench("leaderboard")
+    mean3, effect3 = sum([0.1, 0.1, 0.1]) / 3, sum([0.01, 0.01, 0.58]) / 3
+    assert mean3 > 0.1 and effect3 < 0.2  # the float noise this is about
+
+    def cells(other: float) -> list[Summary]:
+        return [
+            Summary("untargeted", "s", CLEAN, "d", "acc", 0.8, None, 3, None),
+            Summary("untargeted", "s", "a", "d", "acc", 0.1, None, 1, None),
+            Summary("untargeted", "s", "b", "d", "acc", mean3, None, 3, None),
+            Summary("untargeted", "s", "c", "d", "acc", other, None, 1, None),
+            Summary("targeted", "s", "a", "d", "effect", 0.2, None, 1, None),
+            Summary("targeted", "s", "b", "d", "effect", effect3, None, 3, None),
+        ]
+
+    (u, t) = sorted(worst_cases(cells(0.5), spec.regimes), key=lambda w: w.regime, reverse=True)
+    assert (u.attack, u.seeds, t.attack, t.seeds) == ("b", 3, "b", 3)
+    assert confirm_cells(spec, cells(0.5), 1) == {
+        ("untargeted", "s", CLEAN, "d"),
+        ("untargeted", "s", "b", "d"),
+        ("targeted", "s", CLEAN, "d"),
+        ("targeted", "s", "b", "d"),
+    }
+    (u, _) = sorted(worst_cases(cells(0.0999), spec.regimes), key=lambda w: w.regime, reverse=True)
+    assert (u.attack, u.seeds) == ("c", 1)
+
+
+def test_confirmation_stops_at_a_tie_between_diverged_attacks(tmp_path: Path) -> None:
+    """Both attacks drive FedAvg to 0.1 in every seed: the screening picks one, its confirming
+    seeds give it the same value, and the other attack is not confirmed."""
+    from flwbc.experiments.bench import bench_runs, collect_bench
+
+    regime = {**TINY["regimes"]["untargeted"], "attacks": ["sign_flip", "gaussian"]}
+    spec = BenchSpec.model_validate(
+        {**TINY, "regimes": {"untargeted": regime}, "confirm": {"seeds": [1, 2], "worst": 1}}
+    )
+
+    def records(run) -> list[dict]:  # noqa: ANN001
+        a = 0.8 if run.coords["attack"] == CLEAN else 0.1
+        return [{"round": 3, "adversarial": True, "test_acc": a, "train_loss": 0.5}]
+
+    every = expand_bench(spec, seeds=[0, 1, 2])
+    _fake_runs(tmp_path, [r for r in every if r.role == "branch"], records)
+    runs, _ = bench_runs(spec, tmp_path, run=False)
+    seeds: dict[str, set[int]] = {}
+    for c in collect_bench(spec, runs, tmp_path):
+        seeds.setdefault(c.attack, set()).add(c.seed)
+    assert seeds[CLEAN] == {0, 1, 2}
+    assert sorted([seeds["sign_flip"], seeds["gaussian"]], key=len) == [{0}, {0, 1, 2}]
+    (worst,) = worst_cases(summarize(collect_bench(spec, runs, tmp_path)), spec.regimes)
+    assert worst.seeds == 3 and seeds[worst.attack] == {0, 1, 2}
 
 
 @pytest.mark.parametrize(

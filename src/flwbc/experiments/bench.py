@@ -655,16 +655,30 @@ def summarize(cells: list[BenchCell], confidence: float = CONFIDENCE) -> list[Su
     return out
 
 
+def severity(mean: float, seeds: int, kind: str) -> tuple[float, int]:
+    """How bad a cell (its mean over `seeds` seeds) is for its defense, larger being worse, to
+    pick its worst attack: the mean signed by the regime's kind (`MEASURE`), rounded to 1e-9 so
+    that means equal but for float rounding tie (three diverged seeds at 0.1 average to
+    0.10000000000000002), and on a tie the cell with more seeds: a confirmed worst case is not
+    displaced by a one-seed cell of the same value, which would send the confirmation through
+    every tied attack."""
+    sign = 1.0 if kind == "targeted" else -1.0
+    return round(sign * mean, 9), seeds
+
+
 def worst_cases(summaries: list[Summary], regimes: dict[str, Regime]) -> list[Summary]:
     """Per (regime, setting, defense), the attack whose mean measure is worst for the defense:
-    lowest accuracy (untargeted) or highest success over baseline (targeted)."""
+    lowest accuracy (untargeted) or highest success over baseline (targeted); of tied ones, the
+    one with more seeds (`severity`)."""
     best: dict[tuple[str, str, str], Summary] = {}
     for s in summaries:
         if s.attack == CLEAN:
             continue
         key = (s.regime, s.setting, s.defense)
-        sign = 1.0 if regimes[s.regime].kind == "targeted" else -1.0
-        if key not in best or sign * s.mean > sign * best[key].mean:
+        kind = regimes[s.regime].kind
+        if key not in best or severity(s.mean, s.seeds, kind) > severity(
+            best[key].mean, best[key].seeds, kind
+        ):
             best[key] = s
     return list(best.values())
 
@@ -750,16 +764,16 @@ def confirm_cells(
     spec: BenchSpec, summaries: list[Summary], worst: int
 ) -> set[tuple[str, str, str, str]]:
     """The cells that get the confirming seeds: per (regime, setting, defense) the `worst`
-    attacks by their mean over the seeds finished so far, and the clean cell (every
-    baseline)."""
+    attacks by their mean over the seeds finished so far (`severity`), and the clean cell
+    (every baseline)."""
     chosen: set[tuple[str, str, str, str]] = set()
     groups: dict[tuple[str, str, str], list[Summary]] = {}
     for s in summaries:
         if s.attack != CLEAN:
             groups.setdefault((s.regime, s.setting, s.defense), []).append(s)
     for (regime, setting, defense), group in groups.items():
-        sign = 1.0 if spec.regimes[regime].kind == "targeted" else -1.0
-        group.sort(key=lambda s: -sign * s.mean)
+        kind = spec.regimes[regime].kind
+        group.sort(key=lambda s: severity(s.mean, s.seeds, kind), reverse=True)  # stable sort
         chosen.add((regime, setting, CLEAN, defense))
         chosen.update((regime, setting, s.attack, defense) for s in group[:worst])
     return chosen

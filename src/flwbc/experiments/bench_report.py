@@ -368,7 +368,9 @@ def report_card(spec: BenchSpec, name: str, cells: list[BenchCell], *, command: 
         for w in [w for w in worst if w.regime == rname and w.defense == name]:
             ranked = {r.defense for r in rr}  # a grid counts once, by its kept variant
             median = _median_defense(worst, (rname, w.setting), ranked)
-            verdict = "loses" if sign * (w.mean - median) > 0 else "holds"
+            verdict = (
+                "loses" if round(sign * (w.mean - median), 9) > 0 else "holds"
+            )  # ties as in severity
             losses = _losses(summaries, rname, w.setting, name, sign, ranked)
             rows.append([w.setting, w.attack, _value(w), _pct(median), verdict, losses])
         lines += [
@@ -410,7 +412,7 @@ def _losses(
         if (s.regime, s.setting, s.defense) != (regime, setting, name) or s.attack == CLEAN:
             continue
         median = _median_defense(summaries, (regime, setting, s.attack), ranked)
-        if sign * (s.mean - median) > 0:
+        if round(sign * (s.mean - median), 9) > 0:
             gaps.append((sign * (s.mean - median), f"{s.attack} ({_pct(s.mean)} / {_pct(median)})"))
     return ", ".join(text for _, text in sorted(gaps, reverse=True)) or "none"
 
