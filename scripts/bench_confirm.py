@@ -73,7 +73,7 @@ def main(spec_name: str, out: Path) -> int:
             again = summary["confirmed"][(key[0], key[1], s.attack, key[2])]
             if again.seeds > s.seeds:
                 confirmed += 1
-                shifts.append(sign * (again.mean - s.mean))
+                shifts.append(round(sign * (again.mean - s.mean), 9))  # as on the board
             t = worst["confirmed"][key]
             if t.attack != s.attack:
                 moved.append(

@@ -44,19 +44,23 @@ def test_an_unlucky_screening_seed_is_corrected_and_the_ranking_reverses(
         *untargeted("none", "B", [0.8, 0.8, 0.8]),
         *untargeted("IPM", "B", [0.3, 0.3, 0.3]),
         *untargeted("ALIE", "B", [0.5]),
+        *untargeted("none", "C", [0.8, 0.8, 0.8]),
+        *untargeted("IPM", "C", [0.1, 0.1, 0.1]),  # diverged: 0.10000000000000002, no shift
+        *untargeted("ALIE", "C", [0.1]),  # a tie: not a change of the worst attack
         ["untargeted", "iid/20%", "Mimic", "B", 1, "untargeted", "", ""],  # unfinished
     ]
     table = report(tmp_path, rows, capsys)
-    assert "From the 16 finished runs" in table and "seeds 0, 1, 2" in table
-    shifts = [0.5 - 0.2, 0.3 - 0.3]
-    half = stats.t.ppf(0.975, 1) * stats.tstd(shifts) / 2**0.5
+    assert "From the 23 finished runs" in table and "seeds 0, 1, 2" in table
+    shifts = [0.5 - 0.2, 0.3 - 0.3, 0.0]
+    half = stats.t.ppf(0.975, 2) * stats.tstd(shifts) / 3**0.5
     assert (
-        f"mean +15.0 ± {100 * half:.1f} points (95% interval over the 2 pairs), largest +30.0; "
-        "1 better once confirmed, 0 worse, 1 the same." in table
+        f"mean +10.0 ± {100 * half:.1f} points (95% interval over the 3 pairs), largest +30.0; "
+        "1 better once confirmed, 0 worse, 2 the same." in table
     )
     assert "| B | 1 | 30.0 | 2 | 30.0 |" in table
     assert "| A | 2 | 20.0 | 1 | 40.0 |" in table
-    assert "over 2 defenses: -1.00." in table
+    assert "| C | 3 | 10.0 | 3 | 10.0 |" in table
+    assert "over 3 defenses: 0.33." in table
     assert "- A at iid/20%: IPM 20.0 screened, 50.0 (3 seeds) confirmed → ALIE 40.0 (3 seeds)" in (
         table
     )
