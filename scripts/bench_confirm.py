@@ -83,14 +83,18 @@ def main(spec_name: str, out: Path) -> int:
         lines += [f"## {spec_regime.title}", ""]
         if shifts:
             mean, half = t_interval(shifts)
-            interval = f" ± {100 * half:.1f}" if half is not None else ""
+            n = f"{len(shifts)} pair{'s' * (len(shifts) != 1)}"
+            interval, over = (
+                (f" ± {100 * half:.1f}", f"95% interval over the {n}")
+                if half is not None
+                else ("", f"no interval from {n}")
+            )
             up = sum(x > 0 for x in shifts)
             down = sum(x < 0 for x in shifts)
             lines.append(
                 f"Screened worst cases with more seeds since: {confirmed} of "
                 f"{sum(k[0] == regime for k in worst['screened'])}. Their shift: mean "
-                f"{100 * mean:+.1f}{interval} points (95% interval over the {len(shifts)} "
-                f"pair{'s' * (len(shifts) != 1)}), largest "
+                f"{100 * mean:+.1f}{interval} points ({over}), largest "
                 f"{100 * max(shifts, key=abs):+.1f}; {up} better once confirmed, {down} worse, "
                 f"{len(shifts) - up - down} the same."
             )

@@ -80,7 +80,7 @@ def test_the_targeted_shift_counts_a_lower_success_as_better(
         cell("DBA", 0, 0.25),
     ]
     table = report(tmp_path, rows, capsys)
-    assert "mean +10.0 points (95% interval over the 1 pair), largest +10.0" in table
+    assert "mean +10.0 points (no interval from 1 pair), largest +10.0" in table
     assert (
         "- A at iid/20%: BadNets 30.0 screened, 20.0 (3 seeds) confirmed → DBA 25.0 (1 seed)"
         in (table)

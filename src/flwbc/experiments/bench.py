@@ -742,7 +742,7 @@ def ranking(
         for defense, ws in per.items():
             score = sum(w.mean for w in ws) / len(ws)
             half = mean_half_width(ws)
-            bad = max(ws, key=lambda w: sign * w.mean)
+            bad = max(ws, key=lambda w: severity(w.mean, w.seeds, regimes[regime].kind))
             scored.append((score, defense, bad, len(ws), half))
         scored.sort(key=lambda x: sign * x[0])
         if families:
