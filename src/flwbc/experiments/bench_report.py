@@ -368,9 +368,8 @@ def report_card(spec: BenchSpec, name: str, cells: list[BenchCell], *, command: 
         for w in [w for w in worst if w.regime == rname and w.defense == name]:
             ranked = {r.defense for r in rr}  # a grid counts once, by its kept variant
             median = _median_defense(worst, (rname, w.setting), ranked)
-            verdict = (
-                "loses" if round(sign * (w.mean - median), 9) > 0 else "holds"
-            )  # ties as in severity
+            worse = round(sign * (w.mean - median), 9) > 0  # float ties hold, as in severity
+            verdict = "loses" if worse else "holds"
             losses = _losses(summaries, rname, w.setting, name, sign, ranked)
             rows.append([w.setting, w.attack, _value(w), _pct(median), verdict, losses])
         lines += [
