@@ -56,9 +56,13 @@ class Board:
 
     def __init__(self, path: Path) -> None:
         self.cells: dict[tuple[str, str, str, str], Cell] = {}
+        self.kinds: dict[str, str] = {}  # regime -> its kind, from its measure
         for r in csv.DictReader(path.open(encoding="utf-8")):
+            if r.get("measure") == "effect" or r["regime"] not in self.kinds:
+                targeted = r.get("measure", r["regime"]) in ("effect", "targeted")
+                self.kinds[r["regime"]] = "targeted" if targeted else "untargeted"
             self.cells[(r["regime"], r["setting"], r["attack"], r["defense"])] = Cell(
-                float(r["mean"]),
+                tie_safe(float(r["mean"])),
                 float(r["half_width"]) if r["half_width"] else None,
                 int(r["seeds"]),
                 float(r["persists"]) if r["persists"] else None,
@@ -84,10 +88,18 @@ class Board:
         case is not known."""
         names = among or self.attacks(regime)
         got = [(a, self.get(setting, a, defense, regime)) for a in names]
-        return max(got, key=lambda p: severity(p[1].mean, p[1].seeds, regime))
+        return max(got, key=lambda p: severity(p[1].mean, p[1].seeds, self.kinds[regime]))
 
     def drop(self, setting: str, attack: str, defense: str) -> float:
-        return self.get(setting, CLEAN, defense).mean - self.get(setting, attack, defense).mean
+        return tie_safe(
+            self.get(setting, CLEAN, defense).mean - self.get(setting, attack, defense).mean
+        )
+
+
+def tie_safe(x: float) -> float:
+    """x to 1e-9, as the board compares means (`severity`): three diverged seeds at 0.1 average
+    to 0.10000000000000002, which a strict comparison with 0.1 would count as a win."""
+    return round(x, 9)
 
 
 class Missing(Exception):
@@ -248,7 +260,7 @@ def c11(b: Board) -> tuple[str, str]:
 
 def c12(b: Board) -> tuple[str, str]:
     rules = ["FedAvg"] + CLASSICAL
-    loss = {d: b.get(IID, CLEAN, d).mean - b.get(A01, CLEAN, d).mean for d in rules}
+    loss = {d: tie_safe(b.get(IID, CLEAN, d).mean - b.get(A01, CLEAN, d).mean) for d in rules}
     shows = "clean accuracy lost from IID to α = 0.1 (points): " + ", ".join(
         f"{d} {100 * v:.1f}" for d, v in loss.items()
     )
@@ -263,7 +275,9 @@ def _rank(b: Board) -> dict[str, int]:
     every defense must have every setting's worst case); ties share the better rank."""
     defenses = sorted({d for (r, _, _, d) in b.cells if r == "untargeted"})
     settings = b.settings()
-    score = {d: sum(b.worst(s, d)[1].mean for s in settings) / len(settings) for d in defenses}
+    score = {
+        d: tie_safe(sum(b.worst(s, d)[1].mean for s in settings) / len(settings)) for d in defenses
+    }
     return {d: 1 + sum(v > score[d] for v in score.values()) for d in defenses}
 
 

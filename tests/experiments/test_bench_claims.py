@@ -139,3 +139,37 @@ def test_an_unfinished_cell_is_named_not_guessed(
     table = capsys.readouterr().out
     assert "| 4 | needs untargeted α=0.1/20% Mimic Krum | not finished |" in table
     assert "| 17 | needs the targeted regime | not finished |" in table
+
+
+def test_float_noise_between_collapsed_rules_is_a_tie_not_a_win(tmp_path: Path) -> None:
+    # three diverged seeds at 0.1 average to 0.10000000000000002: NNM + median is not above the
+    # median and bucketing when all three collapse, and a real 0.1-point lead still counts
+    noise = sum([0.1, 0.1, 0.1]) / 3
+    assert noise != 0.1
+    values: Values = {}
+    for s in ("α=0.5/20%", "α=0.1/20%"):
+        values[(s, "IPM", "NNM + median")] = (noise, None)
+        values[(s, "IPM", "median")] = (0.1, None)
+        values[(s, "IPM", "bucketing + median")] = (0.1, None)
+    assert claims.c11(board(tmp_path, values))[1] == "does not hold"
+    values[("α=0.1/20%", "IPM", "NNM + median")] = (0.101, None)
+    assert claims.c11(board(tmp_path, values))[1] == "holds in 2 of 4"
+
+
+def test_the_targeted_worst_case_follows_the_measure_not_the_regime_name(tmp_path: Path) -> None:
+    write(tmp_path, {})
+    path = tmp_path / "summary.csv"
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    for r in rows:  # a spec whose targeted regime is named otherwise: its measure says so
+        targeted = r["regime"] == "targeted"
+        r["regime"], r["measure"] = ("backdoors", "effect") if targeted else ("untargeted", "acc")
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, [*FIELDS, "measure"])
+        w.writeheader()
+        w.writerows(rows)
+    b = claims.Board(path)
+    assert b.kinds == {"untargeted": "untargeted", "backdoors": "targeted"}
+    b.cells[("backdoors", "iid/20%", claims.BACKDOORS[1], "median")] = claims.Cell(
+        0.4, None, 1, None
+    )
+    assert b.worst("iid/20%", "median", "backdoors")[0] == claims.BACKDOORS[1]
