@@ -35,6 +35,19 @@ def test_line_maximize_keeps_the_start_when_nothing_beats_it() -> None:
     assert line_maximize(lambda x: math.sin(x), 1.0, 1) == (1.0, math.sin(1.0))
 
 
+def test_line_maximize_counts_a_nan_value_as_worse_than_any_number() -> None:
+    # past x = 2 the aggregate is non-finite: the search stays below it, at the peak 1.5
+    def f(x: float) -> float:
+        return -((x - 1.5) ** 2) if x <= 2 else math.nan
+
+    x, value = line_maximize(f, 0.1, 40)
+    assert abs(x - 1.5) < 0.01 and value == f(x)
+    # a NaN start gives way to the first number found
+    x, value = line_maximize(lambda x: math.nan if x == 1.0 else -((x - 3) ** 2), 1.0, 40)
+    assert abs(x - 3) < 0.01
+    assert math.isnan(line_maximize(lambda x: math.nan, 1.0, 5)[1])
+
+
 BASE = {
     "data": {"name": "fmnist", "train_fraction": 0.05},
     "federation": {"num_clients": 20, "clients_per_round": 8, "rounds": 3},

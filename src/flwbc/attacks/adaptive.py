@@ -23,6 +23,7 @@ Client-side defenses are invisible to it (they act on benign clients before the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -44,13 +45,18 @@ def line_maximize(
 ) -> tuple[float, float]:
     """The best x ≥ 0 found for `objective` in `evals` evaluations, and its value: from
     `start`, double the step upward while improving, then probe ±step around the best,
-    halving the step when neither side improves."""
+    halving the step when neither side improves. A NaN value (an aggregate of non-finite
+    updates) is worse than any number."""
+
+    def improves(fx: float, value: float) -> bool:
+        return fx > value or (math.isnan(value) and not math.isnan(fx))
+
     best, value = start, objective(start)
     used, step = 1, max(abs(start), 1e-3)
     while used < evals:
         fx = objective(best + step)
         used += 1
-        if fx <= value:
+        if not improves(fx, value):
             break
         best, value, step = best + step, fx, 2 * step
     step /= 2
@@ -61,7 +67,7 @@ def line_maximize(
                 continue
             fx = objective(x)
             used += 1
-            if fx > value:
+            if improves(fx, value):
                 best, value, moved = x, fx, True
                 break
         if not moved:
