@@ -378,15 +378,22 @@ def c19(b: Board) -> tuple[str, str]:
             {d for (r, x, _, d) in b.cells if r == "targeted" and x == s and d != "FedAvg"}
         )
         worst = [b.worst(s, d, "targeted", BACKDOORS)[1] for d in defenses]
-        hit = [c for c in worst if c.half is not None and c.mean - c.half > 0]
-        parts.append(f"{s}: {len(hit)} of {len(defenses)}")
-        held += 2 * len(hit) > len(defenses)
+        measured = [c for c in worst if c.half is not None]  # one seed: no interval to be beyond
+        if not measured:
+            parts.append(f"{s}: no worst case with an interval")
+            continue
+        hit = [c for c in measured if c.mean - c.half > 0]  # type: ignore[operator]
+        of_ = f" ({len(measured)} with an interval)" if len(measured) < len(defenses) else ""
+        parts.append(f"{s}: {len(hit)} of {len(defenses)}{of_}")
+        held += 2 * len(hit) > len(measured)
         of += 1
     head = (
         "defenses (FedAvg aside) where some backdoor's success is above its clean baseline "
         "beyond its interval"
     )
-    return head + ": " + "; ".join(parts) + " (held: more than half)", verdict(held, of)
+    return head + ": " + "; ".join(parts) + " (held: more than half of those with an interval)", (
+        verdict(held, of)
+    )
 
 
 CHECKS: list[Check] = [

@@ -173,3 +173,18 @@ def test_the_targeted_worst_case_follows_the_measure_not_the_regime_name(tmp_pat
         0.4, None, 1, None
     )
     assert b.worst("iid/20%", "median", "backdoors")[0] == claims.BACKDOORS[1]
+
+
+def test_backdoors_beyond_the_baseline_only_where_intervals_say_so(tmp_path: Path) -> None:
+    # one seed everywhere: no interval, so the claim is not measured (not "0 of 14")
+    assert claims.c19(board(tmp_path, {}))[1] == "not measured"
+    b = board(tmp_path, {})
+    beyond = set(DEFENSES[1:8])  # 7 of the 14 defenses other than FedAvg: 0.3 ± 0.1
+    for key in [k for k in b.cells if k[0] == "targeted" and k[2] == claims.BACKDOORS[0]]:
+        b.cells[key] = claims.Cell(0.3, 0.1 if key[3] in beyond else 0.4, 3, None)
+    shows, said = claims.c19(b)
+    assert said == "does not hold" and "7 of 14" in shows
+    beyond.add("median")
+    for key in [k for k in b.cells if k[0] == "targeted" and k[2] == claims.BACKDOORS[0]]:
+        b.cells[key] = claims.Cell(0.3, 0.1 if key[3] in beyond else 0.4, 3, None)
+    assert claims.c19(b)[1] == "holds"
