@@ -86,3 +86,29 @@ def test_the_targeted_shift_counts_a_lower_success_as_better(
         in (table)
     )
     assert "No screened worst case has more seeds yet." in table  # the untargeted regime
+
+
+def test_the_plot_draws_each_confirmed_worst_case_against_its_screening_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [
+        *untargeted("none", "A", [0.8, 0.8, 0.8]),
+        *untargeted("IPM", "A", [0.2, 0.6, 0.7]),
+        *untargeted("ALIE", "A", [0.4]),
+        *untargeted("none", "B", [0.8]),
+        *untargeted("IPM", "B", [0.3]),  # not confirmed: not drawn
+    ]
+    with (tmp_path / "cells.csv").open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([HEADER, *rows])
+    drawn: dict[str, tuple[str, list[tuple[float, float, float | None]]]] = {}
+    real = confirm_script.plot
+    monkeypatch.setattr(confirm_script, "plot", lambda t, p, prefix: drawn.update(p) or [])
+    assert confirm_script.main("leaderboard", tmp_path, tmp_path / "confirm") == 0
+    assert list(drawn) == ["untargeted"] and drawn["untargeted"][0] == "untargeted"
+    ((screened, mean, half),) = drawn["untargeted"][1]
+    half_t = stats.t.ppf(0.975, 2) * stats.tstd([0.2, 0.6, 0.7]) / 3**0.5
+    assert (screened, mean) == (0.2, pytest.approx(0.5)) and half == pytest.approx(half_t)
+    paths = real("leaderboard", drawn, tmp_path / "confirm")
+    assert sorted(p.name for p in paths) == ["confirm.png", "confirm.svg"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    capsys.readouterr()
