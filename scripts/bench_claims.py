@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flwbc.experiments.bench import severity
+from flwbc.experiments.bench import severity, tie_safe
 
 CLEAN = "none"
 IID, A05, A01 = "iid/20%", "α=0.5/20%", "α=0.1/20%"
@@ -94,12 +94,6 @@ class Board:
         return tie_safe(
             self.get(setting, CLEAN, defense).mean - self.get(setting, attack, defense).mean
         )
-
-
-def tie_safe(x: float) -> float:
-    """x to 1e-9, as the board compares means (`severity`): three diverged seeds at 0.1 average
-    to 0.10000000000000002, which a strict comparison with 0.1 would count as a win."""
-    return round(x, 9)
 
 
 class Missing(Exception):

@@ -27,6 +27,7 @@ from flwbc.experiments.bench import (
     read_cells,
     summarize,
     t_interval,
+    tie_safe,
     worst_cases,
 )
 from flwbc.experiments.bench_report import UNITS, rankings_side_by_side
@@ -104,7 +105,7 @@ def main(spec_name: str, out: Path, plot_prefix: Path | None = None) -> int:
             again = summary["confirmed"][(key[0], key[1], s.attack, key[2])]
             if again.seeds > s.seeds:
                 confirmed += 1
-                shifts.append(round(sign * (again.mean - s.mean), 9))  # as on the board
+                shifts.append(tie_safe(sign * (again.mean - s.mean)))
                 pairs.append((s.mean, again.mean, again.half_width))
             t = worst["confirmed"][key]
             if t.attack != s.attack:

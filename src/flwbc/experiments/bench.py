@@ -655,6 +655,12 @@ def summarize(cells: list[BenchCell], confidence: float = CONFIDENCE) -> list[Su
     return out
 
 
+def tie_safe(x: float) -> float:
+    """x rounded to 1e-9, the precision at which the board compares means: three diverged seeds
+    at 0.1 average to 0.10000000000000002, which a strict comparison would count as worse."""
+    return round(x, 9)
+
+
 def severity(mean: float, seeds: int, kind: str) -> tuple[float, int]:
     """How bad a cell (its mean over `seeds` seeds) is for its defense, larger being worse, to
     pick its worst attack: the mean signed by the regime's kind (`MEASURE`), rounded to 1e-9 so
@@ -663,7 +669,7 @@ def severity(mean: float, seeds: int, kind: str) -> tuple[float, int]:
     displaced by a one-seed cell of the same value, which would send the confirmation through
     every tied attack."""
     sign = 1.0 if kind == "targeted" else -1.0
-    return round(sign * mean, 9), seeds
+    return tie_safe(sign * mean), seeds
 
 
 def worst_cases(summaries: list[Summary], regimes: dict[str, Regime]) -> list[Summary]:

@@ -24,6 +24,7 @@ from flwbc.experiments.bench import (
     ranking,
     summarize,
     throughput,
+    tie_safe,
     worst_cases,
 )
 from flwbc.runio import atomic_write_bytes
@@ -368,7 +369,7 @@ def report_card(spec: BenchSpec, name: str, cells: list[BenchCell], *, command: 
         for w in [w for w in worst if w.regime == rname and w.defense == name]:
             ranked = {r.defense for r in rr}  # a grid counts once, by its kept variant
             median = _median_defense(worst, (rname, w.setting), ranked)
-            worse = round(sign * (w.mean - median), 9) > 0  # float ties hold, as in severity
+            worse = tie_safe(sign * (w.mean - median)) > 0
             verdict = "loses" if worse else "holds"
             losses = _losses(summaries, rname, w.setting, name, sign, ranked)
             rows.append([w.setting, w.attack, _value(w), _pct(median), verdict, losses])
@@ -411,7 +412,7 @@ def _losses(
         if (s.regime, s.setting, s.defense) != (regime, setting, name) or s.attack == CLEAN:
             continue
         median = _median_defense(summaries, (regime, setting, s.attack), ranked)
-        if round(sign * (s.mean - median), 9) > 0:
+        if tie_safe(sign * (s.mean - median)) > 0:
             gaps.append((sign * (s.mean - median), f"{s.attack} ({_pct(s.mean)} / {_pct(median)})"))
     return ", ".join(text for _, text in sorted(gaps, reverse=True)) or "none"
 
