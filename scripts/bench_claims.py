@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flwbc.experiments.bench import severity, tie_safe
+from flwbc.experiments.bench import intervals_overlap, severity, tie_safe
 
 CLEAN = "none"
 IID, A05, A01 = "iid/20%", "α=0.5/20%", "α=0.1/20%"
@@ -102,9 +102,7 @@ class Missing(Exception):
 
 def overlap(a: Cell, b: Cell) -> bool | None:
     """Whether a's and b's intervals overlap (None if either has none)."""
-    if a.half is None or b.half is None:
-        return None
-    return max(a.mean - a.half, b.mean - b.half) <= min(a.mean + a.half, b.mean + b.half)
+    return intervals_overlap(a.mean, a.half, b.mean, b.half)
 
 
 def below(a: Cell, b: Cell) -> str:

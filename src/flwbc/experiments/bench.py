@@ -558,6 +558,16 @@ def t_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[flo
     return mean, float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
 
 
+def intervals_overlap(
+    a: float, a_half: float | None, b: float, b_half: float | None
+) -> bool | None:
+    """Whether the intervals a ± a_half and b ± b_half overlap: two means whose intervals do
+    are not told apart by the seeds (None where either cell is a one-seed probe)."""
+    if a_half is None or b_half is None:
+        return None
+    return max(a - a_half, b - b_half) <= min(a + a_half, b + b_half)
+
+
 MEASURE = {"untargeted": "acc", "targeted": "effect"}
 """What ranks a regime's cells: the accuracy at the budget (higher is better) or the success
 over the clean baseline (lower is better)."""
