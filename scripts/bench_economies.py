@@ -72,7 +72,7 @@ def main(out: Path) -> int:
             lines += [f"## {what}", "", "not run yet", ""]
             continue
         diffs = [abs(b.mean - a.mean) for _, _, a, b in pairs]
-        judged = [apart(a, b) for _, _, a, b in pairs if apart(a, b) != "–"]
+        judged = [j for j in (apart(a, b) for _, _, a, b in pairs) if j != "–"]
         lines += [
             f"## {what}",
             "",
